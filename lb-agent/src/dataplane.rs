@@ -1,0 +1,351 @@
+//! The only code that touches BPF maps and programs: loading the embedded objects, programming
+//! the balancer's maps, reading its counters.
+
+mod table;
+
+use anyhow::{anyhow, bail, Context, Result};
+use aya::{
+    maps::{Array, HashMap, Map, MapData, PerCpuArray, ProgramArray},
+    programs::{ProgramFd, Xdp},
+    Ebpf, EbpfLoader,
+};
+use lb_common::{
+    AddrKey, Backend, BenchFrame, FlowKey, FlowState, LbConfig, Stat, TrafficCounters, VipKey,
+    VipMeta, ADDR_F_TCP_ANY_PORT, ADDR_F_TCP_PORT, ADDR_F_UDP_ANY_PORT, ADDR_F_UDP_PORT,
+    DEFAULT_CONN_TABLE_ENTRIES, DEFAULT_MAX_VIPS, DEFAULT_TABLE_SIZE, IPPROTO_TCP, MAX_BACKENDS,
+};
+use std::net::IpAddr;
+
+pub use table::TableWriter;
+
+/// The balancer's programs: the data path, the benchmark floor and the benchmark harness.
+pub const LB_PROGRAM: &str = "xdp_lb";
+pub const REFLECT_PROGRAM: &str = "xdp_reflect";
+pub const BENCH_PROGRAM: &str = "xdp_bench";
+/// The backend side's programs.
+pub const DECAP_PROGRAM: &str = "xdp_decap";
+pub const PASS_PROGRAM: &str = "xdp_pass";
+
+#[cfg(not(lb_ebpf_missing))]
+static LB_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb.o"));
+#[cfg(not(lb_ebpf_missing))]
+static DECAP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/decap.o"));
+#[cfg(lb_ebpf_missing)]
+static LB_OBJECT: &[u8] = &[];
+#[cfg(lb_ebpf_missing)]
+static DECAP_OBJECT: &[u8] = &[];
+
+fn object(bytes: &'static [u8], name: &str) -> Result<&'static [u8]> {
+    if bytes.is_empty() {
+        bail!("this lb-agent was built without its eBPF object `{name}`: build it with `cargo xtask build`");
+    }
+    Ok(bytes)
+}
+
+/// Sizes fixed when the balancer program is loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Maglev table size per VIP (prime).
+    pub table_size: u32,
+    pub max_vips: u32,
+    pub conn_table_entries: u32,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            table_size: DEFAULT_TABLE_SIZE,
+            max_vips: DEFAULT_MAX_VIPS,
+            conn_table_entries: DEFAULT_CONN_TABLE_ENTRIES,
+        }
+    }
+}
+
+/// The loaded balancer program and its maps.
+pub struct Balancer {
+    ebpf: Ebpf,
+    options: LoadOptions,
+    config: Array<MapData, LbConfig>,
+    vips: HashMap<MapData, VipKey, VipMeta>,
+    vip_addrs: HashMap<MapData, AddrKey, u32>,
+    backends: Array<MapData, Backend>,
+    conn_table: HashMap<MapData, FlowKey, FlowState>,
+    stats: PerCpuArray<MapData, u64>,
+    vip_stats: PerCpuArray<MapData, TrafficCounters>,
+    backend_stats: PerCpuArray<MapData, TrafficCounters>,
+    tables: TableWriter,
+}
+
+/// A loader; `LB_VERIFIER_LOG=1` asks the verifier for its full instruction-level log, which
+/// load errors then carry (for debugging a rejected program).
+fn loader() -> EbpfLoader<'static> {
+    let mut loader = EbpfLoader::new();
+    if std::env::var_os("LB_VERIFIER_LOG").is_some_and(|v| v == "1") {
+        loader.verifier_log_level(aya::VerifierLogLevel::VERBOSE | aya::VerifierLogLevel::STATS);
+    }
+    loader
+}
+
+fn take<T: TryFrom<Map, Error = aya::maps::MapError>>(ebpf: &mut Ebpf, name: &str) -> Result<T> {
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))?;
+    T::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
+}
+
+fn load_xdp(ebpf: &mut Ebpf, name: &str) -> Result<()> {
+    let prog: &mut Xdp = ebpf
+        .program_mut(name)
+        .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
+        .try_into()
+        .with_context(|| format!("{name} is not an XDP program"))?;
+    // The error's Display carries the verifier log, so a rejected change fails with it.
+    prog.load().with_context(|| format!("the verifier rejected {name}"))
+}
+
+fn xdp<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
+        .try_into()
+        .with_context(|| format!("{name} is not an XDP program"))
+}
+
+impl Balancer {
+    /// Load the balancer object and its programs (through the verifier).
+    pub fn load(options: LoadOptions) -> Result<Self> {
+        if !crate::maglev::is_prime(options.table_size) {
+            bail!("table_size {} is not a prime", options.table_size);
+        }
+        if options.max_vips == 0 || options.conn_table_entries == 0 {
+            bail!("max_vips and conn_table_entries must be positive");
+        }
+        let slots = options
+            .max_vips
+            .checked_mul(2)
+            .and_then(|n| n.checked_mul(options.table_size))
+            .ok_or_else(|| anyhow!("max_vips * 2 * table_size overflows"))?;
+        let mut ebpf = loader()
+            .override_global("TABLE_SIZE", &options.table_size, true)
+            .map_max_entries("MAGLEV", slots)
+            .map_max_entries("VIPS", options.max_vips)
+            .map_max_entries("VIP_ADDRS", options.max_vips)
+            .map_max_entries("VIP_STATS", options.max_vips)
+            .map_max_entries("CONN_TABLE", options.conn_table_entries)
+            .load(object(LB_OBJECT, "lb")?)
+            .context("loading the balancer's eBPF object")?;
+        for name in [LB_PROGRAM, REFLECT_PROGRAM, BENCH_PROGRAM] {
+            load_xdp(&mut ebpf, name)?;
+        }
+        let maglev: MapData = match ebpf.take_map("MAGLEV") {
+            Some(Map::Array(data)) => data,
+            _ => bail!("map MAGLEV missing or not an array"),
+        };
+        let tables = TableWriter::new(maglev, options.table_size, options.max_vips)?;
+        Ok(Self {
+            config: take(&mut ebpf, "CONFIG")?,
+            vips: take(&mut ebpf, "VIPS")?,
+            vip_addrs: take(&mut ebpf, "VIP_ADDRS")?,
+            backends: take(&mut ebpf, "BACKENDS")?,
+            conn_table: take(&mut ebpf, "CONN_TABLE")?,
+            stats: take(&mut ebpf, "STATS")?,
+            vip_stats: take(&mut ebpf, "VIP_STATS")?,
+            backend_stats: take(&mut ebpf, "BACKEND_STATS")?,
+            tables,
+            options,
+            ebpf,
+        })
+    }
+
+    pub fn options(&self) -> LoadOptions {
+        self.options
+    }
+
+    /// One of the loaded programs (`LB_PROGRAM`, `REFLECT_PROGRAM`, `BENCH_PROGRAM`).
+    pub fn program(&mut self, name: &str) -> Result<&mut Xdp> {
+        xdp(&mut self.ebpf, name)
+    }
+
+    pub fn set_config(&mut self, config: &LbConfig) -> Result<()> {
+        self.config.set(0, config, 0).context("writing CONFIG")
+    }
+
+    pub fn set_backend(&mut self, id: u32, backend: &Backend) -> Result<()> {
+        if id >= MAX_BACKENDS {
+            bail!("backend id {id} is beyond the {MAX_BACKENDS} the data path holds");
+        }
+        self.backends
+            .set(id, backend, 0)
+            .with_context(|| format!("writing backend {id}"))
+    }
+
+    pub fn backend(&self, id: u32) -> Result<Backend> {
+        self.backends
+            .get(&id, 0)
+            .with_context(|| format!("reading backend {id}"))
+    }
+
+    /// Fill the VIP's inactive table with `slots` and make it the live one. The data path
+    /// reads either the old or the new table, never a mix.
+    pub fn publish_table(&mut self, key: &VipKey, slots: &[u32]) -> Result<VipMeta> {
+        let mut meta = self.vip(key)?;
+        let next = meta.active_table ^ 1;
+        self.tables.write(meta.id, next, slots)?;
+        meta.active_table = next;
+        self.vips
+            .insert(key, meta, 0)
+            .context("flipping the VIP's active table")?;
+        Ok(meta)
+    }
+
+    /// Add or replace a VIP. Its tables are left as they are: publish one before traffic.
+    pub fn set_vip(&mut self, key: &VipKey, meta: &VipMeta) -> Result<()> {
+        if meta.id >= self.options.max_vips {
+            bail!("VIP id {} is beyond max_vips {}", meta.id, self.options.max_vips);
+        }
+        self.vips.insert(key, meta, 0).context("writing VIPS")?;
+        self.refresh_address(key.addr, key.family)
+    }
+
+    pub fn remove_vip(&mut self, key: &VipKey) -> Result<()> {
+        self.vips.remove(key).context("removing from VIPS")?;
+        self.refresh_address(key.addr, key.family)
+    }
+
+    pub fn vip(&self, key: &VipKey) -> Result<VipMeta> {
+        self.vips.get(key, 0).context("VIP not in the VIPS map")
+    }
+
+    /// Recompute which lookups an address needs from the VIPs that use it.
+    fn refresh_address(&mut self, addr: [u32; 4], family: u8) -> Result<()> {
+        let mut flags = 0;
+        for key in self.vips.keys() {
+            let key = key.context("iterating VIPS")?;
+            if key.addr != addr || key.family != family {
+                continue;
+            }
+            flags |= match (key.proto == IPPROTO_TCP, key.port == 0) {
+                (true, false) => ADDR_F_TCP_PORT,
+                (true, true) => ADDR_F_TCP_ANY_PORT,
+                (false, false) => ADDR_F_UDP_PORT,
+                (false, true) => ADDR_F_UDP_ANY_PORT,
+            };
+        }
+        let key = AddrKey {
+            addr,
+            family,
+            _pad: [0; 3],
+        };
+        if flags == 0 {
+            match self.vip_addrs.remove(&key) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+                Err(e) => Err(e).context("removing from VIP_ADDRS"),
+            }
+        } else {
+            self.vip_addrs
+                .insert(key, flags, 0)
+                .context("writing VIP_ADDRS")
+        }
+    }
+
+    /// The connection-table entry of a flow, if any.
+    pub fn flow(&self, key: &FlowKey) -> Option<FlowState> {
+        self.conn_table.get(key, 0).ok()
+    }
+
+    /// Global counters summed over CPUs, in `Stat` order.
+    pub fn stats(&self) -> Result<Vec<(Stat, u64)>> {
+        Stat::ALL
+            .iter()
+            .map(|s| Ok((*s, sum_u64(&self.stats, *s as u32)?)))
+            .collect()
+    }
+
+    pub fn stat(&self, stat: Stat) -> Result<u64> {
+        sum_u64(&self.stats, stat as u32)
+    }
+
+    pub fn vip_counters(&self, vip_id: u32) -> Result<TrafficCounters> {
+        sum_traffic(&self.vip_stats, vip_id)
+    }
+
+    pub fn backend_counters(&self, backend_id: u32) -> Result<TrafficCounters> {
+        sum_traffic(&self.backend_stats, backend_id)
+    }
+
+    /// Benchmark harness: the frame every iteration starts from, and the program it runs.
+    pub fn set_bench(&mut self, frame: &BenchFrame, target: &str) -> Result<()> {
+        let fd: ProgramFd = self
+            .program(target)?
+            .fd()
+            .context("program not loaded")?
+            .try_clone()
+            .context("duplicating the program fd")?;
+        let mut frames: Array<&mut MapData, BenchFrame> = Array::try_from(
+            self.ebpf
+                .map_mut("BENCH_FRAME")
+                .ok_or_else(|| anyhow!("map BENCH_FRAME missing"))?,
+        )?;
+        frames.set(0, frame, 0).context("writing BENCH_FRAME")?;
+        let mut targets: ProgramArray<&mut MapData> = ProgramArray::try_from(
+            self.ebpf
+                .map_mut("BENCH_TARGET")
+                .ok_or_else(|| anyhow!("map BENCH_TARGET missing"))?,
+        )?;
+        targets.set(0, &fd, 0).context("writing BENCH_TARGET")
+    }
+}
+
+fn sum_u64(map: &PerCpuArray<MapData, u64>, index: u32) -> Result<u64> {
+    let values = map
+        .get(&index, 0)
+        .with_context(|| format!("reading counter {index}"))?;
+    Ok(values.iter().sum())
+}
+
+fn sum_traffic(map: &PerCpuArray<MapData, TrafficCounters>, index: u32) -> Result<TrafficCounters> {
+    let values = map
+        .get(&index, 0)
+        .with_context(|| format!("reading counters {index}"))?;
+    Ok(values.iter().fold(TrafficCounters::default(), |acc, v| TrafficCounters {
+        packets: acc.packets + v.packets,
+        bytes: acc.bytes + v.bytes,
+    }))
+}
+
+/// The backend-side decapsulation program.
+pub struct Decap {
+    ebpf: Ebpf,
+    locals: HashMap<MapData, AddrKey, u32>,
+    stats: PerCpuArray<MapData, u64>,
+}
+
+impl Decap {
+    pub fn load() -> Result<Self> {
+        let mut ebpf = loader()
+            .load(object(DECAP_OBJECT, "decap")?)
+            .context("loading the decap eBPF object")?;
+        for name in [DECAP_PROGRAM, PASS_PROGRAM] {
+            load_xdp(&mut ebpf, name)?;
+        }
+        Ok(Self {
+            locals: take(&mut ebpf, "DECAP_DSTS")?,
+            stats: take(&mut ebpf, "STATS")?,
+            ebpf,
+        })
+    }
+
+    pub fn program(&mut self, name: &str) -> Result<&mut Xdp> {
+        xdp(&mut self.ebpf, name)
+    }
+
+    /// Decapsulate tunnel packets addressed to `addr`.
+    pub fn add_local(&mut self, addr: IpAddr) -> Result<()> {
+        self.locals
+            .insert(AddrKey::new(addr), 1, 0)
+            .with_context(|| format!("adding {addr} to DECAP_DSTS"))
+    }
+
+    pub fn stat(&self, stat: Stat) -> Result<u64> {
+        sum_u64(&self.stats, stat as u32)
+    }
+}

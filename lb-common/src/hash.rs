@@ -1,0 +1,115 @@
+//! The flow hash, shared so the agent and tests can predict which slot a flow takes.
+//!
+//! Words are the packet's own bytes loaded in native order (see the crate docs). Murmur3's
+//! 32-bit mixing: cheap in BPF (no loops beyond a few fixed words) and well spread modulo a prime.
+
+const SEED: u32 = 0x9e37_79b9;
+
+#[inline(always)]
+fn mix(h: u32, k: u32) -> u32 {
+    let k = k.wrapping_mul(0xcc9e_2d51).rotate_left(15).wrapping_mul(0x1b87_3593);
+    (h ^ k).rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64)
+}
+
+#[inline(always)]
+fn finish(mut h: u32, len: u32) -> u32 {
+    h ^= len;
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
+}
+
+/// Ports packed as the data path loads them: source port in the low half (both network order).
+#[inline(always)]
+pub fn ports_word(src_port_be: u16, dst_port_be: u16) -> u32 {
+    (src_port_be as u32) | ((dst_port_be as u32) << 16)
+}
+
+/// 5-tuple hash of an IPv4 flow.
+#[inline(always)]
+pub fn flow_hash_v4(src: u32, dst: u32, ports: u32, proto: u8) -> u32 {
+    let h = mix(SEED, src);
+    let h = mix(h, dst);
+    let h = mix(h, ports ^ (proto as u32));
+    finish(h, 12)
+}
+
+/// 5-tuple hash of an IPv6 flow.
+#[inline(always)]
+pub fn flow_hash_v6(src: &[u32; 4], dst: &[u32; 4], ports: u32, proto: u8) -> u32 {
+    let mut h = SEED;
+    h = mix(h, src[0]);
+    h = mix(h, src[1]);
+    h = mix(h, src[2]);
+    h = mix(h, src[3]);
+    h = mix(h, dst[0]);
+    h = mix(h, dst[1]);
+    h = mix(h, dst[2]);
+    h = mix(h, dst[3]);
+    h = mix(h, ports ^ (proto as u32));
+    finish(h, 36)
+}
+
+/// Source-address-only hash (VIPs with `VIP_F_HASH_SRC_ONLY`).
+#[inline(always)]
+pub fn source_hash_v4(src: u32) -> u32 {
+    finish(mix(SEED, src), 4)
+}
+
+#[inline(always)]
+pub fn source_hash_v6(src: &[u32; 4]) -> u32 {
+    let mut h = SEED;
+    h = mix(h, src[0]);
+    h = mix(h, src[1]);
+    h = mix(h, src[2]);
+    h = mix(h, src[3]);
+    finish(h, 16)
+}
+
+/// The hash the data path picks a Maglev slot with: the 5-tuple, or the client address only
+/// for VIPs with `VIP_F_HASH_SRC_ONLY`.
+#[inline(always)]
+pub fn flow_key_hash(flow: &crate::FlowKey, vip_flags: u32) -> u32 {
+    let v4 = flow.family == crate::FAMILY_V4;
+    if vip_flags & crate::VIP_F_HASH_SRC_ONLY != 0 {
+        return if v4 {
+            source_hash_v4(flow.src[0])
+        } else {
+            source_hash_v6(&flow.src)
+        };
+    }
+    let ports = ports_word(flow.src_port, flow.dst_port);
+    if v4 {
+        flow_hash_v4(flow.src[0], flow.dst[0], ports, flow.proto)
+    } else {
+        flow_hash_v6(&flow.src, &flow.dst, ports, flow.proto)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_change_the_hash_but_not_the_source_hash() {
+        let a = flow_hash_v4(1, 2, ports_word(1000u16.to_be(), 80u16.to_be()), 6);
+        let b = flow_hash_v4(1, 2, ports_word(1001u16.to_be(), 80u16.to_be()), 6);
+        assert_ne!(a, b);
+        assert_eq!(source_hash_v4(1), source_hash_v4(1));
+    }
+
+    #[test]
+    fn spreads_sequential_ports_over_a_prime_table() {
+        let m = 65537u32;
+        let mut buckets = [0u32; 16];
+        for port in 0..16_000u16 {
+            let h = flow_hash_v4(0x0a00_0001, 0x0a00_0002, ports_word(port.to_be(), 80u16.to_be()), 6);
+            buckets[((h % m) * 16 / m) as usize] += 1;
+        }
+        for b in buckets {
+            assert!((800..1200).contains(&b), "uneven bucket {b}: {buckets:?}");
+        }
+    }
+}

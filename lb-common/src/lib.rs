@@ -1,0 +1,379 @@
+//! Map keys and values shared by the XDP programs (`lb-ebpf`) and the agent (`lb-agent`).
+//!
+//! This crate is the only definition of every layout that crosses the kernel boundary.
+//! Addresses and ports are kept exactly as they appear on the wire (network byte order),
+//! loaded as native-endian integers, so the data path never swaps bytes; the helpers
+//! below convert from `core::net` types for the agent and tests.
+#![no_std]
+
+pub mod consts;
+pub mod hash;
+
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+pub use consts::*;
+
+/// Address family tag stored in keys and backends.
+pub const FAMILY_V4: u8 = 4;
+pub const FAMILY_V6: u8 = 6;
+
+/// IPv4 lives in `addr[0]`, the other words are zero; `family` keeps the two spaces apart.
+#[inline(always)]
+pub fn addr_words(ip: IpAddr) -> ([u32; 4], u8) {
+    match ip {
+        IpAddr::V4(v4) => (v4_word(v4), FAMILY_V4),
+        IpAddr::V6(v6) => (v6_words(v6), FAMILY_V6),
+    }
+}
+
+/// An IPv4 address as the data path loads it from a packet.
+#[inline(always)]
+pub fn v4_word(ip: Ipv4Addr) -> [u32; 4] {
+    [u32::from_ne_bytes(ip.octets()), 0, 0, 0]
+}
+
+/// An IPv6 address as the data path loads it from a packet.
+#[inline(always)]
+pub fn v6_words(ip: Ipv6Addr) -> [u32; 4] {
+    let o = ip.octets();
+    let w = |i: usize| u32::from_ne_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
+    [w(0), w(4), w(8), w(12)]
+}
+
+/// Inverse of [`addr_words`].
+pub fn words_addr(addr: [u32; 4], family: u8) -> Option<IpAddr> {
+    match family {
+        FAMILY_V4 => Some(IpAddr::V4(Ipv4Addr::from(addr[0].to_ne_bytes()))),
+        FAMILY_V6 => {
+            let mut o = [0u8; 16];
+            for (i, w) in addr.iter().enumerate() {
+                o[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+            }
+            Some(IpAddr::V6(Ipv6Addr::from(o)))
+        }
+        _ => None,
+    }
+}
+
+/// Key of the `VIPS` hash map: one VIP is (address, port, protocol). Port 0 matches any port.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct VipKey {
+    pub addr: [u32; 4],
+    /// Network byte order, as in the TCP/UDP header.
+    pub port: u16,
+    /// IPPROTO_TCP or IPPROTO_UDP.
+    pub proto: u8,
+    pub family: u8,
+}
+
+impl VipKey {
+    pub fn new(ip: IpAddr, port: u16, proto: u8) -> Self {
+        let (addr, family) = addr_words(ip);
+        Self {
+            addr,
+            port: port.to_be(),
+            proto,
+            family,
+        }
+    }
+}
+
+/// Value of `VIPS`. Replaced as a whole by the agent, so a reader sees either the old or the new
+/// `active_table`, never a mix.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct VipMeta {
+    /// Index of this VIP's two lookup tables and of its counters; `< max_vips`.
+    pub id: u32,
+    /// `VIP_F_*` bits.
+    pub flags: u32,
+    /// Which of the VIP's two Maglev tables is live (0 or 1); the agent fills the other, then flips.
+    pub active_table: u32,
+    pub _reserved: u32,
+}
+
+/// Hash on the client address only, so every connection of a client reaches one backend.
+pub const VIP_F_HASH_SRC_ONLY: u32 = 1 << 0;
+
+/// Value bits of `VIP_ADDRS`: which VIP lookups an address needs, so traffic to an address that
+/// carries no VIP costs one lookup and a port-0 VIP does not pay for a failed exact lookup.
+pub const ADDR_F_TCP_PORT: u32 = 1 << 0;
+pub const ADDR_F_TCP_ANY_PORT: u32 = 1 << 1;
+pub const ADDR_F_UDP_PORT: u32 = 1 << 2;
+pub const ADDR_F_UDP_ANY_PORT: u32 = 1 << 3;
+
+/// Key of `VIP_ADDRS` (every address that carries at least one VIP) and of the decap program's
+/// `DECAP_DSTS` (addresses the backend decapsulates for).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct AddrKey {
+    pub addr: [u32; 4],
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+
+impl AddrKey {
+    pub fn new(ip: IpAddr) -> Self {
+        let (addr, family) = addr_words(ip);
+        Self {
+            addr,
+            family,
+            _pad: [0; 3],
+        }
+    }
+}
+
+/// Value of the `BACKENDS` array, indexed by backend id (what Maglev slots hold).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Backend {
+    pub addr: [u32; 4],
+    pub family: u8,
+    pub _pad: [u8; 3],
+    /// Bumped by the agent when the backend goes down or its id is reused. Connection-table
+    /// entries remember the generation they were made with and are ignored once it changes.
+    pub generation: u32,
+}
+
+impl Backend {
+    pub fn new(ip: IpAddr, generation: u32) -> Self {
+        let (addr, family) = addr_words(ip);
+        Self {
+            addr,
+            family,
+            _pad: [0; 3],
+            generation,
+        }
+    }
+}
+
+/// Key of the `CONN_TABLE` LRU hash: the client's 5-tuple towards the VIP.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Value of `CONN_TABLE`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowState {
+    pub backend: u32,
+    /// The backend's `generation` when the entry was made.
+    pub generation: u32,
+}
+
+/// Single element of the `CONFIG` array, written by the agent before VIPs are added.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct LbConfig {
+    /// Next hop of every encapsulated frame (the router in front of the balancer).
+    pub gateway_mac: [u8; 6],
+    /// Largest IP packet, outer header included, that may leave the interface.
+    pub mtu: u16,
+    /// Outer source of IPv4 encapsulation (network order).
+    pub encap_src_v4: u32,
+    /// Outer source of IPv6 encapsulation (network order words).
+    pub encap_src_v6: [u32; 4],
+    /// How many low bits of the outer source are replaced by flow-hash bits, so that backends'
+    /// NICs spread flows over their receive queues (0 = fixed source).
+    pub src_hash_bits_v4: u8,
+    pub src_hash_bits_v6: u8,
+    /// Outer TTL / hop limit.
+    pub outer_ttl: u8,
+    /// Non-zero once the agent has written a complete configuration.
+    pub ready: u8,
+    /// New connection-table entries allowed per CPU per second (SYN-flood guard); 0 = no limit.
+    pub new_flows_per_sec: u32,
+}
+
+/// Per-CPU state of the SYN-flood guard (`FLOOD_GUARD`, written only by the data path).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FloodWindow {
+    pub window_start_ns: u64,
+    pub inserts: u64,
+}
+
+/// Per-CPU packets and bytes of one VIP (`VIP_STATS`) or one backend (`BACKEND_STATS`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct TrafficCounters {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Index into the per-CPU `STATS` array (one u64 each) of the balancer program.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stat {
+    /// Not addressed to a VIP: handed to the host stack untouched.
+    PassNotVip = 0,
+    /// Invalid header that cannot be tied to a VIP address: handed to the host, which drops it.
+    PassMalformed,
+    /// Forwarded (XDP_TX) to a backend, encapsulated.
+    Forwarded,
+    ConnHit,
+    /// TCP SYN: always a fresh table lookup.
+    ConnMissSyn,
+    /// TCP non-SYN without an entry: a flow moved between balancers or was evicted.
+    ConnMissNonSyn,
+    ConnMissUdp,
+    /// An entry whose backend went down or was replaced: re-selected from the table.
+    ConnStale,
+    /// New entry not stored because the per-CPU new-flow rate was above the limit.
+    ConnInsertSkipped,
+    /// ICMP error about a VIP flow, forwarded to that flow's backend.
+    IcmpErrorForwarded,
+    /// "Fragmentation needed" / "packet too big" sent back to a client.
+    IcmpTooBigSent,
+    /// bpf_xdp_adjust_head/tail failed while building an encapsulated frame or ICMP reply.
+    EncapFailed,
+    DropFragment,
+    DropIpv4Options,
+    DropIpv6ExtHeader,
+    DropMalformed,
+    /// The VIP's table has no backend (all down with `all_down = "drop"`, or not yet filled).
+    DropNoBackend,
+    /// The agent has not written `CONFIG` yet.
+    DropUnconfigured,
+    /// Decap program: tunnel packet for this host, outer header removed.
+    Decapsulated,
+    /// Decap program: anything else, untouched.
+    DecapPass,
+    /// Decap program: tunnel packet whose inner header is invalid.
+    DecapDropMalformed,
+    /// Bench harness: frame restored before an iteration.
+    BenchRestored,
+}
+
+/// Number of `Stat` slots (size of the `STATS` array).
+pub const STAT_COUNT: u32 = Stat::BenchRestored as u32 + 1;
+
+impl Stat {
+    pub const ALL: [Stat; STAT_COUNT as usize] = [
+        Stat::PassNotVip,
+        Stat::PassMalformed,
+        Stat::Forwarded,
+        Stat::ConnHit,
+        Stat::ConnMissSyn,
+        Stat::ConnMissNonSyn,
+        Stat::ConnMissUdp,
+        Stat::ConnStale,
+        Stat::ConnInsertSkipped,
+        Stat::IcmpErrorForwarded,
+        Stat::IcmpTooBigSent,
+        Stat::EncapFailed,
+        Stat::DropFragment,
+        Stat::DropIpv4Options,
+        Stat::DropIpv6ExtHeader,
+        Stat::DropMalformed,
+        Stat::DropNoBackend,
+        Stat::DropUnconfigured,
+        Stat::Decapsulated,
+        Stat::DecapPass,
+        Stat::DecapDropMalformed,
+        Stat::BenchRestored,
+    ];
+
+    /// Stable snake_case name, used for metrics labels and `stats` output.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Stat::PassNotVip => "pass_not_vip",
+            Stat::PassMalformed => "pass_malformed",
+            Stat::Forwarded => "forwarded",
+            Stat::ConnHit => "conn_hit",
+            Stat::ConnMissSyn => "conn_miss_syn",
+            Stat::ConnMissNonSyn => "conn_miss_non_syn",
+            Stat::ConnMissUdp => "conn_miss_udp",
+            Stat::ConnStale => "conn_stale",
+            Stat::ConnInsertSkipped => "conn_insert_skipped",
+            Stat::IcmpErrorForwarded => "icmp_error_forwarded",
+            Stat::IcmpTooBigSent => "icmp_too_big_sent",
+            Stat::EncapFailed => "encap_failed",
+            Stat::DropFragment => "drop_fragment",
+            Stat::DropIpv4Options => "drop_ipv4_options",
+            Stat::DropIpv6ExtHeader => "drop_ipv6_ext_header",
+            Stat::DropMalformed => "drop_malformed",
+            Stat::DropNoBackend => "drop_no_backend",
+            Stat::DropUnconfigured => "drop_unconfigured",
+            Stat::Decapsulated => "decapsulated",
+            Stat::DecapPass => "decap_pass",
+            Stat::DecapDropMalformed => "decap_drop_malformed",
+            Stat::BenchRestored => "bench_restored",
+        }
+    }
+}
+
+/// Backend id stored in a Maglev slot that has no backend.
+pub const NO_BACKEND: u32 = u32::MAX;
+
+/// Bench harness template (`BENCH_FRAME`): the frame every iteration starts from.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BenchFrame {
+    pub bytes: [u8; BENCH_FRAME_LEN],
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: every type is #[repr(C)], Copy, made of integers and byte arrays, and has
+    // explicit padding fields, so any bit pattern is valid and no byte is uninitialised.
+    unsafe impl aya::Pod for VipKey {}
+    unsafe impl aya::Pod for VipMeta {}
+    unsafe impl aya::Pod for AddrKey {}
+    unsafe impl aya::Pod for Backend {}
+    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for FlowState {}
+    unsafe impl aya::Pod for LbConfig {}
+    unsafe impl aya::Pod for FloodWindow {}
+    unsafe impl aya::Pod for TrafficCounters {}
+    unsafe impl aya::Pod for BenchFrame {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(size_of::<VipKey>(), 20);
+        assert_eq!(size_of::<VipMeta>(), 16);
+        assert_eq!(size_of::<AddrKey>(), 20);
+        assert_eq!(size_of::<Backend>(), 24);
+        assert_eq!(size_of::<FlowKey>(), 40);
+        assert_eq!(size_of::<FlowState>(), 8);
+        assert_eq!(size_of::<LbConfig>(), 36);
+        assert_eq!(size_of::<TrafficCounters>(), 16);
+    }
+
+    #[test]
+    fn address_words_round_trip() {
+        let v4: IpAddr = "198.18.0.10".parse().unwrap();
+        let v6: IpAddr = "2001:db8::10".parse().unwrap();
+        for ip in [v4, v6] {
+            let (w, f) = addr_words(ip);
+            assert_eq!(words_addr(w, f), Some(ip));
+        }
+        assert_eq!(words_addr([0; 4], 0), None);
+    }
+
+    #[test]
+    fn stat_names_are_unique_and_indexed_in_order() {
+        for (i, s) in Stat::ALL.iter().enumerate() {
+            assert_eq!(*s as usize, i);
+            for t in &Stat::ALL[i + 1..] {
+                assert_ne!(s.name(), t.name());
+            }
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! Per-CPU counters. Array lookups on per-CPU arrays are inlined by the verifier, so a count
+//! costs a few instructions and no atomic operation.
+
+use crate::maps::{BACKEND_STATS, STATS, VIP_STATS};
+use aya_ebpf::maps::PerCpuArray;
+use lb_common::{Stat, TrafficCounters};
+
+#[inline(always)]
+pub fn count(stat: Stat) {
+    if let Some(c) = STATS.get_ptr_mut(stat as u32) {
+        // SAFETY: per-CPU slot, no other writer while this program runs on this CPU.
+        unsafe { *c += 1 };
+    }
+}
+
+#[inline(always)]
+fn add(map: &PerCpuArray<TrafficCounters>, index: u32, bytes: usize) {
+    if let Some(c) = map.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, no other writer while this program runs on this CPU.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += bytes as u64;
+        }
+    }
+}
+
+#[inline(always)]
+pub fn vip(id: u32, bytes: usize) {
+    add(&VIP_STATS, id, bytes)
+}
+
+#[inline(always)]
+pub fn backend(id: u32, bytes: usize) {
+    add(&BACKEND_STATS, id, bytes)
+}

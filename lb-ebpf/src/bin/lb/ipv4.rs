@@ -1,0 +1,88 @@
+//! IPv4: validate, find the VIP, hand the flow to forwarding. Invalid packets to a VIP address
+//! are dropped with their reason; anything not for a VIP address goes to the host untouched.
+
+use crate::{
+    forward::forward,
+    icmp, l4,
+    packet::{FlowKind, Packet},
+    verdict::{drop, pass},
+    vip,
+};
+use aya_ebpf::programs::XdpContext;
+use lb_common::{
+    FlowKey, Stat, FAMILY_V4, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPV4_FRAG_OFFSET_MASK,
+    IPV4_HDR_LEN, IPV4_MF,
+};
+use lb_ebpf::{
+    hdr::Ipv4Hdr,
+    l2::L2,
+    packet::{holds, read_at},
+};
+
+#[inline(always)]
+/// `L3`: where the IP header starts (14, or 18 behind a VLAN tag). A constant per
+/// instantiation, so every packet offset the verifier checks is a constant.
+pub fn process<const L3: usize>(ctx: &XdpContext, l2: &L2) -> u32 {
+    let Some(ip) = read_at::<Ipv4Hdr>(ctx, L3) else {
+        return pass(Stat::PassMalformed);
+    };
+    let dst = [ip.dst, 0, 0, 0];
+    let Some(addr_flags) = vip::address_flags(dst, FAMILY_V4) else {
+        return pass(Stat::PassNotVip);
+    };
+    if ip.vihl != 0x45 {
+        // Options (IHL > 5) are legal but rare and make the transport offset variable: dropped
+        // like Katran does. Any other version/IHL is malformed.
+        return if ip.vihl >> 4 == 4 && ip.vihl & 0x0f > 5 {
+            drop(Stat::DropIpv4Options)
+        } else {
+            drop(Stat::DropMalformed)
+        };
+    }
+    let ip_len = u16::from_be(ip.tot_len) as usize;
+    if ip_len < IPV4_HDR_LEN {
+        return drop(Stat::DropMalformed);
+    }
+    // Later fragments carry no ports, so no fragment can be hashed consistently.
+    if ip.frag & (IPV4_MF | IPV4_FRAG_OFFSET_MASK).to_be() != 0 {
+        return drop(Stat::DropFragment);
+    }
+    let pkt = Packet {
+        l2: *l2,
+        family: FAMILY_V4,
+        ip_len,
+        tos: ip.tos,
+    };
+    let l4_off = L3 + IPV4_HDR_LEN;
+    let (flow, kind) = match ip.proto {
+        IPPROTO_TCP | IPPROTO_UDP => match l4::parse(ctx, l4_off, L3 + ip_len, ip.proto) {
+            Ok(l4) => (
+                FlowKey {
+                    src: [ip.src, 0, 0, 0],
+                    dst,
+                    src_port: l4.ports.src,
+                    dst_port: l4.ports.dst,
+                    proto: ip.proto,
+                    family: FAMILY_V4,
+                    _pad: [0; 2],
+                },
+                l4.kind,
+            ),
+            Err(reason) => return drop(reason),
+        },
+        IPPROTO_ICMP => match icmp::error_flow_v4::<L3>(ctx, ip.dst) {
+            Some(flow) => (flow, FlowKind::IcmpError),
+            None => return pass(Stat::PassNotVip),
+        },
+        _ => return pass(Stat::PassNotVip),
+    };
+    // Checked after the transport header on purpose: done first, it lets LLVM drop the
+    // per-header bounds checks as implied, which the verifier cannot follow.
+    if !holds(ctx, L3 + ip_len) {
+        return drop(Stat::DropMalformed);
+    }
+    let Some(vip) = vip::lookup(addr_flags, dst, FAMILY_V4, flow.dst_port, flow.proto) else {
+        return pass(Stat::PassNotVip);
+    };
+    forward::<L3>(ctx, &pkt, &flow, &vip, kind)
+}

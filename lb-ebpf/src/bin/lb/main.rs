@@ -1,0 +1,79 @@
+//! The balancer: XDP program `xdp_lb`, read top to bottom:
+//! `l2` (lb-ebpf) -> `ipv4` / `ipv6` (validate, `vip` lookup, `l4` / `icmp` flow) -> `forward`
+//! (`select`: `conntrack` then `maglev`; MTU check with `icmp`; `counters`; `encap`) -> verdict.
+//! `xdp_reflect` (MAC swap + XDP_TX) is the benchmark floor; `xdp_bench` the benchmark harness.
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
+
+mod bench;
+mod conntrack;
+mod counters;
+mod encap;
+mod forward;
+mod icmp;
+mod ipv4;
+mod ipv6;
+mod l4;
+mod maglev;
+mod maps;
+mod packet;
+mod select;
+mod verdict;
+mod vip;
+
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use lb_common::{Stat, ETH_HDR_LEN, ETH_P_IP, ETH_P_IPV6, VLAN_HDR_LEN};
+use lb_ebpf::{hdr::EthHdr, l2, packet::ptr_at};
+
+#[xdp]
+pub fn xdp_lb(ctx: XdpContext) -> u32 {
+    let Some(l2) = l2::parse(&ctx) else {
+        return verdict::pass(Stat::PassMalformed);
+    };
+    if l2.tag.is_some() {
+        network::<{ ETH_HDR_LEN + VLAN_HDR_LEN }>(&ctx, &l2)
+    } else {
+        network::<ETH_HDR_LEN>(&ctx, &l2)
+    }
+}
+
+#[inline(always)]
+fn network<const L3: usize>(ctx: &XdpContext, l2: &l2::L2) -> u32 {
+    if l2.proto == ETH_P_IP.to_be() {
+        ipv4::process::<L3>(ctx, l2)
+    } else if l2.proto == ETH_P_IPV6.to_be() {
+        ipv6::process::<L3>(ctx, l2)
+    } else {
+        verdict::pass(Stat::PassNotVip)
+    }
+}
+
+/// Swap source and destination MAC and send the frame back: the least an XDP forwarder can do.
+#[xdp]
+pub fn xdp_reflect(ctx: XdpContext) -> u32 {
+    let Some(eth) = ptr_at::<EthHdr>(&ctx, 0) else {
+        return xdp_action::XDP_PASS;
+    };
+    // SAFETY: bounds checked by ptr_at.
+    unsafe {
+        let src = (*eth).src;
+        (*eth).src = (*eth).dst;
+        (*eth).dst = src;
+    }
+    xdp_action::XDP_TX
+}
+
+#[xdp]
+pub fn xdp_bench(ctx: XdpContext) -> u32 {
+    bench::restore_and_run(&ctx)
+}
+
+#[cfg(target_arch = "bpf")]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // Unreachable: the verifier rejects any program whose panic path it can reach.
+    loop {}
+}
+
+#[cfg(not(target_arch = "bpf"))]
+fn main() {}

@@ -1,0 +1,74 @@
+//! Every map of the balancer program. The agent (lb-agent's dataplane module) is the only
+//! user-space writer; docs/design.md lists each map with its key, value and writer.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray},
+};
+use lb_common::{
+    AddrKey, Backend, BenchFrame, FloodWindow, FlowKey, FlowState, LbConfig, TrafficCounters,
+    VipKey, VipMeta, DEFAULT_CONN_TABLE_ENTRIES, DEFAULT_MAX_VIPS, DEFAULT_TABLE_SIZE,
+    MAX_BACKENDS, STAT_COUNT,
+};
+
+/// BPF_F_NO_COMMON_LRU: one LRU list per CPU (no shared lock on insert) over one shared key
+/// space, so a flow still hits when it lands on another CPU or the agent restarts.
+const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
+
+/// BPF_F_MMAPABLE: the agent writes a whole table through shared memory in microseconds
+/// instead of one syscall per slot.
+const BPF_F_MMAPABLE: u32 = 1 << 10;
+
+/// Maglev table size (prime), fixed at load time by the agent.
+#[no_mangle]
+static TABLE_SIZE: u32 = DEFAULT_TABLE_SIZE;
+
+#[inline(always)]
+pub fn table_size() -> u32 {
+    // SAFETY: a read-only global; volatile so the compiler does not fold the default value in.
+    unsafe { core::ptr::read_volatile(&TABLE_SIZE) }
+}
+
+#[map]
+pub static CONFIG: Array<LbConfig> = Array::with_max_entries(1, 0);
+
+/// Addresses that carry at least one VIP, with `ADDR_F_*` bits.
+#[map]
+pub static VIP_ADDRS: HashMap<AddrKey, u32> = HashMap::with_max_entries(DEFAULT_MAX_VIPS, 0);
+
+#[map]
+pub static VIPS: HashMap<VipKey, VipMeta> = HashMap::with_max_entries(DEFAULT_MAX_VIPS, 0);
+
+/// Two Maglev tables per VIP: slot `(id * 2 + active_table) * TABLE_SIZE + hash % TABLE_SIZE`
+/// holds a backend id. Sized by the agent to `max_vips * 2 * table_size`.
+#[map]
+pub static MAGLEV: Array<u32> =
+    Array::with_max_entries(DEFAULT_MAX_VIPS * 2 * DEFAULT_TABLE_SIZE, BPF_F_MMAPABLE);
+
+#[map]
+pub static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);
+
+#[map]
+pub static CONN_TABLE: LruHashMap<FlowKey, FlowState> =
+    LruHashMap::with_max_entries(DEFAULT_CONN_TABLE_ENTRIES, BPF_F_NO_COMMON_LRU);
+
+#[map]
+pub static FLOOD_GUARD: PerCpuArray<FloodWindow> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
+
+#[map]
+pub static VIP_STATS: PerCpuArray<TrafficCounters> =
+    PerCpuArray::with_max_entries(DEFAULT_MAX_VIPS, 0);
+
+#[map]
+pub static BACKEND_STATS: PerCpuArray<TrafficCounters> =
+    PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
+
+/// Bench harness only: the frame restored before every iteration, and the program under test.
+#[map]
+pub static BENCH_FRAME: Array<BenchFrame> = Array::with_max_entries(1, 0);
+
+#[map]
+pub static BENCH_TARGET: ProgramArray = ProgramArray::with_max_entries(1, 0);

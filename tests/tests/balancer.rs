@@ -1,0 +1,480 @@
+//! Packet fixtures through the loaded balancer (BPF_PROG_TEST_RUN): each case states the input
+//! frame, the expected verdict and the exact expected output bytes.
+
+use anyhow::Result;
+use lb_common::{
+    Backend, Stat, ICMP_V4_QUOTE_LEN, ICMP_V6_QUOTE_LEN, IPPROTO_TCP, IPPROTO_UDP,
+    VIP_F_HASH_SRC_ONLY,
+};
+use lb_tests::{
+    expect::{encapsulated, frag_needed_v4, packet_too_big_v6},
+    frames::{self, fix_ipv4_checksum, Tcp, L3},
+    lab::{backend_addr, flow_of, Lab, MTU},
+    run::{XDP_DROP, XDP_PASS, XDP_TX},
+};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 7);
+const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 7);
+const WEB: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
+const WEB6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10);
+const V4_BACKENDS: [u32; 3] = [0, 1, 2];
+
+fn web_lab() -> Result<(Lab, lb_common::VipKey)> {
+    let mut lab = Lab::new()?;
+    let key = lab.add_vip(WEB.into(), 80, IPPROTO_TCP, 0, &V4_BACKENDS)?;
+    Ok((lab, key))
+}
+
+/// Run `frame`, expect XDP_TX with the frame encapsulated to `backend`, return the backend id.
+fn assert_forwarded_to(lab: &mut Lab, key: &lb_common::VipKey, frame: &[u8], backend: u32) -> Result<()> {
+    let flow = flow_of(frame)?;
+    let hash = lab.hash(key, &flow)?;
+    let expected = encapsulated(frame, backend_addr(&lab.lb, backend)?, &lab.outer(), hash);
+    let (verdict, out) = lab.run(frame)?;
+    assert_eq!(verdict, XDP_TX, "verdict");
+    assert_eq!(hex(&out), hex(&expected), "encapsulated frame");
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
+}
+
+fn assert_passed_untouched(lab: &mut Lab, frame: &[u8]) -> Result<()> {
+    let (verdict, out) = lab.run(frame)?;
+    assert_eq!(verdict, XDP_PASS, "verdict");
+    assert_eq!(out, frame, "a passed frame must be byte-identical");
+    Ok(())
+}
+
+fn assert_dropped(lab: &mut Lab, frame: &[u8], reason: Stat) -> Result<()> {
+    let before = lab.lb.stat(reason)?;
+    let (verdict, _) = lab.run(frame)?;
+    assert_eq!(verdict, XDP_DROP, "verdict for {}", reason.name());
+    assert_eq!(lab.lb.stat(reason)?, before + 1, "counter {}", reason.name());
+    Ok(())
+}
+
+#[test]
+fn both_programs_pass_the_verifier() -> Result<()> {
+    // Loading runs every program through the verifier; a rejection fails with its log.
+    Lab::new()?;
+    lb_agent::dataplane::Decap::load()?;
+    Ok(())
+}
+
+#[test]
+fn ipv4_tcp_syn_is_encapsulated_to_its_maglev_backend() -> Result<()> {
+    let (mut lab, key) = web_lab()?;
+    let frame = frames::tcp4(CLIENT, 40000, WEB, 80, Tcp::Syn, &[]);
+    let backend = lab.predict(&key, &flow_of(&frame)?, &V4_BACKENDS)?;
+    assert_forwarded_to(&mut lab, &key, &frame, backend)?;
+    assert_eq!(lab.lb.stat(Stat::ConnMissSyn)?, 1);
+    assert_eq!(lab.lb.stat(Stat::Forwarded)?, 1);
+    let vip = lab.lb.vip_counters(lab.lb.vip(&key)?.id)?;
+    assert_eq!((vip.packets, vip.bytes), (1, frame.len() as u64));
+    let per_backend = lab.lb.backend_counters(backend)?;
+    assert_eq!((per_backend.packets, per_backend.bytes), (1, frame.len() as u64));
+    let entry = lab.lb.flow(&flow_of(&frame)?).expect("SYN creates an entry");
+    assert_eq!((entry.backend, entry.generation), (backend, 1));
+    Ok(())
+}
+
+#[test]
+fn established_flow_hits_the_connection_table() -> Result<()> {
+    let (mut lab, key) = web_lab()?;
+    let syn = frames::tcp4(CLIENT, 40001, WEB, 80, Tcp::Syn, &[]);
+    let ack = frames::tcp4(CLIENT, 40001, WEB, 80, Tcp::Ack, b"GET / HTTP/1.1\r\n\r\n");
+    let backend = lab.predict(&key, &flow_of(&syn)?, &V4_BACKENDS)?;
+    lab.run(&syn)?;
+    assert_forwarded_to(&mut lab, &key, &ack, backend)?;
+    assert_eq!(lab.lb.stat(Stat::ConnHit)?, 1);
+    assert_eq!(lab.lb.stat(Stat::ConnMissNonSyn)?, 0);
+    Ok(())
+}
+
+#[test]
+fn connection_table_keeps_a_flow_when_the_vip_table_changes() -> Result<()> {
+    let (mut lab, key) = web_lab()?;
+    let syn = frames::tcp4(CLIENT, 40002, WEB, 80, Tcp::Syn, &[]);
+    let backend = lab.predict(&key, &flow_of(&syn)?, &V4_BACKENDS)?;
+    lab.run(&syn)?;
+    let other = (backend + 1) % 3;
+    lab.fill_table(&key, other)?;
+    let ack = frames::tcp4(CLIENT, 40002, WEB, 80, Tcp::Ack, &[]);
+    assert_forwarded_to(&mut lab, &key, &ack, backend)?;
+    // A new connection follows the new table.
+    let new_syn = frames::tcp4(CLIENT, 40003, WEB, 80, Tcp::Syn, &[]);
+    assert_forwarded_to(&mut lab, &key, &new_syn, other)?;
+    // A SYN never trusts the table entry: a reused 5-tuple takes the new table too.
+    assert_forwarded_to(&mut lab, &key, &syn, other)?;
+    Ok(())
+}
+
+#[test]
+fn flow_is_reselected_after_its_backend_is_removed() -> Result<()> {
+    let (mut lab, key) = web_lab()?;
+    let syn = frames::tcp4(CLIENT, 40004, WEB, 80, Tcp::Syn, &[]);
+    let flow = flow_of(&syn)?;
+    let dead = lab.predict(&key, &flow, &V4_BACKENDS)?;
+    lab.run(&syn)?;
+    // The agent bumps the generation of a backend that goes down and republishes the table.
+    let remaining: Vec<u32> = V4_BACKENDS.iter().copied().filter(|b| *b != dead).collect();
+    let ip = backend_addr(&lab.lb, dead)?;
+    lab.lb.set_backend(dead, &Backend::new(ip, 2))?;
+    lab.set_backends(&key, &remaining)?;
+    let survivor = lab.predict(&key, &flow, &remaining)?;
+    assert_ne!(survivor, dead);
+    let ack = frames::tcp4(CLIENT, 40004, WEB, 80, Tcp::Ack, &[]);
+    assert_forwarded_to(&mut lab, &key, &ack, survivor)?;
+    assert_eq!(lab.lb.stat(Stat::ConnStale)?, 1);
+    // The re-selected backend is remembered.
+    assert_eq!(lab.lb.flow(&flow).map(|e| e.backend), Some(survivor));
+    Ok(())
+}
+
+#[test]
+fn udp_is_encapsulated_and_remembered() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let dns = Ipv4Addr::new(198, 18, 0, 11);
+    let key = lab.add_vip(dns.into(), 53, IPPROTO_UDP, 0, &V4_BACKENDS)?;
+    let frame = frames::udp4(CLIENT, 5353, dns, 53, b"query");
+    let backend = lab.predict(&key, &flow_of(&frame)?, &V4_BACKENDS)?;
+    assert_forwarded_to(&mut lab, &key, &frame, backend)?;
+    assert_eq!(lab.lb.stat(Stat::ConnMissUdp)?, 1);
+    assert_forwarded_to(&mut lab, &key, &frame, backend)?;
+    assert_eq!(lab.lb.stat(Stat::ConnHit)?, 1);
+    Ok(())
+}
+
+#[test]
+fn ipv6_tcp_is_encapsulated_in_ipv6() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let key = lab.add_vip(WEB6.into(), 80, IPPROTO_TCP, 0, &[3, 4])?;
+    let syn = frames::tcp6(CLIENT6, 50000, WEB6, 80, Tcp::Syn, &[]);
+    let backend = lab.predict(&key, &flow_of(&syn)?, &[3, 4])?;
+    assert_forwarded_to(&mut lab, &key, &syn, backend)?;
+    let ack = frames::tcp6(CLIENT6, 50000, WEB6, 80, Tcp::Ack, b"data");
+    assert_forwarded_to(&mut lab, &key, &ack, backend)?;
+    assert_eq!(lab.lb.stat(Stat::ConnHit)?, 1);
+    Ok(())
+}
+
+#[test]
+fn ipv4_vip_with_ipv6_backend_is_encapsulated_in_ipv6() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let key = lab.add_vip(WEB.into(), 80, IPPROTO_TCP, 0, &[3])?;
+    let syn = frames::tcp4(CLIENT, 40005, WEB, 80, Tcp::Syn, &[]);
+    assert_forwarded_to(&mut lab, &key, &syn, 3)
+}
+
+#[test]
+fn source_affinity_sends_every_port_of_a_client_to_one_backend() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let sticky = lab.add_vip(WEB.into(), 80, IPPROTO_TCP, VIP_F_HASH_SRC_ONLY, &V4_BACKENDS)?;
+    let other = Ipv4Addr::new(198, 18, 0, 12);
+    let spread = lab.add_vip(other.into(), 80, IPPROTO_TCP, 0, &V4_BACKENDS)?;
+    let first = frames::tcp4(CLIENT, 1000, WEB, 80, Tcp::Syn, &[]);
+    let backend = lab.predict(&sticky, &flow_of(&first)?, &V4_BACKENDS)?;
+    let mut spread_backends = std::collections::BTreeSet::new();
+    for port in 1000..1020 {
+        let frame = frames::tcp4(CLIENT, port, WEB, 80, Tcp::Syn, &[]);
+        assert_forwarded_to(&mut lab, &sticky, &frame, backend)?;
+        let frame = frames::tcp4(CLIENT, port, other, 80, Tcp::Syn, &[]);
+        spread_backends.insert(lab.predict(&spread, &flow_of(&frame)?, &V4_BACKENDS)?);
+        let spread_backend = lab.predict(&spread, &flow_of(&frame)?, &V4_BACKENDS)?;
+        assert_forwarded_to(&mut lab, &spread, &frame, spread_backend)?;
+    }
+    // The same client on a 5-tuple VIP does spread, so the sticky result is not luck.
+    assert!(spread_backends.len() > 1, "{spread_backends:?}");
+    Ok(())
+}
+
+#[test]
+fn port_zero_vip_matches_any_port_and_exact_port_wins() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let any = lab.add_vip(WEB.into(), 0, IPPROTO_TCP, 0, &[0])?;
+    let exact = lab.add_vip(WEB.into(), 443, IPPROTO_TCP, 0, &[1])?;
+    for port in [22, 8080, 65535] {
+        let frame = frames::tcp4(CLIENT, 40010, WEB, port, Tcp::Syn, &[]);
+        assert_forwarded_to(&mut lab, &any, &frame, 0)?;
+    }
+    let frame = frames::tcp4(CLIENT, 40010, WEB, 443, Tcp::Syn, &[]);
+    assert_forwarded_to(&mut lab, &exact, &frame, 1)?;
+    // Port 0 is per protocol: UDP to the same address is not a VIP.
+    assert_passed_untouched(&mut lab, &frames::udp4(CLIENT, 1, WEB, 53, b"x"))
+}
+
+#[test]
+fn non_vip_traffic_passes_byte_identical() -> Result<()> {
+    let (mut lab, _) = web_lab()?;
+    let cases = [
+        frames::tcp4(CLIENT, 40000, Ipv4Addr::new(198, 18, 5, 5), 80, Tcp::Syn, &[]),
+        frames::tcp4(CLIENT, 40000, WEB, 81, Tcp::Syn, &[]),
+        frames::udp4(CLIENT, 40000, WEB, 80, b"not tcp"),
+        frames::tcp6(CLIENT6, 40000, WEB6, 80, Tcp::Syn, &[]),
+        frames::arp_request(),
+    ];
+    for frame in &cases {
+        assert_passed_untouched(&mut lab, frame)?;
+    }
+    assert_eq!(lab.lb.stat(Stat::PassNotVip)?, cases.len() as u64);
+    assert_eq!(lab.lb.stat(Stat::Forwarded)?, 0);
+    Ok(())
+}
+
+#[test]
+fn vlan_tagged_frame_keeps_its_tag() -> Result<()> {
+    let (mut lab, key) = web_lab()?;
+    let frame = frames::tcp4_vlan(CLIENT, 40020, WEB, 80, 42);
+    let backend = lab.predict(&key, &flow_of(&frame)?, &V4_BACKENDS)?;
+    assert_forwarded_to(&mut lab, &key, &frame, backend)
+}
+
+#[test]
+fn dscp_and_ecn_are_copied_to_the_outer_header() -> Result<()> {
+    let (mut lab, key) = web_lab()?;
+    let mut frame = frames::tcp4(CLIENT, 40021, WEB, 80, Tcp::Syn, &[]);
+    frame[L3 + 1] = (46 << 2) | 1; // EF, ECT(1)
+    fix_ipv4_checksum(&mut frame);
+    let backend = lab.predict(&key, &flow_of(&frame)?, &V4_BACKENDS)?;
+    assert_forwarded_to(&mut lab, &key, &frame, backend)?;
+    let (_, out) = lab.run(&frame)?;
+    assert_eq!(out[L3 + 1], (46 << 2) | 1);
+    Ok(())
+}
+
+#[test]
+fn outer_source_varies_per_flow_in_its_low_bits() -> Result<()> {
+    let (mut lab, key) = web_lab()?;
+    let mut config = lab.config;
+    config.src_hash_bits_v4 = 8;
+    lab.set_config(config)?;
+    let mut sources = std::collections::BTreeSet::new();
+    for port in 0..16 {
+        let frame = frames::tcp4(CLIENT, 30000 + port, WEB, 80, Tcp::Syn, &[]);
+        let hash = lab.hash(&key, &flow_of(&frame)?)?;
+        let (verdict, out) = lab.run(&frame)?;
+        assert_eq!(verdict, XDP_TX);
+        let src = &out[L3 + 12..L3 + 16];
+        assert_eq!(src[..3], [198, 18, 0], "network bits kept");
+        assert_eq!(src[3], hash as u8, "low bits from the flow hash");
+        sources.insert(src[3]);
+        // The header checksum covers the varied source.
+        assert_eq!(lb_tests::expect::internet_checksum(&[&out[L3..L3 + 20]]), 0);
+    }
+    assert!(sources.len() > 8, "{sources:?}");
+    Ok(())
+}
+
+#[test]
+fn oversize_ipv4_gets_fragmentation_needed() -> Result<()> {
+    let (mut lab, key) = web_lab()?;
+    let payload = vec![0xab; MTU as usize - 40];
+    let frame = frames::tcp4(CLIENT, 40030, WEB, 80, Tcp::Ack, &payload);
+    assert_eq!(frame.len() - 14, MTU as usize, "inner packet is exactly the MTU");
+    let expected = frag_needed_v4(&frame, MTU - 20, ICMP_V4_QUOTE_LEN);
+    let (verdict, out) = lab.run(&frame)?;
+    assert_eq!(verdict, XDP_TX);
+    assert_eq!(hex(&out), hex(&expected));
+    assert_eq!(lab.lb.stat(Stat::IcmpTooBigSent)?, 1);
+    // One byte less fits once encapsulated.
+    let frame = frames::tcp4(CLIENT, 40030, WEB, 80, Tcp::Ack, &payload[..payload.len() - 20]);
+    let backend = lab.predict(&key, &flow_of(&frame)?, &V4_BACKENDS)?;
+    assert_forwarded_to(&mut lab, &key, &frame, backend)
+}
+
+#[test]
+fn oversize_ipv6_gets_packet_too_big() -> Result<()> {
+    let mut lab = Lab::new()?;
+    lab.add_vip(WEB6.into(), 80, IPPROTO_TCP, 0, &[3, 4])?;
+    let payload = vec![0xcd; MTU as usize - 60];
+    let frame = frames::tcp6(CLIENT6, 50001, WEB6, 80, Tcp::Ack, &payload);
+    let expected = packet_too_big_v6(&frame, (MTU - 40) as u32, ICMP_V6_QUOTE_LEN);
+    let (verdict, out) = lab.run(&frame)?;
+    assert_eq!(verdict, XDP_TX);
+    assert_eq!(hex(&out), hex(&expected));
+    assert_eq!(lab.lb.stat(Stat::IcmpTooBigSent)?, 1);
+    Ok(())
+}
+
+/// An ICMP error from a router about a packet the backend sent to the client (VIP -> client).
+fn icmp4_error_about(client_port: u16) -> Vec<u8> {
+    let reply = frames::tcp4(WEB, 80, CLIENT, client_port, Tcp::Ack, &[]);
+    let quoted = &reply[L3..L3 + 28];
+    let mut icmp = vec![3, 4, 0, 0, 0, 0, 0x05, 0x00];
+    icmp.extend_from_slice(quoted);
+    let sum = lb_tests::expect::internet_checksum(&[&icmp]);
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+    let router = Ipv4Addr::new(198, 18, 50, 1);
+    let mut out = Vec::new();
+    etherparse::PacketBuilder::ethernet2(frames::ROUTER_MAC, frames::LB_MAC)
+        .ipv4(router.octets(), WEB.octets(), 60)
+        .icmpv4_raw(3, 4, [0, 0, 0x05, 0x00])
+        .write(&mut out, quoted)
+        .expect("writing to a Vec");
+    out
+}
+
+#[test]
+fn icmp_error_follows_the_flow_it_is_about() -> Result<()> {
+    let (mut lab, key) = web_lab()?;
+    let syn = frames::tcp4(CLIENT, 40040, WEB, 80, Tcp::Syn, &[]);
+    let flow = flow_of(&syn)?;
+    let backend = lab.predict(&key, &flow, &V4_BACKENDS)?;
+    lab.run(&syn)?;
+    // Move the table away: only the connection-table entry still names `backend`.
+    lab.fill_table(&key, (backend + 1) % 3)?;
+    let error = icmp4_error_about(40040);
+    let hash = lab.hash(&key, &flow)?;
+    let expected = encapsulated(&error, backend_addr(&lab.lb, backend)?, &lab.outer(), hash);
+    let (verdict, out) = lab.run(&error)?;
+    assert_eq!(verdict, XDP_TX);
+    assert_eq!(hex(&out), hex(&expected));
+    assert_eq!(lab.lb.stat(Stat::IcmpErrorForwarded)?, 1);
+    // An echo request to the VIP address is the host's business.
+    let mut ping = Vec::new();
+    etherparse::PacketBuilder::ethernet2(frames::ROUTER_MAC, frames::LB_MAC)
+        .ipv4(CLIENT.octets(), WEB.octets(), 60)
+        .icmpv4_echo_request(1, 1)
+        .write(&mut ping, b"ping")?;
+    assert_passed_untouched(&mut lab, &ping)
+}
+
+#[test]
+fn malformed_ipv4_frames_get_their_deliberate_verdicts() -> Result<()> {
+    let (mut lab, _) = web_lab()?;
+    let good = frames::tcp4(CLIENT, 40050, WEB, 80, Tcp::Syn, &[]);
+
+    // Shorter than Ethernet: the kernel never hands such a frame to XDP (test runs refuse it).
+    assert!(lab.run(&good[..6]).is_err());
+    // Too short to name a destination: the host stack gets it (and drops it).
+    for len in [14, 14 + 19] {
+        let before = lab.lb.stat(Stat::PassMalformed)?;
+        assert_passed_untouched(&mut lab, &good[..len])?;
+        assert_eq!(lab.lb.stat(Stat::PassMalformed)?, before + 1, "cut at {len}");
+    }
+    // Truncated inside the TCP header (IP length fixed to match, so only TCP is short).
+    let mut short_tcp = good[..L3 + 20 + 10].to_vec();
+    short_tcp[L3 + 2..L3 + 4].copy_from_slice(&30u16.to_be_bytes());
+    fix_ipv4_checksum(&mut short_tcp);
+    assert_dropped(&mut lab, &short_tcp, Stat::DropMalformed)?;
+    // Frame cut short: total length runs past the end of the frame.
+    assert_dropped(&mut lab, &good[..good.len() - 4], Stat::DropMalformed)?;
+    // IHL below 5.
+    let mut bad = good.clone();
+    bad[L3] = 0x44;
+    assert_dropped(&mut lab, &bad, Stat::DropMalformed)?;
+    // Version other than 4 in an IPv4 EtherType.
+    let mut bad = good.clone();
+    bad[L3] = 0x65;
+    assert_dropped(&mut lab, &bad, Stat::DropMalformed)?;
+    // Zero total length.
+    let mut bad = good.clone();
+    bad[L3 + 2..L3 + 4].copy_from_slice(&0u16.to_be_bytes());
+    fix_ipv4_checksum(&mut bad);
+    assert_dropped(&mut lab, &bad, Stat::DropMalformed)?;
+    // TCP data offset below 5 words.
+    let mut bad = good.clone();
+    bad[L3 + 20 + 12] = 0x40;
+    assert_dropped(&mut lab, &bad, Stat::DropMalformed)?;
+    // Options (IHL 6): dropped for a VIP, as Katran does.
+    let mut opts = good[..L3 + 20].to_vec();
+    opts.extend_from_slice(&[1, 1, 1, 0]); // NOP NOP NOP EOL
+    opts.extend_from_slice(&good[L3 + 20..]);
+    opts[L3] = 0x46;
+    let total = (opts.len() - L3) as u16;
+    opts[L3 + 2..L3 + 4].copy_from_slice(&total.to_be_bytes());
+    fix_ipv4_checksum(&mut opts);
+    assert_dropped(&mut lab, &opts, Stat::DropIpv4Options)?;
+    // First fragment (MF) and a later fragment (offset only).
+    for frag in [0x2000u16, 0x0010] {
+        let mut f = good.clone();
+        f[L3 + 6..L3 + 8].copy_from_slice(&frag.to_be_bytes());
+        fix_ipv4_checksum(&mut f);
+        assert_dropped(&mut lab, &f, Stat::DropFragment)?;
+    }
+    // The same defects towards a non-VIP address are the host's: passed untouched.
+    let mut other = opts.clone();
+    other[L3 + 16..L3 + 20].copy_from_slice(&[198, 18, 5, 5]);
+    fix_ipv4_checksum(&mut other);
+    assert_passed_untouched(&mut lab, &other)?;
+    assert_eq!(lab.lb.stat(Stat::Forwarded)?, 0);
+    Ok(())
+}
+
+#[test]
+fn malformed_ipv6_frames_get_their_deliberate_verdicts() -> Result<()> {
+    let mut lab = Lab::new()?;
+    lab.add_vip(WEB6.into(), 80, IPPROTO_TCP, 0, &[3, 4])?;
+    let good = frames::tcp6(CLIENT6, 50010, WEB6, 80, Tcp::Syn, &[]);
+    // IPv6 header cut short.
+    let before = lab.lb.stat(Stat::PassMalformed)?;
+    assert_passed_untouched(&mut lab, &good[..L3 + 39])?;
+    assert_eq!(lab.lb.stat(Stat::PassMalformed)?, before + 1);
+    // Payload length past the frame end; TCP cut short.
+    assert_dropped(&mut lab, &good[..good.len() - 1], Stat::DropMalformed)?;
+    let mut short_tcp = good[..L3 + 40 + 12].to_vec();
+    short_tcp[L3 + 4..L3 + 6].copy_from_slice(&12u16.to_be_bytes());
+    assert_dropped(&mut lab, &short_tcp, Stat::DropMalformed)?;
+    // Extension headers in front of TCP: hop-by-hop, routing, destination options.
+    for next in [0u8, 43, 60] {
+        let mut ext = good.clone();
+        ext[L3 + 6] = next;
+        assert_dropped(&mut lab, &ext, Stat::DropIpv6ExtHeader)?;
+    }
+    // Fragment header.
+    let mut frag = good.clone();
+    frag[L3 + 6] = 44;
+    assert_dropped(&mut lab, &frag, Stat::DropFragment)?;
+    Ok(())
+}
+
+#[test]
+fn vip_without_backends_drops_and_unconfigured_balancer_drops() -> Result<()> {
+    let (mut lab, key) = web_lab()?;
+    lab.set_backends(&key, &[])?;
+    let syn = frames::tcp4(CLIENT, 40060, WEB, 80, Tcp::Syn, &[]);
+    assert_dropped(&mut lab, &syn, Stat::DropNoBackend)?;
+    lab.set_backends(&key, &V4_BACKENDS)?;
+    let mut config = lab.config;
+    config.ready = 0;
+    lab.set_config(config)?;
+    assert_dropped(&mut lab, &syn, Stat::DropUnconfigured)
+}
+
+#[test]
+fn syn_flood_guard_stops_inserting_but_keeps_forwarding() -> Result<()> {
+    let (mut lab, key) = web_lab()?;
+    let mut config = lab.config;
+    config.new_flows_per_sec = 3;
+    lab.set_config(config)?;
+    let established = frames::tcp4(CLIENT, 41000, WEB, 80, Tcp::Syn, &[]);
+    lab.run(&established)?;
+    // A burst of new SYNs within the same second: the first two fit the budget of three.
+    for port in 41001..41011 {
+        let syn = frames::tcp4(CLIENT, port, WEB, 80, Tcp::Syn, &[]);
+        let backend = lab.predict(&key, &flow_of(&syn)?, &V4_BACKENDS)?;
+        assert_forwarded_to(&mut lab, &key, &syn, backend)?;
+    }
+    assert_eq!(lab.lb.stat(Stat::ConnInsertSkipped)?, 8);
+    assert!(lab.lb.flow(&flow_of(&established)?).is_some());
+    assert!(lab.lb.flow(&flow_of(&frames::tcp4(CLIENT, 41010, WEB, 80, Tcp::Syn, &[]))?).is_none());
+    Ok(())
+}
+
+#[test]
+fn counters_account_for_every_frame() -> Result<()> {
+    let (mut lab, _) = web_lab()?;
+    lab.run(&frames::tcp4(CLIENT, 40070, WEB, 80, Tcp::Syn, &[]))?;
+    lab.run(&frames::arp_request())?;
+    lab.run(&frames::tcp4(CLIENT, 40070, WEB, 80, Tcp::Syn, &[])[..20])?;
+    let stats = lab.lb.stats()?;
+    let get = |s: Stat| stats.iter().find(|(k, _)| *k == s).map(|(_, v)| *v);
+    assert_eq!(get(Stat::Forwarded), Some(1));
+    assert_eq!(get(Stat::PassNotVip), Some(1));
+    assert_eq!(get(Stat::PassMalformed), Some(1));
+    let _ = IpAddr::from(WEB);
+    Ok(())
+}
