@@ -7,9 +7,12 @@ use std::{env, fs, path::PathBuf};
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(lb_ebpf_missing)");
     println!("cargo::rerun-if-env-changed=LB_EBPF_DIR");
-    let dir = env::var_os("LB_EBPF_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/ebpf/bpfel-unknown-none/release")
-    });
+    let dir = env::var_os("LB_EBPF_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/ebpf/bpfel-unknown-none/release")
+        });
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let mut missing = false;
     for name in ["lb", "decap"] {

@@ -5,23 +5,29 @@ mod table;
 
 use anyhow::{anyhow, bail, Context, Result};
 use aya::{
-    maps::{Array, HashMap, Map, MapData, PerCpuArray, ProgramArray},
-    programs::{ProgramFd, Xdp},
+    maps::{Array, HashMap, Map, MapData, PerCpuArray},
+    programs::Xdp,
     Ebpf, EbpfLoader,
 };
 use lb_common::{
-    AddrKey, Backend, BenchFrame, FlowKey, FlowState, LbConfig, Stat, TrafficCounters, VipKey,
-    VipMeta, ADDR_F_TCP_ANY_PORT, ADDR_F_TCP_PORT, ADDR_F_UDP_ANY_PORT, ADDR_F_UDP_PORT,
-    DEFAULT_CONN_TABLE_ENTRIES, DEFAULT_MAX_VIPS, DEFAULT_TABLE_SIZE, IPPROTO_TCP, MAX_BACKENDS,
+    hash::addr_filter_bit, AddrKey, Backend, BenchFrame, FlowKey, FlowState, LbConfig, Stat,
+    TrafficCounters, VipKey, VipMeta, ADDR_FILTER_WORDS, ADDR_F_TCP_ANY_PORT, ADDR_F_TCP_PORT,
+    ADDR_F_UDP_ANY_PORT, ADDR_F_UDP_PORT, DEFAULT_CONN_TABLE_ENTRIES, DEFAULT_MAX_VIPS,
+    DEFAULT_TABLE_SIZE, IPPROTO_TCP, MAX_BACKENDS,
 };
-use std::net::IpAddr;
+use std::{
+    net::IpAddr,
+    time::{Duration, Instant},
+};
 
 pub use table::TableWriter;
 
-/// The balancer's programs: the data path, the benchmark floor and the benchmark harness.
+/// The balancer's programs: the data path, the benchmark floor, and their benchmark twins
+/// (the same code behind a harness that restores the frame before each iteration).
 pub const LB_PROGRAM: &str = "xdp_lb";
 pub const REFLECT_PROGRAM: &str = "xdp_reflect";
-pub const BENCH_PROGRAM: &str = "xdp_bench";
+pub const BENCH_LB_PROGRAM: &str = "xdp_bench_lb";
+pub const BENCH_REFLECT_PROGRAM: &str = "xdp_bench_reflect";
 /// The backend side's programs.
 pub const DECAP_PROGRAM: &str = "xdp_decap";
 pub const PASS_PROGRAM: &str = "xdp_pass";
@@ -68,13 +74,22 @@ pub struct Balancer {
     config: Array<MapData, LbConfig>,
     vips: HashMap<MapData, VipKey, VipMeta>,
     vip_addrs: HashMap<MapData, AddrKey, u32>,
+    addr_filter: Array<MapData, u64>,
+    /// What `addr_filter` holds, so a change writes only the words that differ.
+    addr_filter_words: Vec<u64>,
     backends: Array<MapData, Backend>,
     conn_table: HashMap<MapData, FlowKey, FlowState>,
     stats: PerCpuArray<MapData, u64>,
     vip_stats: PerCpuArray<MapData, TrafficCounters>,
     backend_stats: PerCpuArray<MapData, TrafficCounters>,
     tables: TableWriter,
+    /// When each VIP last flipped tables: a table is rewritten only after packets that may
+    /// still read it (an XDP run lasts well under a microsecond) are long gone.
+    last_flip: std::collections::HashMap<u32, Instant>,
 }
+
+/// Least time between two table publications of one VIP.
+const FLIP_QUIESCENCE: Duration = Duration::from_millis(1);
 
 /// A loader; `LB_VERIFIER_LOG=1` asks the verifier for its full instruction-level log, which
 /// load errors then carry (for debugging a rejected program).
@@ -100,7 +115,8 @@ fn load_xdp(ebpf: &mut Ebpf, name: &str) -> Result<()> {
         .try_into()
         .with_context(|| format!("{name} is not an XDP program"))?;
     // The error's Display carries the verifier log, so a rejected change fails with it.
-    prog.load().with_context(|| format!("the verifier rejected {name}"))
+    prog.load()
+        .with_context(|| format!("the verifier rejected {name}"))
 }
 
 fn xdp<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
@@ -133,7 +149,12 @@ impl Balancer {
             .map_max_entries("CONN_TABLE", options.conn_table_entries)
             .load(object(LB_OBJECT, "lb")?)
             .context("loading the balancer's eBPF object")?;
-        for name in [LB_PROGRAM, REFLECT_PROGRAM, BENCH_PROGRAM] {
+        for name in [
+            LB_PROGRAM,
+            REFLECT_PROGRAM,
+            BENCH_LB_PROGRAM,
+            BENCH_REFLECT_PROGRAM,
+        ] {
             load_xdp(&mut ebpf, name)?;
         }
         let maglev: MapData = match ebpf.take_map("MAGLEV") {
@@ -145,12 +166,15 @@ impl Balancer {
             config: take(&mut ebpf, "CONFIG")?,
             vips: take(&mut ebpf, "VIPS")?,
             vip_addrs: take(&mut ebpf, "VIP_ADDRS")?,
+            addr_filter: take(&mut ebpf, "ADDR_FILTER")?,
+            addr_filter_words: vec![0; ADDR_FILTER_WORDS as usize],
             backends: take(&mut ebpf, "BACKENDS")?,
             conn_table: take(&mut ebpf, "CONN_TABLE")?,
             stats: take(&mut ebpf, "STATS")?,
             vip_stats: take(&mut ebpf, "VIP_STATS")?,
             backend_stats: take(&mut ebpf, "BACKEND_STATS")?,
             tables,
+            last_flip: Default::default(),
             options,
             ebpf,
         })
@@ -160,7 +184,7 @@ impl Balancer {
         self.options
     }
 
-    /// One of the loaded programs (`LB_PROGRAM`, `REFLECT_PROGRAM`, `BENCH_PROGRAM`).
+    /// One of the loaded programs (`LB_PROGRAM`, `REFLECT_PROGRAM`, `BENCH_*`).
     pub fn program(&mut self, name: &str) -> Result<&mut Xdp> {
         xdp(&mut self.ebpf, name)
     }
@@ -188,19 +212,29 @@ impl Balancer {
     /// reads either the old or the new table, never a mix.
     pub fn publish_table(&mut self, key: &VipKey, slots: &[u32]) -> Result<VipMeta> {
         let mut meta = self.vip(key)?;
+        if let Some(at) = self.last_flip.get(&meta.id) {
+            if let Some(wait) = FLIP_QUIESCENCE.checked_sub(at.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
         let next = meta.active_table ^ 1;
         self.tables.write(meta.id, next, slots)?;
         meta.active_table = next;
         self.vips
             .insert(key, meta, 0)
             .context("flipping the VIP's active table")?;
+        self.last_flip.insert(meta.id, Instant::now());
         Ok(meta)
     }
 
     /// Add or replace a VIP. Its tables are left as they are: publish one before traffic.
     pub fn set_vip(&mut self, key: &VipKey, meta: &VipMeta) -> Result<()> {
         if meta.id >= self.options.max_vips {
-            bail!("VIP id {} is beyond max_vips {}", meta.id, self.options.max_vips);
+            bail!(
+                "VIP id {} is beyond max_vips {}",
+                meta.id,
+                self.options.max_vips
+            );
         }
         self.vips.insert(key, meta, 0).context("writing VIPS")?;
         self.refresh_address(key.addr, key.family)
@@ -215,8 +249,32 @@ impl Balancer {
         self.vips.get(key, 0).context("VIP not in the VIPS map")
     }
 
-    /// Recompute which lookups an address needs from the VIPs that use it.
+    /// Recompute which lookups an address needs from the VIPs that use it, and the bitmap that
+    /// lets other traffic skip every lookup.
     fn refresh_address(&mut self, addr: [u32; 4], family: u8) -> Result<()> {
+        self.refresh_address_flags(addr, family)?;
+        self.refresh_filter()
+    }
+
+    fn refresh_filter(&mut self) -> Result<()> {
+        let mut words = vec![0u64; ADDR_FILTER_WORDS as usize];
+        for key in self.vips.keys() {
+            let key = key.context("iterating VIPS")?;
+            let bit = addr_filter_bit(&key.addr, key.family);
+            words[(bit >> 6) as usize] |= 1 << (bit & 63);
+        }
+        for (i, (new, old)) in words.iter().zip(&self.addr_filter_words).enumerate() {
+            if new != old {
+                self.addr_filter
+                    .set(i as u32, new, 0)
+                    .context("writing ADDR_FILTER")?;
+            }
+        }
+        self.addr_filter_words = words;
+        Ok(())
+    }
+
+    fn refresh_address_flags(&mut self, addr: [u32; 4], family: u8) -> Result<()> {
         let mut flags = 0;
         for key in self.vips.keys() {
             let key = key.context("iterating VIPS")?;
@@ -272,26 +330,14 @@ impl Balancer {
         sum_traffic(&self.backend_stats, backend_id)
     }
 
-    /// Benchmark harness: the frame every iteration starts from, and the program it runs.
-    pub fn set_bench(&mut self, frame: &BenchFrame, target: &str) -> Result<()> {
-        let fd: ProgramFd = self
-            .program(target)?
-            .fd()
-            .context("program not loaded")?
-            .try_clone()
-            .context("duplicating the program fd")?;
+    /// Benchmark harness: the frame every iteration starts from.
+    pub fn set_bench_frame(&mut self, frame: &BenchFrame) -> Result<()> {
         let mut frames: Array<&mut MapData, BenchFrame> = Array::try_from(
             self.ebpf
                 .map_mut("BENCH_FRAME")
                 .ok_or_else(|| anyhow!("map BENCH_FRAME missing"))?,
         )?;
-        frames.set(0, frame, 0).context("writing BENCH_FRAME")?;
-        let mut targets: ProgramArray<&mut MapData> = ProgramArray::try_from(
-            self.ebpf
-                .map_mut("BENCH_TARGET")
-                .ok_or_else(|| anyhow!("map BENCH_TARGET missing"))?,
-        )?;
-        targets.set(0, &fd, 0).context("writing BENCH_TARGET")
+        frames.set(0, frame, 0).context("writing BENCH_FRAME")
     }
 }
 
@@ -306,10 +352,12 @@ fn sum_traffic(map: &PerCpuArray<MapData, TrafficCounters>, index: u32) -> Resul
     let values = map
         .get(&index, 0)
         .with_context(|| format!("reading counters {index}"))?;
-    Ok(values.iter().fold(TrafficCounters::default(), |acc, v| TrafficCounters {
-        packets: acc.packets + v.packets,
-        bytes: acc.bytes + v.bytes,
-    }))
+    Ok(values
+        .iter()
+        .fold(TrafficCounters::default(), |acc, v| TrafficCounters {
+            packets: acc.packets + v.packets,
+            bytes: acc.bytes + v.bytes,
+        }))
 }
 
 /// The backend-side decapsulation program.

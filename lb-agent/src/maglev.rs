@@ -577,14 +577,27 @@ mod tests {
             .zip(&after)
             .filter(|(x, y)| x != y && **x == gone)
             .count();
+        // Every slot of the removed backend moves, of course.
         assert_eq!(own, before.iter().filter(|&&x| x == gone).count());
         (diff, own)
     }
 
-    /// Removing one of N equal backends, M = 65537 (changed slots; share that were the removed
-    /// backend's):
-    ///   N = 10:  see `disruption_report`
-    ///   N = 100: see `disruption_report`
+    /// Adds backend `n` to `n` equal ones; returns (changed slots, changed slots that went to
+    /// the new backend).
+    fn add_one(n: u32) -> (usize, usize) {
+        let before = build(&equal(n), M);
+        let after = build(&equal(n + 1), M);
+        let diff = changed(&before, &after);
+        let to_new = after
+            .iter()
+            .zip(&before)
+            .filter(|(x, y)| x != y && **x == n)
+            .count();
+        assert_eq!(to_new, after.iter().filter(|&&x| x == n).count());
+        (diff, to_new)
+    }
+
+    /// Bound: removing one of N equal backends changes at most M/N + 1% of M slots.
     #[test]
     fn removal_disruption_is_bounded() {
         let m = M as usize;
@@ -597,51 +610,61 @@ mod tests {
         }
     }
 
-    /// Adding one backend to N equal ones, M = 65537: see `disruption_report`.
+    /// Bound: adding one backend to N equal ones changes at most M/(N+1) + 1% of M slots.
     #[test]
     fn addition_disruption_is_bounded() {
         let m = M as usize;
         for n in 2..=100u32 {
-            let before_b = equal(n);
-            let after_b = equal(n + 1);
-            let before = build(&before_b, M);
-            let after = build(&after_b, M);
-            let diff = changed(&before, &after);
+            let (diff, _) = add_one(n);
             let bound = m / (n as usize + 1) + m / 100;
             assert!(diff <= bound, "n={n}: {diff} changed > {bound}");
         }
     }
 
+    /// Every possible removal (and the addition) at N = 10 and N = 100, M = 65537. Measured
+    /// (names as in `backend()`; the minimum possible is M/N resp. M/(N+1)):
+    ///
+    /// | case           | changed slots, % of M                     | of which removed/new backend's |
+    /// |----------------|-------------------------------------------|--------------------------------|
+    /// | remove 1 of 10 | mean 6712 (10.24%), worst 6751 (10.30%)   | mean 97.6%, worst 97.1%        |
+    /// | add 10 -> 11   | 6136 (9.36%; minimum 9.09%)               | 97.1%                          |
+    /// | remove 1 of 100| mean 1020 (1.56%), worst 1060 (1.62%)     | mean 64.2%, worst 61.8%        |
+    /// | add 100 -> 101 | 1013 (1.55%; minimum 0.99%)               | 64.1%                          |
+    ///
+    /// Maglev moves some slots between surviving backends too (a freed slot changes which
+    /// backend claims what later in the population loop), so the extra disruption is about
+    /// 0.2-0.6% of M; over 24 other naming schemes and every removal for N = 2..100 it stayed
+    /// under 1% except in 8 of ~123k cases (at most 1.03%). Run with `--nocapture` to see.
     #[test]
-    #[ignore]
-    fn disruption_report() {
-        let m = M as f64;
+    fn disruption_n10_n100() {
+        let m = M as usize;
         for n in [10u32, 100] {
-            let mut worst = (0usize, 0usize);
+            let bound = m / n as usize + m / 100;
+            let (mut sum, mut sum_own, mut worst, mut worst_share) = (0, 0, 0, 1.0f64);
             for gone in 0..n {
-                let r = remove_one(n, gone);
-                if r.0 > worst.0 {
-                    worst = r;
-                }
+                let (diff, own) = remove_one(n, gone);
+                assert!(diff <= bound, "n={n} gone={gone}: {diff} changed > {bound}");
+                sum += diff;
+                sum_own += own;
+                worst = worst.max(diff);
+                worst_share = worst_share.min(own as f64 / diff as f64);
             }
+            let pct = |slots: f64| slots / f64::from(M) * 100.0;
             println!(
-                "remove 1 of {n}: worst {} slots ({:.2}% of M, minimum {:.2}%), {:.1}% were the removed backend's",
-                worst.0,
-                worst.0 as f64 / m * 100.0,
+                "remove 1 of {n}: mean {:.0} ({:.2}% of M), worst {worst} ({:.2}%), minimum {:.2}%; \
+                 removed backend's share of the changes: mean {:.1}%, worst {:.1}%",
+                sum as f64 / f64::from(n),
+                pct(sum as f64 / f64::from(n)),
+                pct(worst as f64),
                 100.0 / f64::from(n),
-                worst.1 as f64 / worst.0 as f64 * 100.0
+                sum_own as f64 / sum as f64 * 100.0,
+                worst_share * 100.0
             );
-            let before = build(&equal(n), M);
-            let after = build(&equal(n + 1), M);
-            let diff = changed(&before, &after);
-            let to_new = after
-                .iter()
-                .zip(&before)
-                .filter(|(x, y)| x != y && **x == n)
-                .count();
+            let (diff, to_new) = add_one(n);
+            assert!(diff <= m / (n as usize + 1) + m / 100);
             println!(
-                "add 1 to {n}: {diff} slots ({:.2}% of M, minimum {:.2}%), {:.1}% went to the new backend",
-                diff as f64 / m * 100.0,
+                "add 1 to {n}: {diff} ({:.2}% of M), minimum {:.2}%; new backend's share {:.1}%",
+                pct(diff as f64),
                 100.0 / f64::from(n + 1),
                 to_new as f64 / diff as f64 * 100.0
             );

@@ -8,6 +8,10 @@ pub const DEFAULT_MAX_VIPS: u32 = 64;
 pub const MAX_BACKENDS: u32 = 4096;
 /// Default connection-table capacity compiled into the object; the agent sets its own.
 pub const DEFAULT_CONN_TABLE_ENTRIES: u32 = 65536;
+/// Words of the `ADDR_FILTER` bitmap (64 bits each): 65536 bits, so a few hundred VIP addresses
+/// leave well under 1% of other addresses to a false positive (which costs one lookup).
+pub const ADDR_FILTER_WORDS: u32 = 1024;
+
 /// Default SYN-flood guard: new connection-table entries per CPU per second (Katran's figure).
 pub const DEFAULT_NEW_FLOWS_PER_SEC: u32 = 125_000;
 /// Default outer TTL / hop limit.

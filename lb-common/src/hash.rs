@@ -7,8 +7,14 @@ const SEED: u32 = 0x9e37_79b9;
 
 #[inline(always)]
 fn mix(h: u32, k: u32) -> u32 {
-    let k = k.wrapping_mul(0xcc9e_2d51).rotate_left(15).wrapping_mul(0x1b87_3593);
-    (h ^ k).rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64)
+    let k = k
+        .wrapping_mul(0xcc9e_2d51)
+        .rotate_left(15)
+        .wrapping_mul(0x1b87_3593);
+    (h ^ k)
+        .rotate_left(13)
+        .wrapping_mul(5)
+        .wrapping_add(0xe654_6b64)
 }
 
 #[inline(always)]
@@ -68,6 +74,17 @@ pub fn source_hash_v6(src: &[u32; 4]) -> u32 {
     finish(h, 16)
 }
 
+/// Bit of the `ADDR_FILTER` bitmap that stands for an address (Fibonacci hashing: one multiply).
+#[inline(always)]
+pub fn addr_filter_bit(addr: &[u32; 4], family: u8) -> u32 {
+    let folded = if family == crate::FAMILY_V4 {
+        addr[0]
+    } else {
+        addr[0] ^ addr[1].rotate_left(8) ^ addr[2].rotate_left(16) ^ addr[3].rotate_left(24)
+    };
+    folded.wrapping_mul(0x9e37_79b1) >> 16
+}
+
 /// The hash the data path picks a Maglev slot with: the 5-tuple, or the client address only
 /// for VIPs with `VIP_F_HASH_SRC_ONLY`.
 #[inline(always)]
@@ -105,7 +122,12 @@ mod tests {
         let m = 65537u32;
         let mut buckets = [0u32; 16];
         for port in 0..16_000u16 {
-            let h = flow_hash_v4(0x0a00_0001, 0x0a00_0002, ports_word(port.to_be(), 80u16.to_be()), 6);
+            let h = flow_hash_v4(
+                0x0a00_0001,
+                0x0a00_0002,
+                ports_word(port.to_be(), 80u16.to_be()),
+                6,
+            );
             buckets[((h % m) * 16 / m) as usize] += 1;
         }
         for b in buckets {

@@ -168,6 +168,8 @@ pub struct FlowState {
     pub backend: u32,
     /// The backend's `generation` when the entry was made.
     pub generation: u32,
+    /// The VIP the flow belongs to (for its counters): an established flow needs no VIP lookup.
+    pub vip_id: u32,
 }
 
 /// Single element of the `CONFIG` array, written by the agent before VIPs are added.
@@ -316,11 +318,20 @@ impl Stat {
 pub const NO_BACKEND: u32 = u32::MAX;
 
 /// Bench harness template (`BENCH_FRAME`): the frame every iteration starts from.
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BenchFrame {
     pub bytes: [u8; BENCH_FRAME_LEN],
+    /// `BENCH_VARY_*`: give every iteration its own TCP source port (a new flow each time).
+    pub vary_source_port: u32,
+    pub _pad: u32,
 }
+
+pub const BENCH_VARY_NONE: u32 = 0;
+/// Untagged IPv4 + TCP template.
+pub const BENCH_VARY_V4: u32 = 4;
+/// Untagged IPv6 + TCP template.
+pub const BENCH_VARY_V6: u32 = 6;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -351,7 +362,7 @@ mod tests {
         assert_eq!(size_of::<AddrKey>(), 20);
         assert_eq!(size_of::<Backend>(), 24);
         assert_eq!(size_of::<FlowKey>(), 40);
-        assert_eq!(size_of::<FlowState>(), 8);
+        assert_eq!(size_of::<FlowState>(), 12);
         assert_eq!(size_of::<LbConfig>(), 36);
         assert_eq!(size_of::<TrafficCounters>(), 16);
     }

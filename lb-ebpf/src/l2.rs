@@ -65,7 +65,12 @@ pub fn write(
                 return false;
             };
             // SAFETY: bounds checked by ptr_at.
-            unsafe { *vlan = VlanHdr { tci: tag.tci, proto } };
+            unsafe {
+                *vlan = VlanHdr {
+                    tci: tag.tci,
+                    proto,
+                }
+            };
             tag.proto
         }
         None => proto,

@@ -171,7 +171,11 @@ pub fn packet_too_big_v6(frame: &[u8], mtu: u32, quote: usize) -> Vec<u8> {
 pub fn decapsulated(frame: &[u8], outer_len: usize) -> Vec<u8> {
     let l3 = l3_offset(frame);
     let inner = &frame[l3 + outer_len..];
-    let ethertype = if inner[0] >> 4 == 4 { 0x0800u16 } else { 0x86dd };
+    let ethertype = if inner[0] >> 4 == 4 {
+        0x0800u16
+    } else {
+        0x86dd
+    };
     let mut out = frame[..12].to_vec();
     if l3 == 18 {
         out.extend_from_slice(&frame[12..16]);

@@ -18,7 +18,14 @@ pub enum Tcp {
     Ack,
 }
 
-pub fn tcp4(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, flags: Tcp, payload: &[u8]) -> Vec<u8> {
+pub fn tcp4(
+    src: Ipv4Addr,
+    sport: u16,
+    dst: Ipv4Addr,
+    dport: u16,
+    flags: Tcp,
+    payload: &[u8],
+) -> Vec<u8> {
     let b = PacketBuilder::ethernet2(ROUTER_MAC, LB_MAC)
         .ipv4(src.octets(), dst.octets(), 63)
         .tcp(sport, dport, SEQ, WINDOW);
@@ -51,7 +58,14 @@ pub fn udp4(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, payload: &[u8]
     out
 }
 
-pub fn tcp6(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16, flags: Tcp, payload: &[u8]) -> Vec<u8> {
+pub fn tcp6(
+    src: Ipv6Addr,
+    sport: u16,
+    dst: Ipv6Addr,
+    dport: u16,
+    flags: Tcp,
+    payload: &[u8],
+) -> Vec<u8> {
     let b = PacketBuilder::ethernet2(ROUTER_MAC, LB_MAC)
         .ipv6(src.octets(), dst.octets(), 63)
         .tcp(sport, dport, SEQ, WINDOW);

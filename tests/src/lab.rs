@@ -80,7 +80,14 @@ impl Lab {
     }
 
     /// Add a VIP served by `backends` (equal weights) and publish its table.
-    pub fn add_vip(&mut self, addr: IpAddr, port: u16, proto: u8, flags: u32, backends: &[u32]) -> Result<VipKey> {
+    pub fn add_vip(
+        &mut self,
+        addr: IpAddr,
+        port: u16,
+        proto: u8,
+        flags: u32,
+        backends: &[u32],
+    ) -> Result<VipKey> {
         let key = VipKey::new(addr, port, proto);
         let meta = VipMeta {
             id: self.next_vip_id,
@@ -137,8 +144,9 @@ impl Lab {
         self.table_backend(key, flow, &table)
     }
 
-    pub fn hash(&self, key: &VipKey, flow: &FlowKey) -> Result<u32> {
-        Ok(flow_key_hash(flow, self.lb.vip(key)?.flags))
+    /// The 5-tuple hash that varies the outer header (whatever the VIP hashes its table on).
+    pub fn hash(&self, flow: &FlowKey) -> u32 {
+        flow_key_hash(flow, 0)
     }
 
     /// Run `frame` through the balancer once.
@@ -162,7 +170,14 @@ pub fn flow_of(frame: &[u8]) -> Result<FlowKey> {
             lb_common::FAMILY_V4,
         )
     } else if ip[0] >> 4 == 6 {
-        let w = |o: usize| [word(&ip[o..]), word(&ip[o + 4..]), word(&ip[o + 8..]), word(&ip[o + 12..])];
+        let w = |o: usize| {
+            [
+                word(&ip[o..]),
+                word(&ip[o + 4..]),
+                word(&ip[o + 8..]),
+                word(&ip[o + 12..]),
+            ]
+        };
         (w(8), w(24), ip[6], 40, lb_common::FAMILY_V6)
     } else {
         return Err(anyhow!("not an IP frame"));

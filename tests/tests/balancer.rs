@@ -27,9 +27,14 @@ fn web_lab() -> Result<(Lab, lb_common::VipKey)> {
 }
 
 /// Run `frame`, expect XDP_TX with the frame encapsulated to `backend`, return the backend id.
-fn assert_forwarded_to(lab: &mut Lab, key: &lb_common::VipKey, frame: &[u8], backend: u32) -> Result<()> {
+fn assert_forwarded_to(
+    lab: &mut Lab,
+    key: &lb_common::VipKey,
+    frame: &[u8],
+    backend: u32,
+) -> Result<()> {
     let flow = flow_of(frame)?;
-    let hash = lab.hash(key, &flow)?;
+    let hash = lab.hash(&flow);
     let expected = encapsulated(frame, backend_addr(&lab.lb, backend)?, &lab.outer(), hash);
     let (verdict, out) = lab.run(frame)?;
     assert_eq!(verdict, XDP_TX, "verdict");
@@ -38,7 +43,11 @@ fn assert_forwarded_to(lab: &mut Lab, key: &lb_common::VipKey, frame: &[u8], bac
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn assert_passed_untouched(lab: &mut Lab, frame: &[u8]) -> Result<()> {
@@ -52,7 +61,12 @@ fn assert_dropped(lab: &mut Lab, frame: &[u8], reason: Stat) -> Result<()> {
     let before = lab.lb.stat(reason)?;
     let (verdict, _) = lab.run(frame)?;
     assert_eq!(verdict, XDP_DROP, "verdict for {}", reason.name());
-    assert_eq!(lab.lb.stat(reason)?, before + 1, "counter {}", reason.name());
+    assert_eq!(
+        lab.lb.stat(reason)?,
+        before + 1,
+        "counter {}",
+        reason.name()
+    );
     Ok(())
 }
 
@@ -75,8 +89,14 @@ fn ipv4_tcp_syn_is_encapsulated_to_its_maglev_backend() -> Result<()> {
     let vip = lab.lb.vip_counters(lab.lb.vip(&key)?.id)?;
     assert_eq!((vip.packets, vip.bytes), (1, frame.len() as u64));
     let per_backend = lab.lb.backend_counters(backend)?;
-    assert_eq!((per_backend.packets, per_backend.bytes), (1, frame.len() as u64));
-    let entry = lab.lb.flow(&flow_of(&frame)?).expect("SYN creates an entry");
+    assert_eq!(
+        (per_backend.packets, per_backend.bytes),
+        (1, frame.len() as u64)
+    );
+    let entry = lab
+        .lb
+        .flow(&flow_of(&frame)?)
+        .expect("SYN creates an entry");
     assert_eq!((entry.backend, entry.generation), (backend, 1));
     Ok(())
 }
@@ -172,7 +192,13 @@ fn ipv4_vip_with_ipv6_backend_is_encapsulated_in_ipv6() -> Result<()> {
 #[test]
 fn source_affinity_sends_every_port_of_a_client_to_one_backend() -> Result<()> {
     let mut lab = Lab::new()?;
-    let sticky = lab.add_vip(WEB.into(), 80, IPPROTO_TCP, VIP_F_HASH_SRC_ONLY, &V4_BACKENDS)?;
+    let sticky = lab.add_vip(
+        WEB.into(),
+        80,
+        IPPROTO_TCP,
+        VIP_F_HASH_SRC_ONLY,
+        &V4_BACKENDS,
+    )?;
     let other = Ipv4Addr::new(198, 18, 0, 12);
     let spread = lab.add_vip(other.into(), 80, IPPROTO_TCP, 0, &V4_BACKENDS)?;
     let first = frames::tcp4(CLIENT, 1000, WEB, 80, Tcp::Syn, &[]);
@@ -210,7 +236,14 @@ fn port_zero_vip_matches_any_port_and_exact_port_wins() -> Result<()> {
 fn non_vip_traffic_passes_byte_identical() -> Result<()> {
     let (mut lab, _) = web_lab()?;
     let cases = [
-        frames::tcp4(CLIENT, 40000, Ipv4Addr::new(198, 18, 5, 5), 80, Tcp::Syn, &[]),
+        frames::tcp4(
+            CLIENT,
+            40000,
+            Ipv4Addr::new(198, 18, 5, 5),
+            80,
+            Tcp::Syn,
+            &[],
+        ),
         frames::tcp4(CLIENT, 40000, WEB, 81, Tcp::Syn, &[]),
         frames::udp4(CLIENT, 40000, WEB, 80, b"not tcp"),
         frames::tcp6(CLIENT6, 40000, WEB6, 80, Tcp::Syn, &[]),
@@ -254,7 +287,7 @@ fn outer_source_varies_per_flow_in_its_low_bits() -> Result<()> {
     let mut sources = std::collections::BTreeSet::new();
     for port in 0..16 {
         let frame = frames::tcp4(CLIENT, 30000 + port, WEB, 80, Tcp::Syn, &[]);
-        let hash = lab.hash(&key, &flow_of(&frame)?)?;
+        let hash = lab.hash(&flow_of(&frame)?);
         let (verdict, out) = lab.run(&frame)?;
         assert_eq!(verdict, XDP_TX);
         let src = &out[L3 + 12..L3 + 16];
@@ -273,14 +306,25 @@ fn oversize_ipv4_gets_fragmentation_needed() -> Result<()> {
     let (mut lab, key) = web_lab()?;
     let payload = vec![0xab; MTU as usize - 40];
     let frame = frames::tcp4(CLIENT, 40030, WEB, 80, Tcp::Ack, &payload);
-    assert_eq!(frame.len() - 14, MTU as usize, "inner packet is exactly the MTU");
+    assert_eq!(
+        frame.len() - 14,
+        MTU as usize,
+        "inner packet is exactly the MTU"
+    );
     let expected = frag_needed_v4(&frame, MTU - 20, ICMP_V4_QUOTE_LEN);
     let (verdict, out) = lab.run(&frame)?;
     assert_eq!(verdict, XDP_TX);
     assert_eq!(hex(&out), hex(&expected));
     assert_eq!(lab.lb.stat(Stat::IcmpTooBigSent)?, 1);
     // One byte less fits once encapsulated.
-    let frame = frames::tcp4(CLIENT, 40030, WEB, 80, Tcp::Ack, &payload[..payload.len() - 20]);
+    let frame = frames::tcp4(
+        CLIENT,
+        40030,
+        WEB,
+        80,
+        Tcp::Ack,
+        &payload[..payload.len() - 20],
+    );
     let backend = lab.predict(&key, &flow_of(&frame)?, &V4_BACKENDS)?;
     assert_forwarded_to(&mut lab, &key, &frame, backend)
 }
@@ -327,7 +371,7 @@ fn icmp_error_follows_the_flow_it_is_about() -> Result<()> {
     // Move the table away: only the connection-table entry still names `backend`.
     lab.fill_table(&key, (backend + 1) % 3)?;
     let error = icmp4_error_about(40040);
-    let hash = lab.hash(&key, &flow)?;
+    let hash = lab.hash(&flow);
     let expected = encapsulated(&error, backend_addr(&lab.lb, backend)?, &lab.outer(), hash);
     let (verdict, out) = lab.run(&error)?;
     assert_eq!(verdict, XDP_TX);
@@ -353,7 +397,11 @@ fn malformed_ipv4_frames_get_their_deliberate_verdicts() -> Result<()> {
     for len in [14, 14 + 19] {
         let before = lab.lb.stat(Stat::PassMalformed)?;
         assert_passed_untouched(&mut lab, &good[..len])?;
-        assert_eq!(lab.lb.stat(Stat::PassMalformed)?, before + 1, "cut at {len}");
+        assert_eq!(
+            lab.lb.stat(Stat::PassMalformed)?,
+            before + 1,
+            "cut at {len}"
+        );
     }
     // Truncated inside the TCP header (IP length fixed to match, so only TCP is short).
     let mut short_tcp = good[..L3 + 20 + 10].to_vec();
@@ -460,7 +508,17 @@ fn syn_flood_guard_stops_inserting_but_keeps_forwarding() -> Result<()> {
     }
     assert_eq!(lab.lb.stat(Stat::ConnInsertSkipped)?, 8);
     assert!(lab.lb.flow(&flow_of(&established)?).is_some());
-    assert!(lab.lb.flow(&flow_of(&frames::tcp4(CLIENT, 41010, WEB, 80, Tcp::Syn, &[]))?).is_none());
+    assert!(lab
+        .lb
+        .flow(&flow_of(&frames::tcp4(
+            CLIENT,
+            41010,
+            WEB,
+            80,
+            Tcp::Syn,
+            &[]
+        ))?)
+        .is_none());
     Ok(())
 }
 

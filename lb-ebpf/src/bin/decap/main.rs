@@ -130,9 +130,17 @@ fn inner(ctx: &XdpContext, off: usize, outer_len: usize, proto: u8) -> Verdict {
         return Verdict::Malformed;
     };
     let (version, inner_proto, long_enough) = if proto == IPPROTO_IPIP {
-        (4, ETH_P_IP, ptr_at::<[u8; IPV4_HDR_LEN]>(ctx, off).is_some())
+        (
+            4,
+            ETH_P_IP,
+            ptr_at::<[u8; IPV4_HDR_LEN]>(ctx, off).is_some(),
+        )
     } else {
-        (6, ETH_P_IPV6, ptr_at::<[u8; IPV6_HDR_LEN]>(ctx, off).is_some())
+        (
+            6,
+            ETH_P_IPV6,
+            ptr_at::<[u8; IPV6_HDR_LEN]>(ctx, off).is_some(),
+        )
     };
     if first >> 4 != version || !long_enough {
         return Verdict::Malformed;

@@ -2,6 +2,7 @@
 //! IPv6 header addressed to the backend (IPv4/IPv6 in IPv4/IPv6), and leaves towards the gateway.
 
 use crate::packet::Packet;
+use aya_ebpf::programs::XdpContext;
 use lb_common::{
     Backend, LbConfig, ETH_P_IP, ETH_P_IPV6, FAMILY_V4, IPPROTO_IPIP, IPPROTO_IPV6, IPV4_DF,
     IPV4_HDR_LEN, IPV6_HDR_LEN,
@@ -12,7 +13,6 @@ use lb_ebpf::{
     l2,
     packet::{adjust_head, ptr_at},
 };
-use aya_ebpf::programs::XdpContext;
 
 /// Widest run of outer-source bits the agent may vary per flow.
 const MAX_SOURCE_HASH_BITS: u8 = 16;

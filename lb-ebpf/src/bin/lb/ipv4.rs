@@ -1,5 +1,5 @@
-//! IPv4: validate, find the VIP, hand the flow to forwarding. Invalid packets to a VIP address
-//! are dropped with their reason; anything not for a VIP address goes to the host untouched.
+//! IPv4: validate, then hand the flow to forwarding. Anything not for a VIP address goes to the
+//! host untouched; an invalid packet for a VIP address is dropped with its reason.
 
 use crate::{
     forward::forward,
@@ -19,40 +19,46 @@ use lb_ebpf::{
     packet::{holds, read_at},
 };
 
+/// Drop `reason` if `dst` carries a VIP; otherwise it is the host's packet.
 #[inline(always)]
+pub fn reject(dst: [u32; 4], family: u8, reason: Stat) -> u32 {
+    if vip::address_flags(dst, family).is_some() {
+        drop(reason)
+    } else {
+        pass(Stat::PassNotVip)
+    }
+}
+
 /// `L3`: where the IP header starts (14, or 18 behind a VLAN tag). A constant per
 /// instantiation, so every packet offset the verifier checks is a constant.
+#[inline(always)]
 pub fn process<const L3: usize>(ctx: &XdpContext, l2: &L2) -> u32 {
     let Some(ip) = read_at::<Ipv4Hdr>(ctx, L3) else {
         return pass(Stat::PassMalformed);
     };
     let dst = [ip.dst, 0, 0, 0];
-    let Some(addr_flags) = vip::address_flags(dst, FAMILY_V4) else {
+    if !vip::may_be_vip_address(&dst, FAMILY_V4) {
         return pass(Stat::PassNotVip);
-    };
+    }
     if ip.vihl != 0x45 {
         // Options (IHL > 5) are legal but rare and make the transport offset variable: dropped
         // like Katran does. Any other version/IHL is malformed.
-        return if ip.vihl >> 4 == 4 && ip.vihl & 0x0f > 5 {
-            drop(Stat::DropIpv4Options)
+        let options = ip.vihl >> 4 == 4 && ip.vihl & 0x0f > 5;
+        let reason = if options {
+            Stat::DropIpv4Options
         } else {
-            drop(Stat::DropMalformed)
+            Stat::DropMalformed
         };
+        return reject(dst, FAMILY_V4, reason);
     }
     let ip_len = u16::from_be(ip.tot_len) as usize;
     if ip_len < IPV4_HDR_LEN {
-        return drop(Stat::DropMalformed);
+        return reject(dst, FAMILY_V4, Stat::DropMalformed);
     }
     // Later fragments carry no ports, so no fragment can be hashed consistently.
     if ip.frag & (IPV4_MF | IPV4_FRAG_OFFSET_MASK).to_be() != 0 {
-        return drop(Stat::DropFragment);
+        return reject(dst, FAMILY_V4, Stat::DropFragment);
     }
-    let pkt = Packet {
-        l2: *l2,
-        family: FAMILY_V4,
-        ip_len,
-        tos: ip.tos,
-    };
     let l4_off = L3 + IPV4_HDR_LEN;
     let (flow, kind) = match ip.proto {
         IPPROTO_TCP | IPPROTO_UDP => match l4::parse(ctx, l4_off, L3 + ip_len, ip.proto) {
@@ -68,7 +74,7 @@ pub fn process<const L3: usize>(ctx: &XdpContext, l2: &L2) -> u32 {
                 },
                 l4.kind,
             ),
-            Err(reason) => return drop(reason),
+            Err(reason) => return reject(dst, FAMILY_V4, reason),
         },
         IPPROTO_ICMP => match icmp::error_flow_v4::<L3>(ctx, ip.dst) {
             Some(flow) => (flow, FlowKind::IcmpError),
@@ -79,10 +85,13 @@ pub fn process<const L3: usize>(ctx: &XdpContext, l2: &L2) -> u32 {
     // Checked after the transport header on purpose: done first, it lets LLVM drop the
     // per-header bounds checks as implied, which the verifier cannot follow.
     if !holds(ctx, L3 + ip_len) {
-        return drop(Stat::DropMalformed);
+        return reject(dst, FAMILY_V4, Stat::DropMalformed);
     }
-    let Some(vip) = vip::lookup(addr_flags, dst, FAMILY_V4, flow.dst_port, flow.proto) else {
-        return pass(Stat::PassNotVip);
+    let pkt = Packet {
+        l2: *l2,
+        family: FAMILY_V4,
+        ip_len,
+        tos: ip.tos,
     };
-    forward::<L3>(ctx, &pkt, &flow, &vip, kind)
+    forward::<L3>(ctx, &pkt, &flow, kind)
 }

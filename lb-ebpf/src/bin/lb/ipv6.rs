@@ -3,15 +3,15 @@
 
 use crate::{
     forward::forward,
-    icmp, l4,
+    icmp,
+    ipv4::reject,
+    l4,
     packet::{FlowKind, Packet},
-    verdict::{drop, pass},
+    verdict::pass,
     vip,
 };
 use aya_ebpf::programs::XdpContext;
-use lb_common::{
-    FlowKey, Stat, FAMILY_V6, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV6_HDR_LEN,
-};
+use lb_common::{FlowKey, Stat, FAMILY_V6, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV6_HDR_LEN};
 use lb_ebpf::{
     hdr::Ipv6Hdr,
     l2::L2,
@@ -27,26 +27,19 @@ const NEXTHDR_MOBILITY: u8 = 135;
 const NEXTHDR_HIP: u8 = 139;
 const NEXTHDR_SHIM6: u8 = 140;
 
+/// `L3`: where the IP header starts (see ipv4.rs).
 #[inline(always)]
-/// `L3`: where the IP header starts (14, or 18 behind a VLAN tag). A constant per
-/// instantiation, so every packet offset the verifier checks is a constant.
 pub fn process<const L3: usize>(ctx: &XdpContext, l2: &L2) -> u32 {
     let Some(ip) = read_at::<Ipv6Hdr>(ctx, L3) else {
         return pass(Stat::PassMalformed);
     };
-    let Some(addr_flags) = vip::address_flags(ip.dst, FAMILY_V6) else {
+    if !vip::may_be_vip_address(&ip.dst, FAMILY_V6) {
         return pass(Stat::PassNotVip);
-    };
+    }
     if u32::from_be(ip.vtc_flow) >> 28 != 6 {
-        return drop(Stat::DropMalformed);
+        return reject(ip.dst, FAMILY_V6, Stat::DropMalformed);
     }
     let ip_len = IPV6_HDR_LEN + u16::from_be(ip.payload_len) as usize;
-    let pkt = Packet {
-        l2: *l2,
-        family: FAMILY_V6,
-        ip_len,
-        tos: ip.traffic_class(),
-    };
     let l4_off = L3 + IPV6_HDR_LEN;
     let (flow, kind) = match ip.next_hdr {
         IPPROTO_TCP | IPPROTO_UDP => match l4::parse(ctx, l4_off, L3 + ip_len, ip.next_hdr) {
@@ -62,23 +55,26 @@ pub fn process<const L3: usize>(ctx: &XdpContext, l2: &L2) -> u32 {
                 },
                 l4.kind,
             ),
-            Err(reason) => return drop(reason),
+            Err(reason) => return reject(ip.dst, FAMILY_V6, reason),
         },
         IPPROTO_ICMPV6 => match icmp::error_flow_v6::<L3>(ctx, &ip.dst) {
             Some(flow) => (flow, FlowKind::IcmpError),
             None => return pass(Stat::PassNotVip),
         },
-        NEXTHDR_FRAGMENT => return drop(Stat::DropFragment),
+        NEXTHDR_FRAGMENT => return reject(ip.dst, FAMILY_V6, Stat::DropFragment),
         NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_AUTH | NEXTHDR_DEST | NEXTHDR_MOBILITY
-        | NEXTHDR_HIP | NEXTHDR_SHIM6 => return drop(Stat::DropIpv6ExtHeader),
+        | NEXTHDR_HIP | NEXTHDR_SHIM6 => return reject(ip.dst, FAMILY_V6, Stat::DropIpv6ExtHeader),
         _ => return pass(Stat::PassNotVip),
     };
     // After the transport header on purpose (see ipv4.rs).
     if !holds(ctx, L3 + ip_len) {
-        return drop(Stat::DropMalformed);
+        return reject(ip.dst, FAMILY_V6, Stat::DropMalformed);
     }
-    let Some(vip) = vip::lookup(addr_flags, ip.dst, FAMILY_V6, flow.dst_port, flow.proto) else {
-        return pass(Stat::PassNotVip);
+    let pkt = Packet {
+        l2: *l2,
+        family: FAMILY_V6,
+        ip_len,
+        tos: ip.traffic_class(),
     };
-    forward::<L3>(ctx, &pkt, &flow, &vip, kind)
+    forward::<L3>(ctx, &pkt, &flow, kind)
 }

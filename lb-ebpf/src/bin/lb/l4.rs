@@ -1,12 +1,12 @@
 //! Transport headers: the ports, and whether a TCP segment opens a connection.
 
 use crate::packet::FlowKind;
+use aya_ebpf::programs::XdpContext;
 use lb_common::{Stat, IPPROTO_TCP, TCP_FLAG_ACK, TCP_FLAG_SYN, TCP_HDR_LEN, UDP_HDR_LEN};
 use lb_ebpf::{
     hdr::{Ports, TCP_FLAGS_OFFSET},
     packet::{ptr_at, read_at},
 };
-use aya_ebpf::programs::XdpContext;
 
 pub struct L4 {
     pub ports: Ports,

@@ -3,12 +3,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
     AddrKey, Backend, BenchFrame, FloodWindow, FlowKey, FlowState, LbConfig, TrafficCounters,
-    VipKey, VipMeta, DEFAULT_CONN_TABLE_ENTRIES, DEFAULT_MAX_VIPS, DEFAULT_TABLE_SIZE,
-    MAX_BACKENDS, STAT_COUNT,
+    VipKey, VipMeta, ADDR_FILTER_WORDS, DEFAULT_CONN_TABLE_ENTRIES, DEFAULT_MAX_VIPS,
+    DEFAULT_TABLE_SIZE, MAX_BACKENDS, STAT_COUNT,
 };
 
 /// BPF_F_NO_COMMON_LRU: one LRU list per CPU (no shared lock on insert) over one shared key
@@ -31,6 +31,11 @@ pub fn table_size() -> u32 {
 
 #[map]
 pub static CONFIG: Array<LbConfig> = Array::with_max_entries(1, 0);
+
+/// One bit per VIP address (`hash::addr_filter_bit`): array lookups are inlined by the
+/// verifier, so most host traffic leaves after a few instructions instead of a hash lookup.
+#[map]
+pub static ADDR_FILTER: Array<u64> = Array::with_max_entries(ADDR_FILTER_WORDS, 0);
 
 /// Addresses that carry at least one VIP, with `ADDR_F_*` bits.
 #[map]
@@ -66,9 +71,6 @@ pub static VIP_STATS: PerCpuArray<TrafficCounters> =
 pub static BACKEND_STATS: PerCpuArray<TrafficCounters> =
     PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
 
-/// Bench harness only: the frame restored before every iteration, and the program under test.
+/// Bench harness only: the frame restored before every iteration.
 #[map]
 pub static BENCH_FRAME: Array<BenchFrame> = Array::with_max_entries(1, 0);
-
-#[map]
-pub static BENCH_TARGET: ProgramArray = ProgramArray::with_max_entries(1, 0);

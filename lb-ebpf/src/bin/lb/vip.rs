@@ -1,11 +1,22 @@
-//! VIP lookup: address first (one lookup decides that most host traffic is not ours), then
-//! (address, port, protocol), then (address, any port, protocol).
+//! VIP lookup. Most host traffic is rejected by a bitmap test; established flows never get
+//! here (the connection table names their VIP); new flows look up (address, port, protocol),
+//! then (address, any port, protocol) when the address has such a VIP.
 
-use crate::maps::{VIPS, VIP_ADDRS};
+use crate::maps::{ADDR_FILTER, VIPS, VIP_ADDRS};
 use lb_common::{
-    AddrKey, VipKey, VipMeta, ADDR_F_TCP_ANY_PORT, ADDR_F_TCP_PORT, ADDR_F_UDP_ANY_PORT,
-    ADDR_F_UDP_PORT, IPPROTO_TCP,
+    hash::addr_filter_bit, AddrKey, VipKey, VipMeta, ADDR_F_TCP_ANY_PORT, ADDR_F_UDP_ANY_PORT,
+    IPPROTO_TCP,
 };
+
+/// False: certainly not a VIP address. True: probably one (false positives are rare).
+#[inline(always)]
+pub fn may_be_vip_address(addr: &[u32; 4], family: u8) -> bool {
+    let bit = addr_filter_bit(addr, family);
+    match ADDR_FILTER.get(bit >> 6) {
+        Some(word) => *word & (1u64 << (bit & 63)) != 0,
+        None => false,
+    }
+}
 
 /// `ADDR_F_*` bits of `addr`, or `None` when no VIP uses that address.
 #[inline(always)]
@@ -20,30 +31,26 @@ pub fn address_flags(addr: [u32; 4], family: u8) -> Option<u32> {
 }
 
 #[inline(always)]
-pub fn lookup(addr_flags: u32, addr: [u32; 4], family: u8, port: u16, proto: u8) -> Option<VipMeta> {
-    let (exact_bit, any_bit) = if proto == IPPROTO_TCP {
-        (ADDR_F_TCP_PORT, ADDR_F_TCP_ANY_PORT)
-    } else {
-        (ADDR_F_UDP_PORT, ADDR_F_UDP_ANY_PORT)
-    };
+pub fn lookup(addr: [u32; 4], family: u8, port: u16, proto: u8) -> Option<VipMeta> {
     let mut key = VipKey {
         addr,
         port,
         proto,
         family,
     };
-    if addr_flags & exact_bit != 0 {
-        // SAFETY: the value is copied out before the next map operation.
-        if let Some(meta) = unsafe { VIPS.get(&key) } {
-            return Some(*meta);
-        }
+    // SAFETY: the value is copied out before the next map operation.
+    if let Some(meta) = unsafe { VIPS.get(&key) } {
+        return Some(*meta);
     }
-    if addr_flags & any_bit != 0 {
-        key.port = 0;
-        // SAFETY: as above.
-        if let Some(meta) = unsafe { VIPS.get(&key) } {
-            return Some(*meta);
-        }
+    let any_port = if proto == IPPROTO_TCP {
+        ADDR_F_TCP_ANY_PORT
+    } else {
+        ADDR_F_UDP_ANY_PORT
+    };
+    if address_flags(addr, family)? & any_port == 0 {
+        return None;
     }
-    None
+    key.port = 0;
+    // SAFETY: as above.
+    unsafe { VIPS.get(&key) }.copied()
 }

@@ -1,0 +1,245 @@
+//! `cargo xtask bench`: per-packet cost of the balancer's forwarding paths, measured in the kernel
+//! with BPF_PROG_TEST_RUN, side by side with a MAC-swap XDP_TX program (the floor).
+//!
+//! Every iteration runs a benchmark twin (`xdp_bench_lb`, `xdp_bench_reflect`): the program's
+//! own code behind a prologue that restores the 128-byte template frame; the floor goes through
+//! the same harness, so the restore cost is in both figures. After each run the data path's own counters must show that every iteration
+//! took the intended path, or the benchmark fails.
+
+use anyhow::{bail, ensure, Context, Result};
+use aya::programs::{TestRun, TestRunOptions};
+use lb_agent::dataplane::{BENCH_LB_PROGRAM, BENCH_REFLECT_PROGRAM, LB_PROGRAM, REFLECT_PROGRAM};
+use lb_common::{BenchFrame, Stat, BENCH_FRAME_LEN, BENCH_VARY_NONE, BENCH_VARY_V4, IPPROTO_TCP};
+use lb_tests::{
+    frames::{self, Tcp},
+    lab::Lab,
+    run::{XDP_PASS, XDP_TX},
+};
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    time::Duration,
+};
+
+const RUNS: usize = 5;
+const ITERATIONS: u32 = 1_000_000;
+
+const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 7);
+const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 7);
+const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
+const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10);
+const NOT_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 5, 5);
+
+struct Case {
+    name: &'static str,
+    program: &'static str,
+    frame: BenchFrame,
+    verdict: u32,
+    /// The counter that must grow by exactly one per iteration.
+    proof: Option<Stat>,
+    /// Ratio to the floor this path should stay under (issue targets).
+    target: Option<f64>,
+    /// Run once through the balancer before each measurement (puts the flow in the table).
+    prime: Option<Vec<u8>>,
+}
+
+fn padded(vary_source_port: u32, build: impl Fn(&[u8]) -> Vec<u8>) -> Result<BenchFrame> {
+    let headers = build(&[]).len();
+    let frame = build(&vec![0x5a; BENCH_FRAME_LEN - headers]);
+    ensure!(
+        frame.len() == BENCH_FRAME_LEN,
+        "template is {} bytes",
+        frame.len()
+    );
+    let mut bytes = [0u8; BENCH_FRAME_LEN];
+    bytes.copy_from_slice(&frame);
+    Ok(BenchFrame {
+        bytes,
+        vary_source_port,
+        _pad: 0,
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() -> Result<()> {
+    let mut lab = Lab::new().context("loading the balancer (run as root)")?;
+    lab.add_vip(VIP.into(), 80, IPPROTO_TCP, 0, &[0, 1, 2])?;
+    lab.add_vip(VIP6.into(), 80, IPPROTO_TCP, 0, &[3, 4])?;
+
+    let v4_ack = padded(BENCH_VARY_NONE, |p| {
+        frames::tcp4(CLIENT, 40000, VIP, 80, Tcp::Ack, p)
+    })?;
+    let v4_syn = padded(BENCH_VARY_V4, |p| {
+        frames::tcp4(CLIENT, 40001, VIP, 80, Tcp::Syn, p)
+    })?;
+    let v6_ack = padded(BENCH_VARY_NONE, |p| {
+        frames::tcp6(CLIENT6, 40000, VIP6, 80, Tcp::Ack, p)
+    })?;
+    let pass = padded(BENCH_VARY_NONE, |p| {
+        frames::tcp4(CLIENT, 40000, NOT_VIP, 80, Tcp::Ack, p)
+    })?;
+    // Established flows: one SYN puts them in the connection table (again before every run:
+    // the new-flow case floods the table and may evict them).
+    let v4_prime = Some(frames::tcp4(CLIENT, 40000, VIP, 80, Tcp::Syn, &[]));
+    let v6_prime = Some(frames::tcp6(CLIENT6, 40000, VIP6, 80, Tcp::Syn, &[]));
+
+    let cases = [
+        Case {
+            name: "floor: MAC swap + XDP_TX",
+            program: BENCH_REFLECT_PROGRAM,
+            frame: v4_ack,
+            verdict: XDP_TX,
+            proof: None,
+            target: None,
+            prime: None,
+        },
+        Case {
+            name: "IPv4 TCP established (conn-table hit)",
+            program: BENCH_LB_PROGRAM,
+            frame: v4_ack,
+            verdict: XDP_TX,
+            proof: Some(Stat::ConnHit),
+            target: Some(3.5),
+            prime: v4_prime,
+        },
+        Case {
+            name: "IPv4 TCP new flow (SYN, Maglev lookup, insert)",
+            program: BENCH_LB_PROGRAM,
+            frame: v4_syn,
+            verdict: XDP_TX,
+            proof: Some(Stat::ConnMissSyn),
+            target: Some(3.5),
+            prime: None,
+        },
+        Case {
+            name: "IPv6 TCP established (conn-table hit)",
+            program: BENCH_LB_PROGRAM,
+            frame: v6_ack,
+            verdict: XDP_TX,
+            proof: Some(Stat::ConnHit),
+            target: Some(4.0),
+            prime: v6_prime,
+        },
+        Case {
+            name: "non-VIP pass",
+            program: BENCH_LB_PROGRAM,
+            frame: pass,
+            verdict: XDP_PASS,
+            proof: Some(Stat::PassNotVip),
+            target: Some(1.5),
+            prime: None,
+        },
+    ];
+
+    println!("BPF_PROG_TEST_RUN, {RUNS} x {ITERATIONS} iterations per path, ns per packet");
+    let mut floor = None;
+    let mut rows = Vec::new();
+    let mut missed = Vec::new();
+    for case in &cases {
+        lab.lb.set_bench_frame(&case.frame)?;
+        let mut samples = Vec::with_capacity(RUNS);
+        for _ in 0..RUNS {
+            if let Some(frame) = &case.prime {
+                lab.run(frame)?;
+            }
+            let restored = lab.lb.stat(Stat::BenchRestored)?;
+            let proof_before = case.proof.map(|s| lab.lb.stat(s)).transpose()?;
+            let result = lab
+                .lb
+                .program(case.program)?
+                .test_run(TestRunOptions {
+                    data_in: Some(&case.frame.bytes),
+                    repeat: ITERATIONS,
+                    ..Default::default()
+                })
+                .context("BPF_PROG_TEST_RUN")?;
+            ensure!(
+                result.return_value == case.verdict,
+                "{}: verdict {} instead of {}",
+                case.name,
+                result.return_value,
+                case.verdict
+            );
+            ensure!(
+                lab.lb.stat(Stat::BenchRestored)? - restored == ITERATIONS as u64,
+                "{}: not every iteration restored the frame",
+                case.name
+            );
+            if let (Some(stat), Some(before)) = (case.proof, proof_before) {
+                let grew = lab.lb.stat(stat)? - before;
+                if grew != ITERATIONS as u64 {
+                    bail!("{}: {} grew by {grew}, not {ITERATIONS}: some iterations took another path", case.name, stat.name());
+                }
+            }
+            samples.push(as_ns(result.duration));
+        }
+        let min = samples.iter().copied().fold(f64::INFINITY, f64::min);
+        let med = median(samples);
+        let base = *floor.get_or_insert(med);
+        let ratio = med / base;
+        if let Some(target) = case.target {
+            if ratio > target {
+                missed.push(format!("{} at {ratio:.2}x (target {target}x)", case.name));
+            }
+        }
+        rows.push((case.name, min, med, ratio, case.target));
+    }
+    // Paths that leave the frame as it was can also run bare, without the harness: that shows
+    // what the harness itself costs, so the table can also give net figures.
+    let mut bare = Vec::new();
+    for (name, program, frame, proof) in [
+        ("floor, bare", REFLECT_PROGRAM, &cases[0].frame.bytes, None),
+        (
+            "non-VIP pass, bare",
+            LB_PROGRAM,
+            &cases[4].frame.bytes,
+            Some(Stat::PassNotVip),
+        ),
+    ] {
+        let mut samples = Vec::with_capacity(RUNS);
+        for _ in 0..RUNS {
+            let before = proof.map(|s| lab.lb.stat(s)).transpose()?;
+            let result = lab
+                .lb
+                .program(program)?
+                .test_run(TestRunOptions {
+                    data_in: Some(frame),
+                    repeat: ITERATIONS,
+                    ..Default::default()
+                })
+                .context("BPF_PROG_TEST_RUN")?;
+            if let (Some(stat), Some(before)) = (proof, before) {
+                ensure!(
+                    lab.lb.stat(stat)? - before == ITERATIONS as u64,
+                    "{name}: wrong path"
+                );
+            }
+            samples.push(as_ns(result.duration));
+        }
+        bare.push((name, median(samples)));
+    }
+    let harness = floor.unwrap_or(0.0) - bare[0].1;
+    println!();
+    println!("| path | min ns | median ns | median / floor | target |");
+    println!("|---|---:|---:|---:|---:|");
+    for (name, min, med, ratio, target) in rows {
+        let target = target.map_or("-".to_string(), |t| format!("<= {t}x"));
+        println!("| {name} | {min:.1} | {med:.1} | {ratio:.2}x | {target} |");
+    }
+    println!();
+    println!("Harness cost (restore): {harness:.1} ns = floor through the harness - bare floor.");
+    for (name, ns) in &bare {
+        println!("| {name} | {ns:.1} ns |");
+    }
+    if !missed.is_empty() {
+        println!("\nabove target: {}", missed.join("; "));
+    }
+    Ok(())
+}
+
+fn as_ns(d: Duration) -> f64 {
+    d.as_nanos() as f64
+}

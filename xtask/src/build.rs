@@ -1,0 +1,93 @@
+//! `cargo xtask build-ebpf` and `cargo xtask build`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Result};
+
+use crate::cmd::{self, run, toolchain_tool};
+use crate::paths::{ebpf_target_dir, host_target_dir};
+use crate::setup::NIGHTLY;
+
+/// The eBPF package and its binaries (the files `LB_EBPF_DIR` must contain).
+pub const EBPF_PACKAGE: &str = "lb-ebpf";
+pub const EBPF_BINS: &[&str] = &["lb", "decap"];
+pub const EBPF_TARGET: &str = "bpfel-unknown-none";
+/// The variable lb-agent's build.rs reads to find the compiled objects.
+pub const EBPF_DIR_ENV: &str = "LB_EBPF_DIR";
+
+fn profile(release: bool) -> &'static str {
+    if release {
+        "release"
+    } else {
+        "debug"
+    }
+}
+
+/// The directory holding the compiled `lb` and `decap` objects:
+/// `<workspace>/target/ebpf/bpfel-unknown-none/{release,debug}`.
+pub fn ebpf_dir(release: bool) -> PathBuf {
+    ebpf_target_dir().join(EBPF_TARGET).join(profile(release))
+}
+
+/// `cargo +nightly <subcommand> -p lb-ebpf --target bpfel-unknown-none
+/// -Z build-std=core --target-dir <ws>/target/ebpf`, with the stable
+/// toolchain's environment scrubbed. Shared by build-ebpf and the test's
+/// eBPF clippy run.
+pub fn ebpf_cargo(subcommand: &str) -> Result<Command> {
+    let mut c = toolchain_tool("cargo", NIGHTLY)?;
+    c.args([subcommand, "-p", EBPF_PACKAGE, "--target", EBPF_TARGET])
+        .args(["-Z", "build-std=core", "--target-dir"])
+        .arg(ebpf_target_dir());
+    Ok(c)
+}
+
+/// Builds the eBPF objects; returns their directory (for `LB_EBPF_DIR`).
+pub fn build_ebpf(release: bool) -> Result<PathBuf> {
+    let mut c = ebpf_cargo("build")?;
+    if release {
+        c.arg("--release");
+    }
+    run(&mut c)?;
+    let dir = ebpf_dir(release);
+    for bin in EBPF_BINS {
+        let obj = dir.join(bin);
+        if !obj.is_file() {
+            bail!("the eBPF build succeeded but {} is missing", obj.display());
+        }
+    }
+    eprintln!(
+        "eBPF objects: {}/{{{}}}",
+        dir.display(),
+        EBPF_BINS.join(",")
+    );
+    Ok(dir)
+}
+
+/// Host `cargo` with `LB_EBPF_DIR` pointing at `ebpf`.
+pub fn cargo_with_ebpf(ebpf: &Path) -> Command {
+    let mut c = cmd::cargo();
+    c.env(EBPF_DIR_ENV, ebpf);
+    c
+}
+
+/// Builds the eBPF objects, then lb-agent embedding them; returns the agent
+/// binary's path.
+pub fn build(release: bool) -> Result<PathBuf> {
+    let ebpf = build_ebpf(release)?;
+    let mut c = cargo_with_ebpf(&ebpf);
+    c.args(["build", "-p", "lb-agent"]);
+    if release {
+        c.arg("--release");
+    }
+    run(&mut c)?;
+    let agent = host_target_dir().join(profile(release)).join("lb-agent");
+    if !agent.is_file() {
+        bail!(
+            "lb-agent built but {} is missing (is a build.target or build.target-dir \
+             configured somewhere?)",
+            agent.display()
+        );
+    }
+    Ok(agent)
+}

@@ -1,0 +1,37 @@
+//! `cargo xtask run`, `bench` and `demo`: build, then run something.
+
+use std::process::Command;
+
+use anyhow::Result;
+
+use crate::build::{build, build_ebpf, cargo_with_ebpf};
+use crate::cmd::run;
+
+/// Builds everything (release), then runs `target/release/lb-agent <args>`
+/// from the current directory.
+pub fn agent(args: &[String]) -> Result<()> {
+    let agent = build(true)?;
+    run(Command::new(agent).args(args))
+}
+
+/// Builds the eBPF objects, then `cargo run --release -p lb-tests --bin bench
+/// -- <args>`.
+pub fn bench(args: &[String]) -> Result<()> {
+    let ebpf = build_ebpf(true)?;
+    run(cargo_with_ebpf(&ebpf)
+        .args(["run", "--release", "-p", "lb-tests", "--bin", "bench", "--"])
+        .args(args))
+}
+
+/// Builds everything (release; the demo starts the agent binary), then
+/// `cargo run --release -p lb-tests --bin demo -- [--keep]`.
+pub fn demo(keep: bool) -> Result<()> {
+    build(true)?;
+    let ebpf = crate::build::ebpf_dir(true);
+    let mut c = cargo_with_ebpf(&ebpf);
+    c.args(["run", "--release", "-p", "lb-tests", "--bin", "demo", "--"]);
+    if keep {
+        c.arg("--keep");
+    }
+    run(&mut c)
+}
