@@ -17,6 +17,7 @@ use lb_common::{
 };
 use std::{
     net::IpAddr,
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -48,13 +49,16 @@ fn object(bytes: &'static [u8], name: &str) -> Result<&'static [u8]> {
     Ok(bytes)
 }
 
-/// Sizes fixed when the balancer program is loaded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Sizes fixed when the balancer program is loaded, and where its state is pinned.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LoadOptions {
     /// Maglev table size per VIP (prime).
     pub table_size: u32,
     pub max_vips: u32,
     pub conn_table_entries: u32,
+    /// bpffs directory for the maps and the XDP link: a later load adopts what is there, so
+    /// the connection table and forwarding survive an agent restart. None: nothing pinned.
+    pub pin_dir: Option<PathBuf>,
 }
 
 impl Default for LoadOptions {
@@ -63,7 +67,45 @@ impl Default for LoadOptions {
             table_size: DEFAULT_TABLE_SIZE,
             max_vips: DEFAULT_MAX_VIPS,
             conn_table_entries: DEFAULT_CONN_TABLE_ENTRIES,
+            pin_dir: None,
         }
+    }
+}
+
+/// Maps that carry the balancer's state across restarts (everything but the bench template).
+const PINNED_MAPS: [&str; 11] = [
+    "CONFIG",
+    "ADDR_FILTER",
+    "VIP_ADDRS",
+    "VIPS",
+    "MAGLEV",
+    "BACKENDS",
+    "CONN_TABLE",
+    "FLOOD_GUARD",
+    "STATS",
+    "VIP_STATS",
+    "BACKEND_STATS",
+];
+
+/// Name of the pinned XDP link inside the pin directory.
+const LINK_PIN: &str = "xdp_link";
+
+/// How the program ended up attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attachment {
+    Native,
+    Skb,
+    /// A pinned link from an earlier agent now runs this program (mode unchanged).
+    Adopted,
+}
+
+impl std::fmt::Display for Attachment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Attachment::Native => "native",
+            Attachment::Skb => "skb",
+            Attachment::Adopted => "adopted",
+        })
     }
 }
 
@@ -71,6 +113,8 @@ impl Default for LoadOptions {
 pub struct Balancer {
     ebpf: Ebpf,
     options: LoadOptions,
+    /// The maps were found pinned (state from an earlier agent) rather than created.
+    adopted: bool,
     config: Array<MapData, LbConfig>,
     vips: HashMap<MapData, VipKey, VipMeta>,
     vip_addrs: HashMap<MapData, AddrKey, u32>,
@@ -135,20 +179,40 @@ impl Balancer {
         if options.max_vips == 0 || options.conn_table_entries == 0 {
             bail!("max_vips and conn_table_entries must be positive");
         }
+        let adopted = options
+            .pin_dir
+            .as_ref()
+            .is_some_and(|dir| dir.join("VIPS").exists());
         let slots = options
             .max_vips
             .checked_mul(2)
             .and_then(|n| n.checked_mul(options.table_size))
             .ok_or_else(|| anyhow!("max_vips * 2 * table_size overflows"))?;
-        let mut ebpf = loader()
+        let mut loader = loader();
+        loader
             .override_global("TABLE_SIZE", &options.table_size, true)
             .map_max_entries("MAGLEV", slots)
             .map_max_entries("VIPS", options.max_vips)
             .map_max_entries("VIP_ADDRS", options.max_vips)
             .map_max_entries("VIP_STATS", options.max_vips)
-            .map_max_entries("CONN_TABLE", options.conn_table_entries)
+            .map_max_entries("CONN_TABLE", options.conn_table_entries);
+        let pins: Vec<(&str, PathBuf)> = match &options.pin_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating the pin directory {}", dir.display()))?;
+                PINNED_MAPS.iter().map(|m| (*m, dir.join(m))).collect()
+            }
+            None => Vec::new(),
+        };
+        for (name, path) in &pins {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader
             .load(object(LB_OBJECT, "lb")?)
             .context("loading the balancer's eBPF object")?;
+        if adopted {
+            check_pinned_sizes(&ebpf, &options, slots)?;
+        }
         for name in [
             LB_PROGRAM,
             REFLECT_PROGRAM,
@@ -176,12 +240,63 @@ impl Balancer {
             tables,
             last_flip: Default::default(),
             options,
+            adopted,
             ebpf,
+        })
+        .and_then(|mut balancer| {
+            if adopted {
+                balancer.addr_filter_words = balancer.read_filter()?;
+            }
+            Ok(balancer)
         })
     }
 
-    pub fn options(&self) -> LoadOptions {
-        self.options
+    /// Whether the maps came from an earlier agent's pins.
+    pub fn adopted(&self) -> bool {
+        self.adopted
+    }
+
+    fn read_filter(&self) -> Result<Vec<u64>> {
+        (0..ADDR_FILTER_WORDS)
+            .map(|i| self.addr_filter.get(&i, 0).context("reading ADDR_FILTER"))
+            .collect()
+    }
+
+    /// Attach `xdp_lb` to `iface`: through the pinned link if an earlier agent left one (the
+    /// program is swapped atomically, forwarding never stops), else afresh in `mode` and, with
+    /// a pin directory, pinned so it outlives this process.
+    pub fn attach(&mut self, iface: &str, mode: crate::config::XdpMode) -> Result<Attachment> {
+        let link_pin = self.options.pin_dir.as_ref().map(|d| d.join(LINK_PIN));
+        attach_xdp(self.program(LB_PROGRAM)?, iface, mode, link_pin.as_deref())
+    }
+
+    /// All backend slots in use: id and entry.
+    pub fn backends_in_use(&self) -> Result<Vec<(u32, Backend)>> {
+        let mut used = Vec::new();
+        for id in 0..MAX_BACKENDS {
+            let b = self.backend(id)?;
+            if !b.is_free() {
+                used.push((id, b));
+            }
+        }
+        Ok(used)
+    }
+
+    /// Every VIP in the map with its metadata.
+    pub fn vips(&self) -> Result<Vec<(VipKey, VipMeta)>> {
+        self.vips
+            .iter()
+            .map(|kv| kv.context("iterating VIPS"))
+            .collect()
+    }
+
+    /// The VIP's live table as the data path reads it.
+    pub fn live_table(&self, meta: &VipMeta) -> Result<Vec<u32>> {
+        self.tables.read(meta.id, meta.active_table & 1)
+    }
+
+    pub fn options(&self) -> &LoadOptions {
+        &self.options
     }
 
     /// One of the loaded programs (`LB_PROGRAM`, `REFLECT_PROGRAM`, `BENCH_*`).
@@ -341,6 +456,107 @@ impl Balancer {
     }
 }
 
+/// Attach `prog` to `iface`, adopting the link pinned at `link_pin` when there is one.
+fn attach_xdp(
+    prog: &mut Xdp,
+    iface: &str,
+    mode: crate::config::XdpMode,
+    link_pin: Option<&std::path::Path>,
+) -> Result<Attachment> {
+    use crate::config::XdpMode as Mode;
+    use aya::programs::{links::FdLink, links::PinnedLink, xdp::XdpLink, XdpMode as Flags};
+    if let Some(pin) = link_pin.filter(|p| p.exists()) {
+        let pinned = PinnedLink::from_pin(pin)
+            .with_context(|| format!("opening the pinned link {}", pin.display()))?;
+        let link = XdpLink::try_from(FdLink::from(pinned))
+            .context("the pinned link is not an XDP link")?;
+        prog.attach_to_link(link)
+            .context("swapping the new program into the pinned link")?;
+        return Ok(Attachment::Adopted);
+    }
+    let (id, how) = match mode {
+        Mode::Native => (prog.attach(iface, Flags::Driver), Attachment::Native),
+        Mode::Skb => (prog.attach(iface, Flags::Skb), Attachment::Skb),
+        Mode::Auto => match prog.attach(iface, Flags::Driver) {
+            Ok(id) => (Ok(id), Attachment::Native),
+            Err(native) => {
+                tracing::warn!(
+                    %iface,
+                    error = %native,
+                    "native XDP failed, falling back to skb (generic) mode: much slower; \
+                     check the driver's XDP support with `lb-agent doctor`"
+                );
+                (prog.attach(iface, Flags::Skb), Attachment::Skb)
+            }
+        },
+    };
+    let id = id.with_context(|| format!("attaching to {iface} ({how} mode)"))?;
+    if let Some(pin) = link_pin {
+        let link = prog.take_link(id).context("taking the XDP link")?;
+        let fd_link = FdLink::try_from(link)
+            .context("the kernel gave no bpf_link for XDP (kernel too old to pin it)")?;
+        if let Some(dir) = pin.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        fd_link
+            .pin(pin)
+            .with_context(|| format!("pinning the XDP link at {}", pin.display()))?;
+    }
+    Ok(how)
+}
+
+/// Detach the program behind the link pinned at `pin` by removing the pin (the last reference).
+pub fn detach_pinned(pin: &std::path::Path) -> Result<()> {
+    use aya::programs::links::PinnedLink;
+    let pinned = PinnedLink::from_pin(pin)
+        .with_context(|| format!("opening the pinned link {}", pin.display()))?;
+    drop(pinned.unpin().context("unpinning the XDP link")?);
+    Ok(())
+}
+
+/// Pinned maps keep the sizes they were created with; adopting them with other sizes would
+/// index past their ends.
+fn check_pinned_sizes(ebpf: &Ebpf, options: &LoadOptions, slots: u32) -> Result<()> {
+    for (name, want) in [
+        ("MAGLEV", slots),
+        ("VIPS", options.max_vips),
+        ("CONN_TABLE", options.conn_table_entries),
+    ] {
+        let map = ebpf
+            .map(name)
+            .ok_or_else(|| anyhow!("map {name} missing"))?;
+        let data: &MapData = match map {
+            Map::Array(d) | Map::HashMap(d) | Map::LruHashMap(d) => d,
+            _ => bail!("map {name} has an unexpected type"),
+        };
+        let have = data.info().context("reading map info")?.max_entries();
+        if have != want {
+            bail!(
+                "the pinned map {name} holds {have} entries but the configuration asks for {want} \
+                 (table_size, max_vips or conn_table_size changed): stop the agent with \
+                 --detach-on-exit, or remove the pin directory, to start afresh (this drops the \
+                 connection table)"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Remove the pinned link (detaching the program) and the pinned maps.
+pub fn unpin_all(pin_dir: &std::path::Path) -> Result<()> {
+    let link = pin_dir.join(LINK_PIN);
+    if link.exists() {
+        detach_pinned(&link)?;
+    }
+    for name in PINNED_MAPS {
+        let path = pin_dir.join(name);
+        if path.exists() {
+            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
 fn sum_u64(map: &PerCpuArray<MapData, u64>, index: u32) -> Result<u64> {
     let values = map
         .get(&index, 0)
@@ -384,6 +600,17 @@ impl Decap {
 
     pub fn program(&mut self, name: &str) -> Result<&mut Xdp> {
         xdp(&mut self.ebpf, name)
+    }
+
+    /// Attach `xdp_decap` to `iface`, pinning its link at `link_pin` so it stays after this
+    /// process exits; an existing pin is reused (the program is swapped in place).
+    pub fn attach(
+        &mut self,
+        iface: &str,
+        mode: crate::config::XdpMode,
+        link_pin: &std::path::Path,
+    ) -> Result<Attachment> {
+        attach_xdp(self.program(DECAP_PROGRAM)?, iface, mode, Some(link_pin))
     }
 
     /// Decapsulate tunnel packets addressed to `addr`.

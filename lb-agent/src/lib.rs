@@ -1,5 +1,13 @@
 //! lb-agent: loads the XDP balancer, programs its maps from the configuration, health-checks
 //! backends and fails them over. `dataplane` is the only module that touches BPF maps.
 
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod controller;
+pub mod daemon;
 pub mod dataplane;
+pub mod doctor;
+pub mod health;
 pub mod maglev;
+pub mod netinfo;

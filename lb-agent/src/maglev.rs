@@ -13,8 +13,9 @@
 //!   its exact share and the quotas sum to `size`. Weight 0 means drained: no slots.
 //! * **Small disruption.** Backends take turns in name order, each claiming the next empty slot
 //!   of its own permutation until it has its quota (Maglev's population loop). Because a
-//!   backend's preferences do not depend on the others, adding or removing one backend mostly
-//!   moves only that backend's slots.
+//!   backend's preferences do not depend on the others, adding or removing one backend moves
+//!   that backend's slots plus a small excess between the others (about 0.2-0.6% of the table
+//!   for 10-100 backends; see `disruption_n10_n100` in the tests).
 //!
 //! Preferences are generated lazily (a cursor per backend), so building costs about
 //! `size * ln(size)` probes and no allocation beyond the table and one cursor per backend.
@@ -101,7 +102,7 @@ pub fn build_table(backends: &[MaglevBackend], size: u32) -> Result<Vec<u32>> {
     Ok(table)
 }
 
-/// Whether `n` is prime (trial division by 6k ± 1; at most ~22k steps for any `u32`).
+/// Whether `n` is prime (trial division by 6k ± 1: at most ~11k iterations for any `u32`).
 pub fn is_prime(n: u32) -> bool {
     if n < 2 {
         return false;
@@ -109,14 +110,14 @@ pub fn is_prime(n: u32) -> bool {
     if n < 4 {
         return true;
     }
-    if n % 2 == 0 || n % 3 == 0 {
+    if n.is_multiple_of(2) || n.is_multiple_of(3) {
         return false;
     }
     // u64 so `d * d` cannot overflow near u32::MAX.
     let n = u64::from(n);
     let mut d: u64 = 5;
     while d * d <= n {
-        if n % d == 0 || n % (d + 2) == 0 {
+        if n.is_multiple_of(d) || n.is_multiple_of(d + 2) {
             return false;
         }
         d += 6;
@@ -200,7 +201,7 @@ fn quotas(live: &[&MaglevBackend], m: u64) -> Vec<u64> {
     }
     // Fewer leftover slots than backends, since each floor loses less than one slot.
     let leftover = usize::try_from(m128.saturating_sub(assigned)).unwrap_or(0);
-    remainders.sort_by(|a, b| b.0.cmp(&a.0));
+    remainders.sort_by_key(|&(remainder, _)| std::cmp::Reverse(remainder));
     for &(_, i) in remainders.iter().take(leftover) {
         if let Some(q) = quotas.get_mut(i) {
             *q += 1;
@@ -263,13 +264,13 @@ fn sipround(v: &mut [u64; 4]) {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use std::collections::{BTreeMap, HashMap};
+    use std::collections::HashMap;
 
     const M: u32 = 65537;
 
     /// Backend `i`: names look like the agent's (IPv4 and IPv6 literals), ids are `i`.
     fn backend(i: u32, weight: u32) -> MaglevBackend {
-        let name = if i % 2 == 0 {
+        let name = if i.is_multiple_of(2) {
             format!("198.18.{}.{}", i / 250, i % 250 + 1)
         } else {
             format!("2001:db8::{:x}", i + 1)
@@ -523,6 +524,7 @@ mod tests {
         assert_eq!((c[&0], c[&1], c[&2]), (16384, 32769, 16384));
     }
 
+    /// Measured max deviation of slots/weight from the mean: 0.011% (N = 10), 0.096% (N = 100).
     #[test]
     fn equal_weights_balance() {
         for n in [1, 2, 3, 10, 99, 100] {
@@ -530,10 +532,13 @@ mod tests {
             let t = build(&b, M);
             assert_exact_shares(&b, &t);
             let dev = max_deviation(&b, &t, 0.0);
+            println!("equal weights, N={n}: max deviation {:.4}%", dev * 100.0);
             assert!(dev < 0.01, "n={n}: {dev}");
         }
     }
 
+    /// Measured max deviation: 0.018% (weights 1, 10, 100, 1000: 58.99 slots exact for weight 1,
+    /// 59 given).
     #[test]
     fn skewed_weights_balance() {
         let b: Vec<_> = [1, 10, 100, 1000]
@@ -544,6 +549,7 @@ mod tests {
         let t = build(&b, M);
         assert_exact_shares(&b, &t);
         let dev = max_deviation(&b, &t, 0.0);
+        println!("weights 1/10/100/1000: max deviation {:.4}%", dev * 100.0);
         assert!(dev < 0.01, "{dev}");
     }
 
@@ -553,7 +559,8 @@ mod tests {
         /// to 99 backends of weight 1000: 65537/99001 = 0.66 slots), so no integer table can
         /// hold every backend within 1% of the mean. What holds for all: each backend is within
         /// one slot of its exact share; hence within 1% of the mean once that share is >= 100
-        /// slots.
+        /// slots. Measured over 2000 random sets: max 0.54% for shares >= 100 slots; 37% over
+        /// all backends (a share of 1.27 slots given 1).
         #[test]
         fn random_weights_balance(weights in proptest::collection::vec(1u32..=1000, 1..=100)) {
             let b: Vec<_> = weights.iter().enumerate().map(|(i, &w)| backend(i as u32, w)).collect();
@@ -631,10 +638,12 @@ mod tests {
     /// | remove 1 of 100| mean 1020 (1.56%), worst 1060 (1.62%)     | mean 64.2%, worst 61.8%        |
     /// | add 100 -> 101 | 1013 (1.55%; minimum 0.99%)               | 64.1%                          |
     ///
-    /// Maglev moves some slots between surviving backends too (a freed slot changes which
-    /// backend claims what later in the population loop), so the extra disruption is about
-    /// 0.2-0.6% of M; over 24 other naming schemes and every removal for N = 2..100 it stayed
-    /// under 1% except in 8 of ~123k cases (at most 1.03%). Run with `--nocapture` to see.
+    /// Maglev also moves some slots between surviving backends (a freed slot changes what the
+    /// others claim later in the population loop), hence the excess over the minimum: on
+    /// average 0.23% of M at N = 10 and 0.57% at N = 100. A one-off sweep (not kept here) over
+    /// 24 naming schemes, every removal and the addition for N = 2..=100 (123,552 cases) found
+    /// the excess above 1% of M in 8 cases, all at N = 50, at most 1.03%: the bound asserted
+    /// below is typical, not guaranteed. Run with `--nocapture` to print the figures.
     #[test]
     fn disruption_n10_n100() {
         let m = M as usize;
@@ -677,10 +686,12 @@ mod tests {
         let t = build(&b, M);
         assert!(t.iter().all(|&id| id != NO_BACKEND));
         assert_exact_shares(&b, &t);
-        let c: BTreeMap<u32, u64> = counts(&t).into_iter().collect();
-        assert_eq!(c.len(), 1000);
+        assert_eq!(counts(&t).len(), 1000);
     }
 
+    /// Release build on the development machine (2 CPUs), best of 50: N = 100: 1.2 ms equal,
+    /// 0.93 ms weighted; N = 1000: 1.24 ms equal, 1.29 ms weighted. Prints only:
+    /// `cargo test --release -p lb-agent --lib maglev -- --ignored --nocapture`.
     #[test]
     #[ignore]
     fn bench_build_time() {

@@ -134,17 +134,26 @@ pub struct Backend {
     /// Bumped by the agent when the backend goes down or its id is reused. Connection-table
     /// entries remember the generation they were made with and are ignored once it changes.
     pub generation: u32,
+    /// The VIP this backend id serves (ids are per VIP and backend), so a restarted agent can
+    /// rebuild its id assignment from the pinned map. Not read by the data path.
+    pub vip_id: u32,
 }
 
 impl Backend {
-    pub fn new(ip: IpAddr, generation: u32) -> Self {
+    pub fn new(ip: IpAddr, generation: u32, vip_id: u32) -> Self {
         let (addr, family) = addr_words(ip);
         Self {
             addr,
             family,
             _pad: [0; 3],
             generation,
+            vip_id,
         }
+    }
+
+    /// A slot no VIP uses (family 0).
+    pub fn is_free(&self) -> bool {
+        self.family == 0
     }
 }
 
@@ -360,7 +369,7 @@ mod tests {
         assert_eq!(size_of::<VipKey>(), 20);
         assert_eq!(size_of::<VipMeta>(), 16);
         assert_eq!(size_of::<AddrKey>(), 20);
-        assert_eq!(size_of::<Backend>(), 24);
+        assert_eq!(size_of::<Backend>(), 28);
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(size_of::<FlowState>(), 12);
         assert_eq!(size_of::<LbConfig>(), 36);

@@ -15,7 +15,7 @@ pub struct L2 {
 
 impl L2 {
     #[inline(always)]
-    pub fn len(&self) -> usize {
+    pub fn header_len(&self) -> usize {
         if self.tag.is_some() {
             ETH_HDR_LEN + VLAN_HDR_LEN
         } else {

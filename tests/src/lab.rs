@@ -43,6 +43,7 @@ impl Lab {
             table_size: DEFAULT_TABLE_SIZE,
             max_vips: 8,
             conn_table_entries: 4096,
+            pin_dir: None,
         })?;
         let config = LbConfig {
             gateway_mac: crate::frames::ROUTER_MAC,
@@ -57,7 +58,7 @@ impl Lab {
         };
         lb.set_config(&config)?;
         for id in 0..BACKENDS.len() as u32 {
-            lb.set_backend(id, &Backend::new(backend_ip(id), 1))?;
+            lb.set_backend(id, &Backend::new(backend_ip(id), 1, 0))?;
         }
         Ok(Self {
             lb,

@@ -27,12 +27,7 @@ fn web_lab() -> Result<(Lab, lb_common::VipKey)> {
 }
 
 /// Run `frame`, expect XDP_TX with the frame encapsulated to `backend`, return the backend id.
-fn assert_forwarded_to(
-    lab: &mut Lab,
-    key: &lb_common::VipKey,
-    frame: &[u8],
-    backend: u32,
-) -> Result<()> {
+fn assert_forwarded_to(lab: &mut Lab, frame: &[u8], backend: u32) -> Result<()> {
     let flow = flow_of(frame)?;
     let hash = lab.hash(&flow);
     let expected = encapsulated(frame, backend_addr(&lab.lb, backend)?, &lab.outer(), hash);
@@ -83,7 +78,7 @@ fn ipv4_tcp_syn_is_encapsulated_to_its_maglev_backend() -> Result<()> {
     let (mut lab, key) = web_lab()?;
     let frame = frames::tcp4(CLIENT, 40000, WEB, 80, Tcp::Syn, &[]);
     let backend = lab.predict(&key, &flow_of(&frame)?, &V4_BACKENDS)?;
-    assert_forwarded_to(&mut lab, &key, &frame, backend)?;
+    assert_forwarded_to(&mut lab, &frame, backend)?;
     assert_eq!(lab.lb.stat(Stat::ConnMissSyn)?, 1);
     assert_eq!(lab.lb.stat(Stat::Forwarded)?, 1);
     let vip = lab.lb.vip_counters(lab.lb.vip(&key)?.id)?;
@@ -108,7 +103,7 @@ fn established_flow_hits_the_connection_table() -> Result<()> {
     let ack = frames::tcp4(CLIENT, 40001, WEB, 80, Tcp::Ack, b"GET / HTTP/1.1\r\n\r\n");
     let backend = lab.predict(&key, &flow_of(&syn)?, &V4_BACKENDS)?;
     lab.run(&syn)?;
-    assert_forwarded_to(&mut lab, &key, &ack, backend)?;
+    assert_forwarded_to(&mut lab, &ack, backend)?;
     assert_eq!(lab.lb.stat(Stat::ConnHit)?, 1);
     assert_eq!(lab.lb.stat(Stat::ConnMissNonSyn)?, 0);
     Ok(())
@@ -123,12 +118,12 @@ fn connection_table_keeps_a_flow_when_the_vip_table_changes() -> Result<()> {
     let other = (backend + 1) % 3;
     lab.fill_table(&key, other)?;
     let ack = frames::tcp4(CLIENT, 40002, WEB, 80, Tcp::Ack, &[]);
-    assert_forwarded_to(&mut lab, &key, &ack, backend)?;
+    assert_forwarded_to(&mut lab, &ack, backend)?;
     // A new connection follows the new table.
     let new_syn = frames::tcp4(CLIENT, 40003, WEB, 80, Tcp::Syn, &[]);
-    assert_forwarded_to(&mut lab, &key, &new_syn, other)?;
+    assert_forwarded_to(&mut lab, &new_syn, other)?;
     // A SYN never trusts the table entry: a reused 5-tuple takes the new table too.
-    assert_forwarded_to(&mut lab, &key, &syn, other)?;
+    assert_forwarded_to(&mut lab, &syn, other)?;
     Ok(())
 }
 
@@ -142,12 +137,12 @@ fn flow_is_reselected_after_its_backend_is_removed() -> Result<()> {
     // The agent bumps the generation of a backend that goes down and republishes the table.
     let remaining: Vec<u32> = V4_BACKENDS.iter().copied().filter(|b| *b != dead).collect();
     let ip = backend_addr(&lab.lb, dead)?;
-    lab.lb.set_backend(dead, &Backend::new(ip, 2))?;
+    lab.lb.set_backend(dead, &Backend::new(ip, 2, 0))?;
     lab.set_backends(&key, &remaining)?;
     let survivor = lab.predict(&key, &flow, &remaining)?;
     assert_ne!(survivor, dead);
     let ack = frames::tcp4(CLIENT, 40004, WEB, 80, Tcp::Ack, &[]);
-    assert_forwarded_to(&mut lab, &key, &ack, survivor)?;
+    assert_forwarded_to(&mut lab, &ack, survivor)?;
     assert_eq!(lab.lb.stat(Stat::ConnStale)?, 1);
     // The re-selected backend is remembered.
     assert_eq!(lab.lb.flow(&flow).map(|e| e.backend), Some(survivor));
@@ -161,9 +156,9 @@ fn udp_is_encapsulated_and_remembered() -> Result<()> {
     let key = lab.add_vip(dns.into(), 53, IPPROTO_UDP, 0, &V4_BACKENDS)?;
     let frame = frames::udp4(CLIENT, 5353, dns, 53, b"query");
     let backend = lab.predict(&key, &flow_of(&frame)?, &V4_BACKENDS)?;
-    assert_forwarded_to(&mut lab, &key, &frame, backend)?;
+    assert_forwarded_to(&mut lab, &frame, backend)?;
     assert_eq!(lab.lb.stat(Stat::ConnMissUdp)?, 1);
-    assert_forwarded_to(&mut lab, &key, &frame, backend)?;
+    assert_forwarded_to(&mut lab, &frame, backend)?;
     assert_eq!(lab.lb.stat(Stat::ConnHit)?, 1);
     Ok(())
 }
@@ -174,9 +169,9 @@ fn ipv6_tcp_is_encapsulated_in_ipv6() -> Result<()> {
     let key = lab.add_vip(WEB6.into(), 80, IPPROTO_TCP, 0, &[3, 4])?;
     let syn = frames::tcp6(CLIENT6, 50000, WEB6, 80, Tcp::Syn, &[]);
     let backend = lab.predict(&key, &flow_of(&syn)?, &[3, 4])?;
-    assert_forwarded_to(&mut lab, &key, &syn, backend)?;
+    assert_forwarded_to(&mut lab, &syn, backend)?;
     let ack = frames::tcp6(CLIENT6, 50000, WEB6, 80, Tcp::Ack, b"data");
-    assert_forwarded_to(&mut lab, &key, &ack, backend)?;
+    assert_forwarded_to(&mut lab, &ack, backend)?;
     assert_eq!(lab.lb.stat(Stat::ConnHit)?, 1);
     Ok(())
 }
@@ -184,9 +179,9 @@ fn ipv6_tcp_is_encapsulated_in_ipv6() -> Result<()> {
 #[test]
 fn ipv4_vip_with_ipv6_backend_is_encapsulated_in_ipv6() -> Result<()> {
     let mut lab = Lab::new()?;
-    let key = lab.add_vip(WEB.into(), 80, IPPROTO_TCP, 0, &[3])?;
+    lab.add_vip(WEB.into(), 80, IPPROTO_TCP, 0, &[3])?;
     let syn = frames::tcp4(CLIENT, 40005, WEB, 80, Tcp::Syn, &[]);
-    assert_forwarded_to(&mut lab, &key, &syn, 3)
+    assert_forwarded_to(&mut lab, &syn, 3)
 }
 
 #[test]
@@ -206,11 +201,11 @@ fn source_affinity_sends_every_port_of_a_client_to_one_backend() -> Result<()> {
     let mut spread_backends = std::collections::BTreeSet::new();
     for port in 1000..1020 {
         let frame = frames::tcp4(CLIENT, port, WEB, 80, Tcp::Syn, &[]);
-        assert_forwarded_to(&mut lab, &sticky, &frame, backend)?;
+        assert_forwarded_to(&mut lab, &frame, backend)?;
         let frame = frames::tcp4(CLIENT, port, other, 80, Tcp::Syn, &[]);
         spread_backends.insert(lab.predict(&spread, &flow_of(&frame)?, &V4_BACKENDS)?);
         let spread_backend = lab.predict(&spread, &flow_of(&frame)?, &V4_BACKENDS)?;
-        assert_forwarded_to(&mut lab, &spread, &frame, spread_backend)?;
+        assert_forwarded_to(&mut lab, &frame, spread_backend)?;
     }
     // The same client on a 5-tuple VIP does spread, so the sticky result is not luck.
     assert!(spread_backends.len() > 1, "{spread_backends:?}");
@@ -220,14 +215,14 @@ fn source_affinity_sends_every_port_of_a_client_to_one_backend() -> Result<()> {
 #[test]
 fn port_zero_vip_matches_any_port_and_exact_port_wins() -> Result<()> {
     let mut lab = Lab::new()?;
-    let any = lab.add_vip(WEB.into(), 0, IPPROTO_TCP, 0, &[0])?;
-    let exact = lab.add_vip(WEB.into(), 443, IPPROTO_TCP, 0, &[1])?;
+    lab.add_vip(WEB.into(), 0, IPPROTO_TCP, 0, &[0])?;
+    lab.add_vip(WEB.into(), 443, IPPROTO_TCP, 0, &[1])?;
     for port in [22, 8080, 65535] {
         let frame = frames::tcp4(CLIENT, 40010, WEB, port, Tcp::Syn, &[]);
-        assert_forwarded_to(&mut lab, &any, &frame, 0)?;
+        assert_forwarded_to(&mut lab, &frame, 0)?;
     }
     let frame = frames::tcp4(CLIENT, 40010, WEB, 443, Tcp::Syn, &[]);
-    assert_forwarded_to(&mut lab, &exact, &frame, 1)?;
+    assert_forwarded_to(&mut lab, &frame, 1)?;
     // Port 0 is per protocol: UDP to the same address is not a VIP.
     assert_passed_untouched(&mut lab, &frames::udp4(CLIENT, 1, WEB, 53, b"x"))
 }
@@ -262,7 +257,7 @@ fn vlan_tagged_frame_keeps_its_tag() -> Result<()> {
     let (mut lab, key) = web_lab()?;
     let frame = frames::tcp4_vlan(CLIENT, 40020, WEB, 80, 42);
     let backend = lab.predict(&key, &flow_of(&frame)?, &V4_BACKENDS)?;
-    assert_forwarded_to(&mut lab, &key, &frame, backend)
+    assert_forwarded_to(&mut lab, &frame, backend)
 }
 
 #[test]
@@ -272,7 +267,7 @@ fn dscp_and_ecn_are_copied_to_the_outer_header() -> Result<()> {
     frame[L3 + 1] = (46 << 2) | 1; // EF, ECT(1)
     fix_ipv4_checksum(&mut frame);
     let backend = lab.predict(&key, &flow_of(&frame)?, &V4_BACKENDS)?;
-    assert_forwarded_to(&mut lab, &key, &frame, backend)?;
+    assert_forwarded_to(&mut lab, &frame, backend)?;
     let (_, out) = lab.run(&frame)?;
     assert_eq!(out[L3 + 1], (46 << 2) | 1);
     Ok(())
@@ -280,7 +275,7 @@ fn dscp_and_ecn_are_copied_to_the_outer_header() -> Result<()> {
 
 #[test]
 fn outer_source_varies_per_flow_in_its_low_bits() -> Result<()> {
-    let (mut lab, key) = web_lab()?;
+    let (mut lab, _) = web_lab()?;
     let mut config = lab.config;
     config.src_hash_bits_v4 = 8;
     lab.set_config(config)?;
@@ -326,7 +321,7 @@ fn oversize_ipv4_gets_fragmentation_needed() -> Result<()> {
         &payload[..payload.len() - 20],
     );
     let backend = lab.predict(&key, &flow_of(&frame)?, &V4_BACKENDS)?;
-    assert_forwarded_to(&mut lab, &key, &frame, backend)
+    assert_forwarded_to(&mut lab, &frame, backend)
 }
 
 #[test]
@@ -504,7 +499,7 @@ fn syn_flood_guard_stops_inserting_but_keeps_forwarding() -> Result<()> {
     for port in 41001..41011 {
         let syn = frames::tcp4(CLIENT, port, WEB, 80, Tcp::Syn, &[]);
         let backend = lab.predict(&key, &flow_of(&syn)?, &V4_BACKENDS)?;
-        assert_forwarded_to(&mut lab, &key, &syn, backend)?;
+        assert_forwarded_to(&mut lab, &syn, backend)?;
     }
     assert_eq!(lab.lb.stat(Stat::ConnInsertSkipped)?, 8);
     assert!(lab.lb.flow(&flow_of(&established)?).is_some());

@@ -83,6 +83,27 @@ impl TableWriter {
     }
 }
 
+impl TableWriter {
+    /// Read table `which` of VIP `vip_id` back.
+    pub fn read(&self, vip_id: u32, which: u32) -> Result<Vec<u32>> {
+        if vip_id >= self.max_vips || which > 1 {
+            bail!("table {which} of VIP {vip_id} is outside the MAGLEV map");
+        }
+        let first = (vip_id as usize * 2 + which as usize) * self.table_size as usize;
+        Ok((0..self.table_size as usize)
+            .map(|i| {
+                // SAFETY: inside the mapping, as in write().
+                unsafe {
+                    self.base
+                        .add((first + i) * SLOT_STRIDE)
+                        .cast::<u32>()
+                        .read_volatile()
+                }
+            })
+            .collect())
+    }
+}
+
 impl Drop for TableWriter {
     fn drop(&mut self) {
         // SAFETY: unmapping exactly what new() mapped.

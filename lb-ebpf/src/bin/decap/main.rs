@@ -88,12 +88,12 @@ fn is_local(addr: [u32; 4], family: u8) -> bool {
         _pad: [0; 3],
     };
     // SAFETY: only presence is checked.
-    unsafe { DECAP_DSTS.get(&key).is_some() }
+    unsafe { DECAP_DSTS.get(key).is_some() }
 }
 
 #[inline(always)]
 fn classify_v4(ctx: &XdpContext, l2: &L2) -> Verdict {
-    let Some(ip) = read_at::<Ipv4Hdr>(ctx, l2.len()) else {
+    let Some(ip) = read_at::<Ipv4Hdr>(ctx, l2.header_len()) else {
         return Verdict::Pass;
     };
     // The balancer never sends options or fragments; anything else is the host's business.
@@ -106,12 +106,12 @@ fn classify_v4(ctx: &XdpContext, l2: &L2) -> Verdict {
     if !is_local([ip.dst, 0, 0, 0], FAMILY_V4) {
         return Verdict::Pass;
     }
-    inner(ctx, l2.len() + IPV4_HDR_LEN, IPV4_HDR_LEN, ip.proto)
+    inner(ctx, l2.header_len() + IPV4_HDR_LEN, IPV4_HDR_LEN, ip.proto)
 }
 
 #[inline(always)]
 fn classify_v6(ctx: &XdpContext, l2: &L2) -> Verdict {
-    let Some(ip) = read_at::<Ipv6Hdr>(ctx, l2.len()) else {
+    let Some(ip) = read_at::<Ipv6Hdr>(ctx, l2.header_len()) else {
         return Verdict::Pass;
     };
     if ip.next_hdr != IPPROTO_IPIP && ip.next_hdr != IPPROTO_IPV6 {
@@ -120,7 +120,12 @@ fn classify_v6(ctx: &XdpContext, l2: &L2) -> Verdict {
     if !is_local(ip.dst, FAMILY_V6) {
         return Verdict::Pass;
     }
-    inner(ctx, l2.len() + IPV6_HDR_LEN, IPV6_HDR_LEN, ip.next_hdr)
+    inner(
+        ctx,
+        l2.header_len() + IPV6_HDR_LEN,
+        IPV6_HDR_LEN,
+        ip.next_hdr,
+    )
 }
 
 /// Check the inner header is the version the outer one announces.

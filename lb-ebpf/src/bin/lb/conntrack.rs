@@ -49,7 +49,7 @@ pub fn insert(flow: &FlowKey, backend_id: u32, backend: &Backend, vip_id: u32, c
         vip_id,
     };
     // An LRU insert only fails on allocation failure; the flow is still forwarded.
-    let _ = CONN_TABLE.insert(flow, &state, 0);
+    let _ = CONN_TABLE.insert(flow, state, 0);
 }
 
 #[inline(always)]

@@ -64,11 +64,7 @@ fn reflect(ctx: &XdpContext) -> u32 {
         return xdp_action::XDP_PASS;
     };
     // SAFETY: bounds checked by ptr_at.
-    unsafe {
-        let src = (*eth).src;
-        (*eth).src = (*eth).dst;
-        (*eth).dst = src;
-    }
+    unsafe { core::mem::swap(&mut (*eth).src, &mut (*eth).dst) };
     xdp_action::XDP_TX
 }
 

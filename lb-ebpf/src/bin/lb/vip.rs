@@ -27,7 +27,7 @@ pub fn address_flags(addr: [u32; 4], family: u8) -> Option<u32> {
         _pad: [0; 3],
     };
     // SAFETY: the value is copied out before the next map operation.
-    unsafe { VIP_ADDRS.get(&key).copied() }
+    unsafe { VIP_ADDRS.get(key).copied() }
 }
 
 #[inline(always)]
@@ -39,7 +39,7 @@ pub fn lookup(addr: [u32; 4], family: u8, port: u16, proto: u8) -> Option<VipMet
         family,
     };
     // SAFETY: the value is copied out before the next map operation.
-    if let Some(meta) = unsafe { VIPS.get(&key) } {
+    if let Some(meta) = unsafe { VIPS.get(key) } {
         return Some(*meta);
     }
     let any_port = if proto == IPPROTO_TCP {
@@ -52,5 +52,5 @@ pub fn lookup(addr: [u32; 4], family: u8, port: u16, proto: u8) -> Option<VipMet
     }
     key.port = 0;
     // SAFETY: as above.
-    unsafe { VIPS.get(&key) }.copied()
+    unsafe { VIPS.get(key) }.copied()
 }

@@ -1,0 +1,311 @@
+//! The command line: `lb-agent run | check | decap | status | stats | backend | reload | doctor`.
+
+use crate::{admin, config, daemon, dataplane, doctor, netinfo};
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "lb-agent",
+    version,
+    about = "XDP layer-4 load balancer: Maglev hashing, IPIP/IPv6 direct server return, health-checked failover",
+    long_about = "XDP layer-4 load balancer agent.\n\n\
+        `run` loads the XDP program onto the interface facing the router, programs its maps \
+        from the configuration, health-checks the backends and rewrites a VIP's Maglev table \
+        atomically when one fails or returns. The program and its maps stay pinned under \
+        bpffs when the agent stops, so forwarding and the connection table survive restarts.\n\n\
+        Backends run `lb-agent decap attach` (or kernel ipip/ip6tnl tunnels) and carry the VIP \
+        on their loopback. `lb-agent doctor` checks a host for the usual setup mistakes."
+)]
+pub struct Cli {
+    /// Log format of the agent's own messages.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Load and attach the balancer, program it, health-check backends, serve the admin API
+    #[command(
+        long_about = "Load and attach the balancer and run until SIGINT or SIGTERM.\n\n\
+        The XDP program is attached to the interface (agent.interface or --iface) in \
+        agent.xdp_mode (native, skb, or auto: native with a loud fallback to skb). Maps and \
+        the XDP link are pinned under agent.pin_path; a later `run` adopts them instead of \
+        resetting them, so the connection table survives an upgrade or a crash. Stopping \
+        leaves the program attached and forwarding unless --detach-on-exit.\n\n\
+        SIGHUP (or POST /reload) re-reads the configuration file and applies the difference; \
+        an invalid file is rejected and the running configuration stays."
+    )]
+    Run {
+        /// Configuration file (TOML)
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Interface to attach to (overrides agent.interface)
+        #[arg(long)]
+        iface: Option<String>,
+        /// On exit, detach the program and remove the pinned maps (drops the connection table)
+        #[arg(long)]
+        detach_on_exit: bool,
+    },
+    /// Validate a configuration file and print it with every default filled in
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Backend side: strip the balancer's IPIP / IPv6-in-IPv6 encapsulation in XDP
+    Decap(DecapArgs),
+    /// Show VIPs, backends, health, weights and table generations of the running agent
+    Status(ClientArgs),
+    /// Show the data path's counters, per VIP and per backend
+    Stats(ClientArgs),
+    /// Drain, undrain, disable or enable a backend of a VIP in the running agent
+    Backend {
+        #[arg(value_enum)]
+        action: BackendAction,
+        /// VIP name
+        vip: String,
+        /// Backend address
+        backend: IpAddr,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Make the running agent re-read its configuration file
+    Reload(ClientArgs),
+    /// Check this host for the setup mistakes that break XDP balancers (one line each)
+    #[command(
+        long_about = "Check this host, one line per check with OK, WARN or FAIL and \
+        the fix: root, bpffs, BTF, kernel features, interface and MTU headroom for the \
+        encapsulation, native XDP support of the driver, gateway MAC, rp_filter; with \
+        --backend, the backend side: VIPs on loopback, decapsulation in place, ARP \
+        settings. Exits non-zero if any check FAILs."
+    )]
+    Doctor {
+        #[arg(long)]
+        iface: Option<String>,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Run the backend-side checks
+        #[arg(long)]
+        backend: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendAction {
+    /// Keep existing connections, send no new ones
+    Drain,
+    /// Back to active after a drain
+    Undrain,
+    /// Take out of service: its connections move at their next packet
+    Disable,
+    /// Back to active after disable
+    Enable,
+}
+
+#[derive(Args, Debug)]
+pub struct ClientArgs {
+    /// Admin address of the running agent (default: admin_listen of --config, else 127.0.0.1:9300)
+    #[arg(long)]
+    pub admin: Option<SocketAddr>,
+    /// Configuration file to take admin_listen from
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DecapArgs {
+    #[command(subcommand)]
+    pub action: DecapAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DecapAction {
+    /// Attach the decap program to IFACE through a pinned link (stays after this command exits)
+    Attach {
+        #[arg(long)]
+        iface: String,
+        /// Extra local addresses to decapsulate for (default: every address on IFACE)
+        #[arg(long)]
+        address: Vec<IpAddr>,
+        #[arg(long, value_enum, default_value_t = ModeArg::Auto)]
+        mode: ModeArg,
+        /// bpffs directory for the pinned link
+        #[arg(long, default_value = "/sys/fs/bpf/lb-decap")]
+        pin_dir: PathBuf,
+    },
+    /// Detach the decap program from IFACE
+    Detach {
+        #[arg(long)]
+        iface: String,
+        #[arg(long, default_value = "/sys/fs/bpf/lb-decap")]
+        pin_dir: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    Native,
+    Skb,
+    Auto,
+}
+
+impl From<ModeArg> for config::XdpMode {
+    fn from(m: ModeArg) -> Self {
+        match m {
+            ModeArg::Native => config::XdpMode::Native,
+            ModeArg::Skb => config::XdpMode::Skb,
+            ModeArg::Auto => config::XdpMode::Auto,
+        }
+    }
+}
+
+/// Run one command; the returned code is the process exit status.
+pub async fn execute(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Command::Run {
+            config,
+            iface,
+            detach_on_exit,
+        } => daemon::run(&config, iface, detach_on_exit)
+            .await
+            .map(|()| 0),
+        Command::Check { config } => {
+            let cfg = config::load(&config)?;
+            println!("# {}: valid", config.display());
+            print!("{}", cfg.to_toml()?);
+            Ok(0)
+        }
+        Command::Decap(args) => decap(args.action).await.map(|()| 0),
+        Command::Status(args) => {
+            let report = admin::fetch_status(admin_addr(&args)?).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", admin::render_status(&report));
+            }
+            Ok(0)
+        }
+        Command::Stats(args) => {
+            let report = admin::fetch_status(admin_addr(&args)?).await?;
+            if args.json {
+                let stats = serde_json::json!({
+                    "counters": report.counters,
+                    "vips": report.vips.iter().map(|v| serde_json::json!({
+                        "name": v.name, "packets": v.packets, "bytes": v.bytes,
+                        "backends": v.backends.iter().map(|b| serde_json::json!({
+                            "address": b.address, "packets": b.packets, "bytes": b.bytes,
+                        })).collect::<Vec<_>>(),
+                    })).collect::<Vec<_>>(),
+                });
+                println!("{}", serde_json::to_string_pretty(&stats)?);
+            } else {
+                print!("{}", admin::render_stats(&report));
+            }
+            Ok(0)
+        }
+        Command::Backend {
+            action,
+            vip,
+            backend,
+            client,
+        } => {
+            let verb = match action {
+                BackendAction::Drain => "drain",
+                BackendAction::Undrain => "undrain",
+                BackendAction::Disable => "disable",
+                BackendAction::Enable => "enable",
+            };
+            let path = format!("/vips/{vip}/backends/{backend}/{verb}");
+            println!("{}", admin::post(admin_addr(&client)?, &path).await?);
+            Ok(0)
+        }
+        Command::Reload(client) => {
+            println!("{}", admin::post(admin_addr(&client)?, "/reload").await?);
+            Ok(0)
+        }
+        Command::Doctor {
+            iface,
+            config,
+            backend,
+        } => {
+            let config = config.as_deref().map(config::load).transpose()?;
+            let findings = doctor::run(&doctor::DoctorOptions {
+                iface,
+                config,
+                backend,
+            })
+            .await;
+            print!("{}", doctor::render(&findings));
+            Ok(if doctor::failed(&findings) { 1 } else { 0 })
+        }
+    }
+}
+
+fn admin_addr(args: &ClientArgs) -> Result<SocketAddr> {
+    if let Some(addr) = args.admin {
+        return Ok(addr);
+    }
+    match &args.config {
+        Some(path) => Ok(config::load(path)?.agent.admin_listen),
+        None => Ok(SocketAddr::from(([127, 0, 0, 1], 9300))),
+    }
+}
+
+fn decap_link_pin(pin_dir: &Path, iface: &str) -> PathBuf {
+    pin_dir.join(format!("{iface}_link"))
+}
+
+async fn decap(action: DecapAction) -> Result<()> {
+    match action {
+        DecapAction::Attach {
+            iface,
+            address,
+            mode,
+            pin_dir,
+        } => {
+            daemon::ensure_bpffs()?;
+            let mut addrs = netinfo::interface(&iface).await?.addrs;
+            addrs.extend(address);
+            if addrs.is_empty() {
+                bail!("{iface} has no address and none was given with --address");
+            }
+            let mut decap = dataplane::Decap::load()?;
+            for a in &addrs {
+                decap.add_local(*a)?;
+            }
+            let how = decap
+                .attach(&iface, mode.into(), &decap_link_pin(&pin_dir, &iface))
+                .with_context(|| format!("attaching the decap program to {iface}"))?;
+            let list: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+            println!(
+                "decap attached to {iface} ({how}), decapsulating for {}",
+                list.join(", ")
+            );
+            Ok(())
+        }
+        DecapAction::Detach { iface, pin_dir } => {
+            let pin = decap_link_pin(&pin_dir, &iface);
+            if !pin.exists() {
+                bail!("no decap program pinned for {iface} at {}", pin.display());
+            }
+            dataplane::detach_pinned(&pin)?;
+            println!("decap detached from {iface}");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,845 @@
+//! The agent's state and the single task that changes it. Health reports, admin requests,
+//! reloads and the slow-start tick arrive as typed messages; every decision ends in
+//! `publish`, which recomputes a VIP's Maglev table and flips it into the data plane.
+
+use crate::{
+    admin::{AdminRequest, BackendStatus, StatusReport, VipStatus},
+    config::{self, AdminState, AgentConfig, AllDown, CheckKind, Config, HashMode, VipConfig},
+    dataplane::{Attachment, Balancer},
+    health::{self, CheckReport, CheckSpec, Health},
+    maglev::{build_table, MaglevBackend},
+};
+use anyhow::{anyhow, bail, Context, Result};
+use lb_common::{
+    words_addr, Backend, LbConfig, VipKey, VipMeta, IPPROTO_TCP, IPPROTO_UDP, MAX_BACKENDS,
+    NO_BACKEND, VIP_F_HASH_SRC_ONLY,
+};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, info_span, warn};
+
+/// One backend of one VIP, as the agent tracks it.
+struct BackendRt {
+    cfg: config::BackendConfig,
+    /// Index into the data plane's BACKENDS array (per VIP and backend).
+    id: u32,
+    generation: u32,
+    /// Operator's wish: the file's `state`, changed at run time by the admin endpoint.
+    admin: AdminState,
+    health: Health,
+    /// When the backend last came up (slow start ramps from here); None: up since start.
+    up_since: Option<Instant>,
+    checks_ok: u64,
+    checks_failed: u64,
+    last_latency: Option<Duration>,
+    last_change: String,
+    checker: Option<CancellationToken>,
+}
+
+struct VipRt {
+    cfg: VipConfig,
+    key: VipKey,
+    id: u32,
+    backends: BTreeMap<IpAddr, BackendRt>,
+    /// (backend id, weight) of the published table; a publish is skipped when unchanged.
+    published: Vec<(u32, u32)>,
+    slots: HashMap<u32, u32>,
+    table_generation: u64,
+    digest: String,
+    serving: bool,
+}
+
+/// Everything the controller needs from `run`.
+pub struct Setup {
+    pub config: Config,
+    pub config_path: PathBuf,
+    pub interface: String,
+    pub gateway_mac: [u8; 6],
+}
+
+pub struct Controller {
+    dp: Balancer,
+    config: Config,
+    config_path: PathBuf,
+    interface: String,
+    gateway_mac: [u8; 6],
+    attachment: Option<Attachment>,
+    vips: BTreeMap<String, VipRt>,
+    /// Backend generations of free ids, so a reused id never matches an old flow.
+    free_generations: HashMap<u32, u32>,
+    reports: mpsc::Sender<CheckReport>,
+    started: Instant,
+}
+
+/// Least time between slow-start table updates.
+pub const TICK: Duration = Duration::from_millis(500);
+
+impl Controller {
+    /// Take over the data plane (adopting what an earlier agent left pinned) and program it
+    /// from `setup.config`.
+    pub fn new(dp: Balancer, setup: Setup, reports: mpsc::Sender<CheckReport>) -> Result<Self> {
+        let mut ctl = Self {
+            dp,
+            config: setup.config.clone(),
+            config_path: setup.config_path,
+            interface: setup.interface,
+            gateway_mac: setup.gateway_mac,
+            attachment: None,
+            vips: BTreeMap::new(),
+            free_generations: HashMap::new(),
+            reports,
+            started: Instant::now(),
+        };
+        ctl.write_lb_config(&setup.config.agent)?;
+        let (vip_ids, backend_ids) = ctl.adopt()?;
+        for vip in &setup.config.vips {
+            ctl.add_vip(vip, &vip_ids, &backend_ids)?;
+        }
+        // Whatever an earlier agent left that the configuration no longer has.
+        let wanted: std::collections::HashSet<VipKey> = ctl.vips.values().map(|v| v.key).collect();
+        for (key, meta) in ctl.dp.vips()? {
+            if !wanted.contains(&key) {
+                info!(
+                    vip_id = meta.id,
+                    "removing a VIP the configuration no longer has"
+                );
+                ctl.dp.remove_vip(&key)?;
+            }
+        }
+        let used: BTreeSet<u32> = ctl
+            .vips
+            .values()
+            .flat_map(|v| v.backends.values().map(|b| b.id))
+            .collect();
+        for (id, backend) in ctl.dp.backends_in_use()? {
+            if !used.contains(&id) {
+                ctl.free_backend(id, backend.generation)?;
+            }
+        }
+        let names: Vec<String> = ctl.vips.keys().cloned().collect();
+        for name in names {
+            ctl.publish(&name, None)?;
+        }
+        Ok(ctl)
+    }
+
+    /// Ids an earlier agent used: VIP key -> id, (VIP id, backend address) -> (id, generation).
+    #[allow(clippy::type_complexity)]
+    fn adopt(&mut self) -> Result<(HashMap<VipKey, u32>, HashMap<(u32, IpAddr), (u32, u32)>)> {
+        let mut vip_ids = HashMap::new();
+        let mut backend_ids = HashMap::new();
+        if !self.dp.adopted() {
+            return Ok((vip_ids, backend_ids));
+        }
+        for (key, meta) in self.dp.vips()? {
+            vip_ids.insert(key, meta.id);
+        }
+        for (id, b) in self.dp.backends_in_use()? {
+            if let Some(ip) = words_addr(b.addr, b.family) {
+                backend_ids.insert((b.vip_id, ip), (id, b.generation));
+            }
+        }
+        info!(
+            vips = vip_ids.len(),
+            backends = backend_ids.len(),
+            "adopted the pinned data plane: connection table and tables kept"
+        );
+        Ok((vip_ids, backend_ids))
+    }
+
+    fn write_lb_config(&mut self, agent: &AgentConfig) -> Result<()> {
+        let bits = agent.encap_source_hash_bits;
+        let cfg = LbConfig {
+            gateway_mac: self.gateway_mac,
+            mtu: agent.mtu,
+            encap_src_v4: agent
+                .encap_source_v4
+                .map_or(0, |a| u32::from_ne_bytes(a.octets())),
+            encap_src_v6: agent.encap_source_v6.map_or([0; 4], lb_common::v6_words),
+            src_hash_bits_v4: bits,
+            src_hash_bits_v6: bits,
+            outer_ttl: agent.outer_ttl,
+            ready: 1,
+            new_flows_per_sec: agent.new_flows_per_sec,
+        };
+        self.dp.set_config(&cfg)
+    }
+
+    fn used_vip_ids(&self) -> BTreeSet<u32> {
+        self.vips.values().map(|v| v.id).collect()
+    }
+
+    fn used_backend_ids(&self) -> BTreeSet<u32> {
+        self.vips
+            .values()
+            .flat_map(|v| v.backends.values().map(|b| b.id))
+            .collect()
+    }
+
+    fn add_vip(
+        &mut self,
+        cfg: &VipConfig,
+        vip_ids: &HashMap<VipKey, u32>,
+        backend_ids: &HashMap<(u32, IpAddr), (u32, u32)>,
+    ) -> Result<()> {
+        let key = vip_key(cfg);
+        let used = self.used_vip_ids();
+        let id = match vip_ids.get(&key) {
+            Some(id) if !used.contains(id) => *id,
+            _ => (0..self.dp.options().max_vips)
+                .find(|i| !used.contains(i) && !vip_ids.values().any(|v| v == i))
+                .ok_or_else(|| anyhow!("no free VIP id: raise agent.max_vips"))?,
+        };
+        let meta = match self.dp.vip(&key) {
+            // Keep the live table index so an adopted VIP keeps forwarding until republished.
+            Ok(old) if old.id == id => VipMeta {
+                flags: vip_flags(cfg),
+                ..old
+            },
+            _ => VipMeta {
+                id,
+                flags: vip_flags(cfg),
+                active_table: 0,
+                _reserved: 0,
+            },
+        };
+        self.dp.set_vip(&key, &meta)?;
+        let mut vip = VipRt {
+            cfg: cfg.clone(),
+            key,
+            id,
+            backends: BTreeMap::new(),
+            published: Vec::new(),
+            slots: HashMap::new(),
+            table_generation: 0,
+            digest: String::new(),
+            serving: false,
+        };
+        for b in &cfg.backends {
+            let (bid, generation) = match backend_ids.get(&(id, b.address)) {
+                Some(found) => *found,
+                None => self.allocate_backend()?,
+            };
+            self.dp
+                .set_backend(bid, &Backend::new(b.address, generation, id))?;
+            let rt = self.backend_rt(cfg, b, bid, generation);
+            vip.backends.insert(b.address, rt);
+        }
+        info!(vip = %cfg.name, address = %cfg.address, port = cfg.port, id, "VIP configured");
+        self.vips.insert(cfg.name.clone(), vip);
+        Ok(())
+    }
+
+    fn backend_rt(
+        &self,
+        vip: &VipConfig,
+        b: &config::BackendConfig,
+        id: u32,
+        generation: u32,
+    ) -> BackendRt {
+        let checker = self.start_checker(vip, b.address);
+        BackendRt {
+            cfg: b.clone(),
+            id,
+            generation,
+            admin: b.state,
+            // Optimistic start (as keepalived): a dead backend is found after `fall` checks,
+            // and a restarted agent does not disturb flows while its checks warm up.
+            health: Health::Up,
+            up_since: None,
+            checks_ok: 0,
+            checks_failed: 0,
+            last_latency: None,
+            last_change: "configured".to_string(),
+            checker,
+        }
+    }
+
+    fn start_checker(&self, vip: &VipConfig, backend: IpAddr) -> Option<CancellationToken> {
+        let hc = &vip.health_check;
+        if hc.kind == CheckKind::None {
+            return None;
+        }
+        let spec = CheckSpec {
+            kind: hc.kind,
+            target: SocketAddr::new(backend, vip.check_port()),
+            path: hc.path.clone(),
+            expect_status: hc.expect_status,
+            interval: Duration::from_millis(hc.interval_ms),
+            timeout: Duration::from_millis(hc.timeout_ms),
+            rise: hc.rise,
+            fall: hc.fall,
+        };
+        let token = CancellationToken::new();
+        health::spawn_checker(
+            vip.name.clone(),
+            backend,
+            spec,
+            Health::Up,
+            self.reports.clone(),
+            token.clone(),
+        );
+        Some(token)
+    }
+
+    /// A free backend id and the generation its next user must have.
+    fn allocate_backend(&mut self) -> Result<(u32, u32)> {
+        let used = self.used_backend_ids();
+        let id = (0..MAX_BACKENDS)
+            .find(|i| {
+                !used.contains(i) && self.dp.backend(*i).map(|b| b.is_free()).unwrap_or(false)
+            })
+            .ok_or_else(|| anyhow!("all {MAX_BACKENDS} backend slots are in use"))?;
+        let old = self.dp.backend(id)?.generation;
+        let generation = self
+            .free_generations
+            .remove(&id)
+            .unwrap_or(old)
+            .wrapping_add(1);
+        Ok((id, generation))
+    }
+
+    /// Release a backend id; its flows stop matching at once.
+    fn free_backend(&mut self, id: u32, generation: u32) -> Result<()> {
+        let next = generation.wrapping_add(1);
+        let freed = Backend {
+            generation: next,
+            ..Backend::default()
+        };
+        self.dp.set_backend(id, &freed)?;
+        self.free_generations.insert(id, next);
+        Ok(())
+    }
+
+    /// Bump a backend's generation: connection-table entries pointing at it are ignored from
+    /// their next packet on (a dead or disabled backend).
+    fn invalidate_flows(&mut self, vip: &str, addr: IpAddr) -> Result<()> {
+        let Some(b) = self
+            .vips
+            .get_mut(vip)
+            .and_then(|v| v.backends.get_mut(&addr))
+        else {
+            return Ok(());
+        };
+        b.generation = b.generation.wrapping_add(1);
+        let (id, generation) = (b.id, b.generation);
+        let vip_id = self.vips.get(vip).map_or(0, |v| v.id);
+        self.dp
+            .set_backend(id, &Backend::new(addr, generation, vip_id))
+    }
+
+    /// Recompute the VIP's table from weights, admin state and health; publish it if it
+    /// changed. `decided_at`: when the check result that caused this finished, to log the
+    /// failover time.
+    fn publish(&mut self, name: &str, decided_at: Option<Instant>) -> Result<()> {
+        let window = Duration::from_millis(self.config.agent.slow_start_ms);
+        let table_size = self.dp.options().table_size;
+        let Some(vip) = self.vips.get_mut(name) else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        let mut members: Vec<(u32, u32, IpAddr)> = vip
+            .backends
+            .values()
+            .filter_map(|b| {
+                let weight = match (b.admin, b.health) {
+                    (AdminState::Active, Health::Up) => match b.up_since {
+                        Some(at) => health::slow_start_weight(b.cfg.weight, now - at, window),
+                        None => b.cfg.weight,
+                    },
+                    _ => 0,
+                };
+                (weight > 0).then_some((b.id, weight, b.cfg.address))
+            })
+            .collect();
+        let serving = !members.is_empty() || vip.cfg.all_down == AllDown::FailOpen;
+        if members.is_empty() && vip.cfg.all_down == AllDown::FailOpen {
+            // Every backend is down: a checker outage must not take the service down.
+            members = vip
+                .backends
+                .values()
+                .filter(|b| b.admin == AdminState::Active)
+                .map(|b| (b.id, b.cfg.weight, b.cfg.address))
+                .collect();
+        }
+        let wanted: Vec<(u32, u32)> = members.iter().map(|m| (m.0, m.1)).collect();
+        if wanted == vip.published && vip.table_generation > 0 {
+            return Ok(());
+        }
+        let span = info_span!("publish", vip = %name);
+        let _enter = span.enter();
+        let table = build_table(
+            &members
+                .iter()
+                .map(|(id, weight, addr)| MaglevBackend {
+                    name: addr.to_string(),
+                    id: *id,
+                    weight: *weight,
+                })
+                .collect::<Vec<_>>(),
+            table_size,
+        )?;
+        self.dp.publish_table(&vip.key, &table)?;
+        vip.published = wanted;
+        vip.table_generation += 1;
+        vip.serving = serving && !members.is_empty();
+        vip.slots = HashMap::new();
+        for id in &table {
+            *vip.slots.entry(*id).or_insert(0) += 1;
+        }
+        let names: HashMap<u32, IpAddr> = members.iter().map(|m| (m.0, m.2)).collect();
+        vip.digest = digest(&table, &names);
+        match decided_at {
+            Some(at) => info!(
+                generation = vip.table_generation,
+                backends = members.len(),
+                failover_us = at.elapsed().as_micros() as u64,
+                "table published"
+            ),
+            None => info!(
+                generation = vip.table_generation,
+                backends = members.len(),
+                "table published"
+            ),
+        }
+        if !vip.serving {
+            warn!("no backend can serve: all_down = drop, packets to this VIP are dropped");
+        }
+        Ok(())
+    }
+
+    /// A finished health check.
+    pub fn on_check(&mut self, report: CheckReport) -> Result<()> {
+        let Some(b) = self
+            .vips
+            .get_mut(&report.vip)
+            .and_then(|v| v.backends.get_mut(&report.backend))
+        else {
+            // A checker of a backend removed by a reload, reporting once more.
+            return Ok(());
+        };
+        if report.ok {
+            b.checks_ok += 1;
+        } else {
+            b.checks_failed += 1;
+        }
+        b.last_latency = Some(report.latency);
+        let Some(transition) = report.transition else {
+            return Ok(());
+        };
+        b.health = transition;
+        b.last_change = match transition {
+            Health::Up => "up: checks passing".to_string(),
+            Health::Down => format!("down: {}", report.detail),
+        };
+        let slow_start = self.config.agent.slow_start_ms > 0;
+        if transition == Health::Up {
+            b.up_since = slow_start.then_some(Instant::now());
+        }
+        info!(
+            vip = %report.vip,
+            backend = %report.backend,
+            state = ?transition,
+            reason = %report.detail,
+            "backend health changed"
+        );
+        if transition == Health::Down {
+            self.invalidate_flows(&report.vip, report.backend)?;
+        }
+        self.publish(&report.vip, Some(report.finished_at))
+    }
+
+    /// Slow start: republish VIPs whose backends are still ramping up.
+    pub fn on_tick(&mut self) -> Result<()> {
+        let window = Duration::from_millis(self.config.agent.slow_start_ms);
+        let ramping: Vec<String> = self
+            .vips
+            .iter()
+            .filter(|(_, v)| {
+                v.backends
+                    .values()
+                    .any(|b| b.up_since.is_some_and(|at| at.elapsed() <= window + TICK))
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in ramping {
+            self.publish(&name, None)?;
+        }
+        for v in self.vips.values_mut() {
+            for b in v.backends.values_mut() {
+                if b.up_since.is_some_and(|at| at.elapsed() > window + TICK) {
+                    b.up_since = None;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn on_admin(&mut self, request: AdminRequest) {
+        match request {
+            AdminRequest::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            AdminRequest::SetBackendState {
+                vip,
+                backend,
+                state,
+                reply,
+            } => {
+                let result = self.set_admin_state(&vip, backend, state);
+                let _ = reply.send(result.map_err(|e| format!("{e:#}")));
+            }
+            AdminRequest::Reload(reply) => {
+                let result = self.reload();
+                let _ = reply.send(result.map_err(|e| format!("{e:#}")));
+            }
+        }
+    }
+
+    fn set_admin_state(&mut self, vip: &str, addr: IpAddr, state: AdminState) -> Result<()> {
+        let v = self
+            .vips
+            .get_mut(vip)
+            .ok_or_else(|| anyhow!("no VIP named {vip}"))?;
+        let b = v
+            .backends
+            .get_mut(&addr)
+            .ok_or_else(|| anyhow!("VIP {vip} has no backend {addr}"))?;
+        if b.admin == state {
+            return Ok(());
+        }
+        let before = b.admin;
+        b.admin = state;
+        b.last_change = format!("admin: {state:?} (was {before:?})").to_lowercase();
+        info!(vip, backend = %addr, from = ?before, to = ?state, "backend admin state changed");
+        if state == AdminState::Disabled {
+            self.invalidate_flows(vip, addr)?;
+        }
+        self.publish(vip, None)
+    }
+
+    /// Re-read the configuration file and apply the difference with the least disturbance.
+    pub fn reload(&mut self) -> Result<String> {
+        let span = info_span!("reload", path = %self.config_path.display());
+        let _enter = span.enter();
+        let new = config::load(&self.config_path).context("the running configuration stays")?;
+        restart_only_fields_unchanged(&self.config.agent, &new.agent)?;
+        if new.agent != self.config.agent {
+            self.write_lb_config(&new.agent)?;
+        }
+        let old_names: BTreeSet<String> = self.vips.keys().cloned().collect();
+        let new_names: BTreeSet<String> = new.vips.iter().map(|v| v.name.clone()).collect();
+        let mut changes = Vec::new();
+        for name in old_names.difference(&new_names) {
+            self.remove_vip(name)?;
+            changes.push(format!("removed VIP {name}"));
+        }
+        for cfg in &new.vips {
+            match self.vips.get(&cfg.name) {
+                None => {
+                    self.add_vip(cfg, &HashMap::new(), &HashMap::new())?;
+                    changes.push(format!("added VIP {}", cfg.name));
+                }
+                Some(old) if vip_key(&old.cfg) != vip_key(cfg) => {
+                    self.remove_vip(&cfg.name)?;
+                    self.add_vip(cfg, &HashMap::new(), &HashMap::new())?;
+                    changes.push(format!("replaced VIP {}", cfg.name));
+                }
+                Some(old) if old.cfg != *cfg => {
+                    self.update_vip(cfg)?;
+                    changes.push(format!("updated VIP {}", cfg.name));
+                }
+                Some(_) => {}
+            }
+        }
+        self.config = new;
+        let names: Vec<String> = self.vips.keys().cloned().collect();
+        for name in names {
+            self.publish(&name, None)?;
+        }
+        let summary = if changes.is_empty() {
+            "configuration reloaded: no change".to_string()
+        } else {
+            format!("configuration reloaded: {}", changes.join(", "))
+        };
+        info!("{summary}");
+        Ok(summary)
+    }
+
+    fn remove_vip(&mut self, name: &str) -> Result<()> {
+        let Some(vip) = self.vips.remove(name) else {
+            return Ok(());
+        };
+        for b in vip.backends.values() {
+            if let Some(t) = &b.checker {
+                t.cancel();
+            }
+            self.free_backend(b.id, b.generation)?;
+        }
+        self.dp.remove_vip(&vip.key)?;
+        info!(vip = %name, "VIP removed");
+        Ok(())
+    }
+
+    /// Same VIP key: keep its id and tables; apply flags and the backend difference.
+    fn update_vip(&mut self, cfg: &VipConfig) -> Result<()> {
+        let key = vip_key(cfg);
+        let old_cfg = self
+            .vips
+            .get(&cfg.name)
+            .map(|v| v.cfg.clone())
+            .ok_or_else(|| anyhow!("VIP {} vanished", cfg.name))?;
+        if vip_flags(&old_cfg) != vip_flags(cfg) {
+            let meta = self.dp.vip(&key)?;
+            self.dp.set_vip(
+                &key,
+                &VipMeta {
+                    flags: vip_flags(cfg),
+                    ..meta
+                },
+            )?;
+        }
+        let checks_changed = old_cfg.health_check != cfg.health_check || old_cfg.port != cfg.port;
+        let old: BTreeMap<IpAddr, config::BackendConfig> = old_cfg
+            .backends
+            .iter()
+            .map(|b| (b.address, b.clone()))
+            .collect();
+        let new: BTreeMap<IpAddr, config::BackendConfig> = cfg
+            .backends
+            .iter()
+            .map(|b| (b.address, b.clone()))
+            .collect();
+        let vip_id = self.vips.get(&cfg.name).map_or(0, |v| v.id);
+        for addr in old.keys().filter(|a| !new.contains_key(a)) {
+            if let Some(b) = self
+                .vips
+                .get_mut(&cfg.name)
+                .and_then(|v| v.backends.remove(addr))
+            {
+                if let Some(t) = &b.checker {
+                    t.cancel();
+                }
+                self.free_backend(b.id, b.generation)?;
+                info!(vip = %cfg.name, backend = %addr, "backend removed");
+            }
+        }
+        for (addr, bcfg) in &new {
+            match old.get(addr) {
+                None => {
+                    let (id, generation) = self.allocate_backend()?;
+                    self.dp
+                        .set_backend(id, &Backend::new(*addr, generation, vip_id))?;
+                    let rt = self.backend_rt(cfg, bcfg, id, generation);
+                    if let Some(v) = self.vips.get_mut(&cfg.name) {
+                        v.backends.insert(*addr, rt);
+                    }
+                    info!(vip = %cfg.name, backend = %addr, "backend added");
+                }
+                Some(before) => {
+                    let restart = checks_changed.then(|| self.start_checker(cfg, *addr));
+                    let disable = before.state != bcfg.state && bcfg.state == AdminState::Disabled;
+                    if let Some(b) = self
+                        .vips
+                        .get_mut(&cfg.name)
+                        .and_then(|v| v.backends.get_mut(addr))
+                    {
+                        if before.state != bcfg.state {
+                            b.admin = bcfg.state;
+                        }
+                        b.cfg = bcfg.clone();
+                        if let Some(token) = restart {
+                            if let Some(old_token) = b.checker.take() {
+                                old_token.cancel();
+                            }
+                            b.checker = token;
+                        }
+                    }
+                    if disable {
+                        self.invalidate_flows(&cfg.name, *addr)?;
+                    }
+                }
+            }
+        }
+        if let Some(v) = self.vips.get_mut(&cfg.name) {
+            v.cfg = cfg.clone();
+        }
+        Ok(())
+    }
+
+    pub fn status(&self) -> StatusReport {
+        let counters = self
+            .dp
+            .stats()
+            .map(|all| {
+                all.into_iter()
+                    .map(|(s, v)| (s.name().to_string(), v))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let vips = self
+            .vips
+            .values()
+            .map(|v| {
+                let traffic = self.dp.vip_counters(v.id).unwrap_or_default();
+                VipStatus {
+                    name: v.cfg.name.clone(),
+                    address: v.cfg.address,
+                    port: v.cfg.port,
+                    protocol: v.cfg.protocol,
+                    hash: v.cfg.hash,
+                    all_down: v.cfg.all_down,
+                    table_generation: v.table_generation,
+                    table_digest: v.digest.clone(),
+                    serving: v.serving,
+                    packets: traffic.packets,
+                    bytes: traffic.bytes,
+                    backends: v
+                        .backends
+                        .values()
+                        .map(|b| {
+                            let t = self.dp.backend_counters(b.id).unwrap_or_default();
+                            let unchecked = v.cfg.health_check.kind == CheckKind::None;
+                            BackendStatus {
+                                address: b.cfg.address,
+                                id: b.id,
+                                weight: b.cfg.weight,
+                                effective_weight: v
+                                    .published
+                                    .iter()
+                                    .find(|(id, _)| *id == b.id)
+                                    .map_or(0, |(_, w)| *w),
+                                admin_state: b.admin,
+                                health: if unchecked && b.health == Health::Up {
+                                    "unchecked".to_string()
+                                } else {
+                                    format!("{:?}", b.health).to_lowercase()
+                                },
+                                slots: v.slots.get(&b.id).copied().unwrap_or(0),
+                                packets: t.packets,
+                                bytes: t.bytes,
+                                checks_ok: b.checks_ok,
+                                checks_failed: b.checks_failed,
+                                last_check_latency_ms: b
+                                    .last_latency
+                                    .map(|d| d.as_secs_f64() * 1000.0),
+                                last_change: b.last_change.clone(),
+                            }
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        StatusReport {
+            interface: self.interface.clone(),
+            xdp_mode: self
+                .attachment
+                .map_or("detached".to_string(), |a| a.to_string()),
+            table_size: self.dp.options().table_size,
+            uptime_secs: self.started.elapsed().as_secs(),
+            config_path: self.config_path.display().to_string(),
+            vips,
+            counters,
+        }
+    }
+
+    /// The data plane, for tests and benchmarks that run packets through it.
+    pub fn balancer(&mut self) -> &mut Balancer {
+        &mut self.dp
+    }
+
+    /// Attach (or swap into the pinned link) once the maps are programmed.
+    pub fn attach(&mut self, iface: &str, mode: config::XdpMode) -> Result<Attachment> {
+        let how = self.dp.attach(iface, mode)?;
+        self.attachment = Some(how);
+        Ok(how)
+    }
+
+    /// Stop every health checker (the data plane is left as it is).
+    pub fn stop_checkers(&self) {
+        for v in self.vips.values() {
+            for b in v.backends.values() {
+                if let Some(t) = &b.checker {
+                    t.cancel();
+                }
+            }
+        }
+    }
+}
+
+/// Agent settings that shape maps or sockets cannot change without a restart.
+fn restart_only_fields_unchanged(old: &AgentConfig, new: &AgentConfig) -> Result<()> {
+    let mut changed = Vec::new();
+    if old.interface != new.interface {
+        changed.push("agent.interface");
+    }
+    if old.xdp_mode != new.xdp_mode {
+        changed.push("agent.xdp_mode");
+    }
+    if old.pin_path != new.pin_path {
+        changed.push("agent.pin_path");
+    }
+    if old.admin_listen != new.admin_listen {
+        changed.push("agent.admin_listen");
+    }
+    if old.table_size != new.table_size {
+        changed.push("agent.table_size");
+    }
+    if old.max_vips != new.max_vips {
+        changed.push("agent.max_vips");
+    }
+    if old.conn_table_size != new.conn_table_size {
+        changed.push("agent.conn_table_size");
+    }
+    if old.gateway_mac != new.gateway_mac {
+        changed.push("agent.gateway_mac");
+    }
+    if !changed.is_empty() {
+        bail!(
+            "{} changed: restart the agent to apply (the running configuration stays)",
+            changed.join(", ")
+        );
+    }
+    Ok(())
+}
+
+pub fn vip_key(cfg: &VipConfig) -> VipKey {
+    let proto = match cfg.protocol {
+        config::Protocol::Tcp => IPPROTO_TCP,
+        config::Protocol::Udp => IPPROTO_UDP,
+    };
+    VipKey::new(cfg.address, cfg.port, proto)
+}
+
+fn vip_flags(cfg: &VipConfig) -> u32 {
+    match cfg.hash {
+        HashMode::FiveTuple => 0,
+        HashMode::SourceIp => VIP_F_HASH_SRC_ONLY,
+    }
+}
+
+/// FNV-1a over the backend address of every slot: equal on every balancer that has the same
+/// backends, whatever ids each one gave them.
+fn digest(table: &[u32], names: &HashMap<u32, IpAddr>) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= *b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for id in table {
+        match (id, names.get(id)) {
+            (&NO_BACKEND, _) | (_, None) => eat(&[0xff]),
+            (_, Some(IpAddr::V4(a))) => eat(&a.octets()),
+            (_, Some(IpAddr::V6(a))) => eat(&a.octets()),
+        }
+    }
+    format!("{h:016x}")
+}

@@ -1,0 +1,138 @@
+//! `lb-agent run`: load, program and attach the balancer, then serve health checks, the admin
+//! endpoint, reloads and signals from one controller task until SIGINT or SIGTERM.
+
+use crate::{
+    admin::{self, AdminRequest},
+    config::{self, GatewayMac},
+    controller::{Controller, Setup, TICK},
+    dataplane::{self, Balancer, LoadOptions},
+    netinfo,
+};
+use anyhow::{bail, Context, Result};
+use std::path::Path;
+use tokio::{
+    signal::unix::{signal, SignalKind},
+    sync::mpsc,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+const BPFFS: &str = "/sys/fs/bpf";
+
+/// Mount bpffs at /sys/fs/bpf when it is not (pins need it).
+pub fn ensure_bpffs() -> Result<()> {
+    let mounts = std::fs::read_to_string("/proc/mounts").context("reading /proc/mounts")?;
+    if mounts.lines().any(|l| {
+        l.split_whitespace().nth(1) == Some(BPFFS) && l.split_whitespace().nth(2) == Some("bpf")
+    }) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(BPFFS).with_context(|| format!("creating {BPFFS}"))?;
+    let c = |s: &str| std::ffi::CString::new(s).context("mount argument");
+    let (src, target, fstype) = (c("bpf")?, c(BPFFS)?, c("bpf")?);
+    // SAFETY: valid NUL-terminated strings; no data argument.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        bail!(
+            "mounting bpffs at {BPFFS} failed: {} (run as root, or `mount -t bpf bpf {BPFFS}`)",
+            std::io::Error::last_os_error()
+        );
+    }
+    info!("mounted bpffs at {BPFFS}");
+    Ok(())
+}
+
+pub async fn run(config_path: &Path, iface: Option<String>, detach_on_exit: bool) -> Result<()> {
+    let mut cfg = config::load(config_path)?;
+    if let Some(iface) = iface {
+        cfg.agent.interface = iface;
+    }
+    let agent = cfg.agent.clone();
+    ensure_bpffs()?;
+    let gateway_mac = match agent.gateway_mac {
+        GatewayMac::Fixed(mac) => mac,
+        GatewayMac::Auto => {
+            let (mac, via) = netinfo::gateway_mac(&agent.interface).await?;
+            info!(gateway = %via, mac = %netinfo::format_mac(&mac), "gateway MAC resolved");
+            mac
+        }
+    };
+    let dp = Balancer::load(LoadOptions {
+        table_size: agent.table_size,
+        max_vips: agent.max_vips,
+        conn_table_entries: agent.conn_table_size,
+        pin_dir: Some(agent.pin_path.clone()),
+    })?;
+    let (reports_tx, mut reports) = mpsc::channel(4096);
+    // Maps are programmed before the program is attached (or swapped in), so no packet ever
+    // meets a half-configured balancer.
+    let mut ctl = Controller::new(
+        dp,
+        Setup {
+            config: cfg,
+            config_path: config_path.to_path_buf(),
+            interface: agent.interface.clone(),
+            gateway_mac,
+        },
+        reports_tx,
+    )?;
+    let attachment = ctl.attach(&agent.interface, agent.xdp_mode)?;
+    info!(iface = %agent.interface, mode = %attachment, pin_path = %agent.pin_path.display(), "balancer attached");
+
+    let shutdown = CancellationToken::new();
+    let (admin_tx, mut admin_rx) = mpsc::channel::<AdminRequest>(64);
+    let listener = tokio::net::TcpListener::bind(agent.admin_listen)
+        .await
+        .with_context(|| format!("binding the admin endpoint to {}", agent.admin_listen))?;
+    info!(listen = %agent.admin_listen, "admin endpoint up");
+    let admin_task = tokio::spawn(admin::serve(listener, admin_tx, shutdown.clone()));
+
+    let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut sighup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    let mut tick = tokio::time::interval(TICK);
+    loop {
+        let step = tokio::select! {
+            Some(report) = reports.recv() => ctl.on_check(report),
+            Some(request) = admin_rx.recv() => {
+                ctl.on_admin(request);
+                Ok(())
+            }
+            _ = tick.tick() => ctl.on_tick(),
+            _ = sighup.recv() => {
+                if let Err(e) = ctl.reload() {
+                    error!("reload rejected: {e:#}");
+                }
+                Ok(())
+            }
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+        };
+        // A failed map write is logged and retried by the next event; the agent keeps running.
+        if let Err(e) = step {
+            error!("{e:#}");
+        }
+    }
+    info!("stopping");
+    ctl.stop_checkers();
+    shutdown.cancel();
+    if let Ok(Err(e)) = admin_task.await {
+        warn!("admin endpoint: {e:#}");
+    }
+    drop(ctl);
+    if detach_on_exit {
+        dataplane::unpin_all(&agent.pin_path)?;
+        info!("detached and removed the pinned maps");
+    } else {
+        info!("program left attached and maps pinned: forwarding continues");
+    }
+    Ok(())
+}

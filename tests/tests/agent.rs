@@ -1,0 +1,445 @@
+//! The agent's controller against the real kernel: it programs the maps from a configuration,
+//! and BPF_PROG_TEST_RUN shows where flows go as health, admin state and reloads change things,
+//! and across an agent restart that adopts the pinned maps.
+
+use anyhow::{Context, Result};
+use lb_agent::{
+    admin::{AdminRequest, StatusReport},
+    config::{self, AdminState},
+    controller::{Controller, Setup},
+    dataplane::{unpin_all, Balancer, LoadOptions, LB_PROGRAM},
+    health::{CheckReport, Health},
+};
+use lb_common::Stat;
+use lb_tests::{
+    frames::{self, Tcp, L3},
+    run::{run_once, XDP_DROP, XDP_TX},
+};
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr},
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+use tokio::sync::{mpsc, oneshot};
+
+const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 9);
+const WEB: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
+const API: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 20);
+const B1: &str = "198.18.1.1";
+const B2: &str = "198.18.1.2";
+const B3: &str = "198.18.1.3";
+
+fn config_text(extra_backend: bool, extra_vip: bool, all_down: &str, slow_start_ms: u64) -> String {
+    let mut text = format!(
+        r#"
+[agent]
+interface = "lo"
+gateway_mac = "02:00:00:00:00:fe"
+encap_source_v4 = "198.18.0.2"
+table_size = 65537
+max_vips = 8
+conn_table_size = 4096
+new_flows_per_sec = 0
+slow_start_ms = {slow_start_ms}
+
+[[vip]]
+name = "web"
+address = "{WEB}"
+port = 80
+protocol = "tcp"
+all_down = "{all_down}"
+[vip.health_check]
+kind = "none"
+[[vip.backend]]
+address = "{B1}"
+[[vip.backend]]
+address = "{B2}"
+[[vip.backend]]
+address = "{B3}"
+"#
+    );
+    if extra_backend {
+        text.push_str("[[vip.backend]]\naddress = \"198.18.1.4\"\n");
+    }
+    if extra_vip {
+        text.push_str(&format!(
+            "\n[[vip]]\nname = \"api\"\naddress = \"{API}\"\nport = 443\nprotocol = \"tcp\"\n[vip.health_check]\nkind = \"none\"\n[[vip.backend]]\naddress = \"198.18.1.9\"\n"
+        ));
+    }
+    text
+}
+
+/// A pin directory of this test's own, removed (with its pins) when dropped.
+struct Pins(PathBuf);
+
+impl Pins {
+    fn new() -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = PathBuf::from(format!(
+            "/sys/fs/bpf/lbtest-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = unpin_all(&dir);
+        Self(dir)
+    }
+}
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        let _ = unpin_all(&self.0);
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+struct Agent {
+    ctl: Controller,
+    config_path: PathBuf,
+    _reports: mpsc::Receiver<CheckReport>,
+}
+
+fn write_config(dir: &Path, text: &str) -> Result<PathBuf> {
+    let path = dir.join("lb.toml");
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+fn start(pins: &Pins, config_dir: &Path, text: &str) -> Result<Agent> {
+    lb_agent::daemon::ensure_bpffs()?;
+    let config_path = write_config(config_dir, text)?;
+    let config = config::load(&config_path)?;
+    let dp = Balancer::load(LoadOptions {
+        table_size: config.agent.table_size,
+        max_vips: config.agent.max_vips,
+        conn_table_entries: config.agent.conn_table_size,
+        pin_dir: Some(pins.0.clone()),
+    })?;
+    let (tx, rx) = mpsc::channel(16);
+    let ctl = Controller::new(
+        dp,
+        Setup {
+            config,
+            config_path: config_path.clone(),
+            interface: "lo".into(),
+            gateway_mac: [2, 0, 0, 0, 0, 0xfe],
+        },
+        tx,
+    )?;
+    Ok(Agent {
+        ctl,
+        config_path,
+        _reports: rx,
+    })
+}
+
+fn temp_dir() -> Result<PathBuf> {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "lbtest-agent-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+impl Agent {
+    /// Send a TCP segment to `vip`:80 from `port`; the backend it was encapsulated to, if any.
+    fn send(&mut self, vip: Ipv4Addr, dport: u16, port: u16, flags: Tcp) -> Result<Option<IpAddr>> {
+        let frame = frames::tcp4(CLIENT, port, vip, dport, flags, &[]);
+        let (verdict, out) = run_once(self.ctl.balancer().program(LB_PROGRAM)?, &frame)?;
+        if verdict != XDP_TX {
+            return Ok(None);
+        }
+        let dst: [u8; 4] = out[L3 + 16..L3 + 20].try_into()?;
+        Ok(Some(IpAddr::from(dst)))
+    }
+
+    fn spread(
+        &mut self,
+        vip: Ipv4Addr,
+        dport: u16,
+        ports: std::ops::Range<u16>,
+    ) -> Result<BTreeMap<IpAddr, u32>> {
+        let mut seen = BTreeMap::new();
+        for port in ports {
+            let backend = self
+                .send(vip, dport, port, Tcp::Syn)?
+                .context("SYN not forwarded")?;
+            *seen.entry(backend).or_insert(0) += 1;
+        }
+        Ok(seen)
+    }
+
+    fn status(&mut self) -> Result<StatusReport> {
+        let (tx, mut rx) = oneshot::channel();
+        self.ctl.on_admin(AdminRequest::Status(tx));
+        rx.try_recv().context("status answered synchronously")
+    }
+
+    fn set_state(&mut self, backend: &str, state: AdminState) -> Result<()> {
+        let (tx, mut rx) = oneshot::channel();
+        self.ctl.on_admin(AdminRequest::SetBackendState {
+            vip: "web".into(),
+            backend: backend.parse()?,
+            state,
+            reply: tx,
+        });
+        rx.try_recv()?.map_err(anyhow::Error::msg)
+    }
+
+    fn health(&mut self, backend: &str, health: Health) -> Result<()> {
+        self.ctl.on_check(CheckReport {
+            vip: "web".into(),
+            backend: backend.parse()?,
+            ok: health == Health::Up,
+            latency: Duration::from_millis(1),
+            detail: "test".into(),
+            transition: Some(health),
+            finished_at: Instant::now(),
+        })
+    }
+
+    fn reload(&mut self, text: &str) -> Result<String> {
+        std::fs::write(&self.config_path, text)?;
+        let (tx, mut rx) = oneshot::channel();
+        self.ctl.on_admin(AdminRequest::Reload(tx));
+        rx.try_recv()?.map_err(anyhow::Error::msg)
+    }
+
+    /// A port whose SYN lands on `backend`.
+    fn port_on(&mut self, backend: &str) -> Result<u16> {
+        let want: IpAddr = backend.parse()?;
+        for port in 20000..21000 {
+            if self.send(WEB, 80, port, Tcp::Syn)? == Some(want) {
+                return Ok(port);
+            }
+        }
+        anyhow::bail!("no port reaches {backend}")
+    }
+}
+
+#[test]
+fn agent_programs_the_table_and_new_flows_spread_over_all_backends() -> Result<()> {
+    let pins = Pins::new();
+    let mut agent = start(
+        &pins,
+        &temp_dir()?,
+        &config_text(false, false, "fail-open", 0),
+    )?;
+    let seen = agent.spread(WEB, 80, 1000..1600)?;
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    for (backend, n) in &seen {
+        assert!((150..250).contains(n), "{backend}: {n} of 600");
+    }
+    let status = agent.status()?;
+    let web = &status.vips[0];
+    assert_eq!(web.table_generation, 1);
+    assert_eq!(web.backends.iter().map(|b| b.slots).sum::<u32>(), 65537);
+    assert!(web.serving);
+    Ok(())
+}
+
+#[test]
+fn backend_marked_down_vanishes_and_its_flows_move() -> Result<()> {
+    let pins = Pins::new();
+    let mut agent = start(
+        &pins,
+        &temp_dir()?,
+        &config_text(false, false, "fail-open", 0),
+    )?;
+    let port = agent.port_on(B2)?;
+    agent.health(B2, Health::Down)?;
+    let seen = agent.spread(WEB, 80, 1000..1600)?;
+    assert!(!seen.contains_key(&B2.parse::<IpAddr>()?), "{seen:?}");
+    // The established flow of the dead backend moves at its next packet.
+    let moved = agent.send(WEB, 80, port, Tcp::Ack)?;
+    assert!(moved.is_some() && moved != Some(B2.parse()?));
+    let status = agent.status()?;
+    let b2 = status.vips[0]
+        .backends
+        .iter()
+        .find(|b| b.address.to_string() == B2)
+        .context("B2")?;
+    assert_eq!((b2.health.as_str(), b2.slots), ("down", 0));
+    assert!(b2.last_change.contains("down"), "{}", b2.last_change);
+    Ok(())
+}
+
+#[test]
+fn drained_backend_keeps_its_flows_and_takes_no_new_ones() -> Result<()> {
+    let pins = Pins::new();
+    let mut agent = start(
+        &pins,
+        &temp_dir()?,
+        &config_text(false, false, "fail-open", 0),
+    )?;
+    let port = agent.port_on(B1)?;
+    agent.set_state(B1, AdminState::Drain)?;
+    assert_eq!(agent.send(WEB, 80, port, Tcp::Ack)?, Some(B1.parse()?));
+    let seen = agent.spread(WEB, 80, 3000..3600)?;
+    assert!(!seen.contains_key(&B1.parse::<IpAddr>()?), "{seen:?}");
+    // Disabled: the flows move too.
+    agent.set_state(B1, AdminState::Disabled)?;
+    assert_ne!(agent.send(WEB, 80, port, Tcp::Ack)?, Some(B1.parse()?));
+    assert!(agent.set_state("198.18.9.9", AdminState::Drain).is_err());
+    Ok(())
+}
+
+#[test]
+fn all_down_policy_is_observed() -> Result<()> {
+    for (policy, expect_forward) in [("fail-open", true), ("drop", false)] {
+        let pins = Pins::new();
+        let mut agent = start(&pins, &temp_dir()?, &config_text(false, false, policy, 0))?;
+        for b in [B1, B2, B3] {
+            agent.health(b, Health::Down)?;
+        }
+        let forwarded = agent.send(WEB, 80, 5000, Tcp::Syn)?;
+        assert_eq!(forwarded.is_some(), expect_forward, "{policy}");
+        if !expect_forward {
+            assert_eq!(agent.ctl.balancer().stat(Stat::DropNoBackend)?, 1);
+            assert!(!agent.status()?.vips[0].serving);
+        }
+        // One backend back: traffic resumes, to it alone.
+        agent.health(B3, Health::Up)?;
+        let seen = agent.spread(WEB, 80, 6000..6100)?;
+        assert_eq!(
+            seen.keys().collect::<Vec<_>>(),
+            vec![&B3.parse::<IpAddr>()?],
+            "{policy}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn slow_start_ramps_a_returning_backend() -> Result<()> {
+    let pins = Pins::new();
+    let mut agent = start(
+        &pins,
+        &temp_dir()?,
+        &config_text(false, false, "fail-open", 1500),
+    )?;
+    agent.health(B3, Health::Down)?;
+    agent.health(B3, Health::Up)?;
+    let weight = |s: &StatusReport| {
+        s.vips[0]
+            .backends
+            .iter()
+            .find(|b| b.address.to_string() == B3)
+            .map(|b| (b.effective_weight, b.slots))
+    };
+    let (w0, slots0) = weight(&agent.status()?).context("B3")?;
+    assert!(
+        w0 < 100 && slots0 < 65537 / 3 / 2,
+        "starts small: weight {w0}, {slots0} slots"
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    agent.ctl.on_tick()?;
+    let (w1, slots1) = weight(&agent.status()?).context("B3")?;
+    assert!(
+        w1 > w0 && slots1 > slots0,
+        "ramps: {w0}->{w1}, {slots0}->{slots1}"
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    agent.ctl.on_tick()?;
+    let (w2, _) = weight(&agent.status()?).context("B3")?;
+    assert_eq!(w2, 100, "full weight after the window");
+    Ok(())
+}
+
+#[test]
+fn reload_adds_without_disturbing_and_rejects_bad_files() -> Result<()> {
+    let pins = Pins::new();
+    let mut agent = start(
+        &pins,
+        &temp_dir()?,
+        &config_text(false, false, "fail-open", 0),
+    )?;
+    let flows: Vec<(u16, Option<IpAddr>)> = (7000..7200)
+        .map(|p| Ok((p, agent.send(WEB, 80, p, Tcp::Syn)?)))
+        .collect::<Result<_>>()?;
+    let digest = agent.status()?.vips[0].table_digest.clone();
+    // A new VIP: the web VIP's table is untouched.
+    let summary = agent.reload(&config_text(false, true, "fail-open", 0))?;
+    assert!(summary.contains("added VIP api"), "{summary}");
+    assert_eq!(
+        agent
+            .status()?
+            .vips
+            .iter()
+            .find(|v| v.name == "web")
+            .context("web")?
+            .table_digest,
+        digest
+    );
+    assert_eq!(
+        agent.send(API, 443, 1, Tcp::Syn)?,
+        Some("198.18.1.9".parse()?)
+    );
+    // A new backend: established flows stay where they were (connection table).
+    agent.reload(&config_text(true, true, "fail-open", 0))?;
+    for (port, backend) in &flows {
+        assert_eq!(
+            agent.send(WEB, 80, *port, Tcp::Ack)?,
+            *backend,
+            "port {port}"
+        );
+    }
+    // An invalid file is rejected; the running configuration stays.
+    std::fs::write(&agent.config_path, "[agent]\ninterface = 7\n")?;
+    let (tx, mut rx) = oneshot::channel();
+    agent.ctl.on_admin(AdminRequest::Reload(tx));
+    let err = rx.try_recv()?.expect_err("invalid config must be rejected");
+    assert!(err.contains("interface"), "{err}");
+    assert_eq!(agent.status()?.vips.len(), 2);
+    assert_eq!(
+        agent.send(API, 443, 1, Tcp::Syn)?,
+        Some("198.18.1.9".parse()?)
+    );
+    Ok(())
+}
+
+#[test]
+fn restarted_agent_adopts_the_pinned_maps_and_connection_table() -> Result<()> {
+    let pins = Pins::new();
+    let dir = temp_dir()?;
+    let text = config_text(false, false, "fail-open", 0);
+    let mut first = start(&pins, &dir, &text)?;
+    let flows: Vec<(u16, Option<IpAddr>)> = (9000..9100)
+        .map(|p| Ok((p, first.send(WEB, 80, p, Tcp::Syn)?)))
+        .collect::<Result<_>>()?;
+    let before = first.status()?;
+    drop(first);
+    // The restarted agent finds the maps pinned; even with a backend added to the file,
+    // every established flow keeps its backend.
+    let mut second = start(&pins, &dir, &config_text(true, false, "fail-open", 0))?;
+    assert!(second.ctl.balancer().adopted());
+    let hits = second.ctl.balancer().stat(Stat::ConnHit)?;
+    for (port, backend) in &flows {
+        assert_eq!(
+            second.send(WEB, 80, *port, Tcp::Ack)?,
+            *backend,
+            "port {port}"
+        );
+    }
+    assert_eq!(
+        second.ctl.balancer().stat(Stat::ConnHit)?,
+        hits + flows.len() as u64
+    );
+    let after = second.status()?;
+    for b in &before.vips[0].backends {
+        let same = after.vips[0]
+            .backends
+            .iter()
+            .find(|x| x.address == b.address)
+            .context("backend kept")?;
+        assert_eq!(same.id, b.id, "backend ids are kept across restarts");
+    }
+    // Counters live in pinned maps too.
+    assert!(after.counters["forwarded"] >= before.counters["forwarded"]);
+    let _ = XDP_DROP;
+    Ok(())
+}
