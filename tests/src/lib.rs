@@ -1,7 +1,14 @@
-//! Kernel-backed test support shared by the fixture tests, the benchmark and (later) the
-//! network-namespace scenarios: frames, expected outputs, and a configured balancer (`Lab`).
+//! Kernel-backed test support shared by the fixture tests, the benchmark, the end-to-end
+//! scenarios and the demo: frames, expected outputs, a configured balancer (`Lab`), and the
+//! network-namespace harness (`topo`, `netns`, `servers`, `client`, `agentproc`, `scenario`).
 
+pub mod agentproc;
+pub mod client;
 pub mod expect;
 pub mod frames;
 pub mod lab;
+pub mod netns;
 pub mod run;
+pub mod scenario;
+pub mod servers;
+pub mod topo;

@@ -52,6 +52,11 @@ pub const PACKAGES: &[Package] = &[
         command: "curl",
         package: "curl",
     },
+    // Blackholes a backend in the end-to-end failover scenario.
+    Package {
+        command: "nft",
+        package: "nftables",
+    },
 ];
 
 /// Where sbin tools live even when a non-root `PATH` omits them.

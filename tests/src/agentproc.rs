@@ -1,0 +1,156 @@
+//! The real `lb-agent` binary running in the balancer's namespace (entered with nsenter, so it
+//! shares bpffs and its pins with everyone else).
+
+use crate::{netns::block_in, topo::Topology};
+use anyhow::{bail, Context, Result};
+use lb_agent::admin::{self, StatusReport};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+pub const ADMIN: &str = "127.0.0.1:9300";
+
+/// The agent binary built next to the test executable (target/<profile>/lb-agent), or
+/// LB_AGENT_BIN.
+pub fn agent_binary() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("LB_AGENT_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe()?;
+    let mut dir = exe.parent().context("test executable has no directory")?;
+    if dir.ends_with("deps") {
+        dir = dir.parent().context("deps has no parent")?;
+    }
+    let bin = dir.join("lb-agent");
+    if !bin.exists() {
+        bail!("{} not found: build it (cargo build -p lb-agent) or set LB_AGENT_BIN", bin.display());
+    }
+    Ok(bin)
+}
+
+pub struct Agent {
+    pub child: Option<Child>,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    ns: String,
+}
+
+impl Agent {
+    /// Start `lb-agent run` in the topology's LB namespace and wait until its admin endpoint
+    /// answers with every VIP published.
+    pub fn start(topo: &Topology, config: &Path) -> Result<Self> {
+        let log = config.with_extension("log");
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", topo.lb))
+            .arg("--")
+            .arg(agent_binary()?)
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "info,netlink_packet_route=error")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .context("starting lb-agent")?;
+        let mut agent = Self {
+            child: Some(child),
+            config: config.to_path_buf(),
+            log,
+            ns: topo.lb.clone(),
+        };
+        agent.wait_ready()?;
+        Ok(agent)
+    }
+
+    fn wait_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    bail!("lb-agent exited ({status}):\n{}", self.log_text());
+                }
+            }
+            if let Ok(s) = self.status() {
+                if s.vips.iter().all(|v| v.table_generation > 0) {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("lb-agent not ready after 20 s:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn status(&self) -> Result<StatusReport> {
+        let addr: SocketAddr = ADMIN.parse()?;
+        block_in(&self.ns, move || async move { admin::fetch_status(addr).await })
+    }
+
+    pub fn post(&self, path: &str) -> Result<String> {
+        let addr: SocketAddr = ADMIN.parse()?;
+        let path = path.to_string();
+        block_in(&self.ns, move || async move { admin::post(addr, &path).await })
+    }
+
+    /// SIGKILL: no cleanup at all, as in a crash.
+    pub fn kill9(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// SIGHUP: reload the configuration file.
+    pub fn hup(&self) -> Result<()> {
+        self.signal(libc::SIGHUP)
+    }
+
+    fn signal(&self, sig: i32) -> Result<()> {
+        let Some(child) = self.child.as_ref() else {
+            bail!("agent not running");
+        };
+        // The child is nsenter, which execs the agent: same pid.
+        // SAFETY: sending a signal to our own child.
+        if unsafe { libc::kill(child.id() as i32, sig) } != 0 {
+            bail!("kill: {}", std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// SIGTERM and wait.
+    pub fn stop(&mut self) -> Result<()> {
+        if self.child.is_some() {
+            self.signal(libc::SIGTERM)?;
+        }
+        if let Some(mut child) = self.child.take() {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while child.try_wait()?.is_none() {
+                if Instant::now() > deadline {
+                    child.kill()?;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.kill9();
+    }
+}

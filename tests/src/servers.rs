@@ -1,0 +1,109 @@
+//! Real servers in the backend namespaces: HTTP answering with the backend's name (and
+//! /healthz), a UDP echo that answers with the name, and a line echo for long-lived TCP.
+
+use crate::netns::enter;
+use anyhow::{Context, Result};
+use axum::{routing::get, Router};
+use std::thread::JoinHandle;
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    net::{TcpListener, UdpSocket},
+};
+use tokio_util::sync::CancellationToken;
+
+pub const HTTP_PORT: u16 = 80;
+pub const UDP_PORT: u16 = 53;
+pub const LONG_PORT: u16 = 7000;
+
+/// A backend's servers, stopped (listeners and connections closed) by `stop` or drop.
+pub struct Servers {
+    cancel: CancellationToken,
+    thread: Option<JoinHandle<Result<()>>>,
+}
+
+impl Servers {
+    pub fn start(ns: &str, name: &str) -> Result<Self> {
+        let cancel = CancellationToken::new();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<()>>();
+        let (ns, name, token) = (ns.to_string(), name.to_string(), cancel.clone());
+        let thread = std::thread::spawn(move || -> Result<()> {
+            enter(&ns)?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                // [::] also takes IPv4 (bindv6only is 0 in a fresh namespace).
+                let http = TcpListener::bind(("::", HTTP_PORT)).await.context("http bind")?;
+                let udp = UdpSocket::bind(("::", UDP_PORT)).await.context("udp bind")?;
+                let long = TcpListener::bind(("::", LONG_PORT)).await.context("long bind")?;
+                let _ = ready_tx.send(Ok(()));
+                let body = name.clone();
+                let app = Router::new()
+                    .route("/", get(move || async move { body }))
+                    .route("/healthz", get(|| async { "ok" }));
+                let stop = token.clone();
+                let http_task = tokio::spawn(async move {
+                    axum::serve(http, app)
+                        .with_graceful_shutdown(async move { stop.cancelled().await })
+                        .await
+                });
+                let udp_name = name.clone();
+                let udp_task = tokio::spawn(async move {
+                    let mut buf = [0u8; 1500];
+                    while let Ok((_, peer)) = udp.recv_from(&mut buf).await {
+                        let _ = udp.send_to(udp_name.as_bytes(), peer).await;
+                    }
+                });
+                let long_name = name.clone();
+                let conn_stop = token.clone();
+                let long_task = tokio::spawn(async move {
+                    while let Ok((stream, _)) = long.accept().await {
+                        let (name, stop) = (long_name.clone(), conn_stop.clone());
+                        tokio::spawn(async move {
+                            let (read, mut write) = stream.into_split();
+                            let mut lines = BufReader::new(read).lines();
+                            loop {
+                                tokio::select! {
+                                    line = lines.next_line() => match line {
+                                        Ok(Some(_)) => {
+                                            if write.write_all(format!("{name}\n").as_bytes()).await.is_err() {
+                                                break;
+                                            }
+                                        }
+                                        _ => break,
+                                    },
+                                    _ = stop.cancelled() => break,
+                                }
+                            }
+                        });
+                    }
+                });
+                token.cancelled().await;
+                udp_task.abort();
+                long_task.abort();
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), http_task).await;
+                Ok(())
+            })
+        });
+        ready_rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .context("servers did not start")??;
+        Ok(Self {
+            cancel,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn stop(&mut self) {
+        self.cancel.cancel();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,227 @@
+//! The end-to-end topology, as on a real edge:
+//!
+//! ```text
+//!  client ──c0──r-c── router ──r-l──l0── lb (xdp_lb, one interface, XDP_TX back to the router)
+//!  198.18.100.2       │ br0 198.18.1.254
+//!                     ├──r-b0──b0── backend0 198.18.1.1  (xdp_decap, VIPs on lo)
+//!                     ├──r-b1──b0── backend1 198.18.1.2
+//!                     └── ...
+//! ```
+//! VIPs live in 198.18.10.0/24 and 2001:db8:10::/64; the router routes them to the balancer.
+//! Everything is created under a unique prefix, stale namespaces of dead runs are removed first,
+//! and `Drop` tears everything down, also when a test fails.
+//!
+//! Two veth facts this harness handles (real NICs need neither): frames sent with XDP_TX reach
+//! the veth peer only if the peer runs an XDP program too (the router's `r-l` gets `xdp_pass`),
+//! and a veth sender's TX checksum offload leaves checksums partial through XDP, so the backend
+//! would drop the decapsulated segment (the client's `c0` has TX checksumming off).
+
+use crate::netns::{run_in, sh};
+use anyhow::{Context, Result};
+use lb_agent::{
+    config::XdpMode,
+    dataplane::{Decap, DECAP_PROGRAM, PASS_PROGRAM},
+};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+pub const CLIENT_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 2);
+pub const CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 2);
+pub const LB_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+pub const LB_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+/// The LB's interface inside its namespace.
+pub const LB_IFACE: &str = "l0";
+pub const VIP_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 10, 1);
+pub const VIP_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x10, 0, 0, 0, 0, 1);
+pub const VIP_UDP: Ipv4Addr = Ipv4Addr::new(198, 18, 10, 2);
+
+pub fn backend_v4(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 1, i as u8 + 1)
+}
+
+pub fn backend_v6(i: usize) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, i as u16 + 1)
+}
+
+pub struct Topology {
+    pub prefix: String,
+    pub client: String,
+    pub router: String,
+    pub lb: String,
+    pub backends: Vec<String>,
+    /// XDP programs attached by the harness (router's pass, backends' decap): alive while held.
+    programs: Vec<Decap>,
+}
+
+/// Namespace names start with this; the rest is the creating process id.
+const PREFIX: &str = "lbe";
+
+impl Topology {
+    /// Build the topology with `backends` backend namespaces. `tag` keeps concurrent
+    /// topologies of one process apart.
+    pub fn build(tag: &str, backends: usize) -> Result<Self> {
+        remove_stale()?;
+        let prefix = format!("{PREFIX}{}{tag}", std::process::id());
+        let mut topo = Self {
+            client: format!("{prefix}-cl"),
+            router: format!("{prefix}-rt"),
+            lb: format!("{prefix}-lb"),
+            backends: (0..backends).map(|i| format!("{prefix}-b{i}")).collect(),
+            prefix,
+            programs: Vec::new(),
+        };
+        // From here on, Drop cleans up whatever was created.
+        topo.create()?;
+        Ok(topo)
+    }
+
+    fn namespaces(&self) -> Vec<&String> {
+        let mut all = vec![&self.client, &self.router, &self.lb];
+        all.extend(self.backends.iter());
+        all
+    }
+
+    fn create(&mut self) -> Result<()> {
+        for ns in self.namespaces() {
+            sh(None, &format!("ip netns add {ns}"))?;
+            // No duplicate address detection: addresses are usable at once.
+            for key in ["all", "default"] {
+                sh(Some(ns), &format!("sysctl -qw net.ipv6.conf.{key}.accept_dad=0"))?;
+                sh(Some(ns), &format!("sysctl -qw net.ipv4.conf.{key}.rp_filter=0"))?;
+            }
+            sh(Some(ns), "ip link set lo up")?;
+        }
+        let (cl, rt, lb) = (&self.client, &self.router, &self.lb);
+        sh(None, &format!("ip link add c0 netns {cl} type veth peer name r-c netns {rt}"))?;
+        sh(None, &format!("ip link add {LB_IFACE} netns {lb} type veth peer name r-l netns {rt}"))?;
+        sh(Some(rt), "ip link add br0 type bridge")?;
+        sh(Some(rt), "sysctl -qw net.ipv4.ip_forward=1")?;
+        sh(Some(rt), "sysctl -qw net.ipv6.conf.all.forwarding=1")?;
+
+        addr(cl, "c0", "198.18.100.2/24", "2001:db8:100::2/64")?;
+        addr(rt, "r-c", "198.18.100.1/24", "2001:db8:100::1/64")?;
+        addr(rt, "r-l", "198.18.0.1/24", "2001:db8::1/64")?;
+        addr(lb, LB_IFACE, "198.18.0.2/24", "2001:db8::2/64")?;
+        addr(rt, "br0", "198.18.1.254/24", "2001:db8:1::fe/64")?;
+        route(cl, "198.18.100.1", "2001:db8:100::1")?;
+        route(lb, "198.18.0.1", "2001:db8::1")?;
+        sh(Some(rt), "ip route add 198.18.10.0/24 via 198.18.0.2")?;
+        sh(Some(rt), "ip -6 route add 2001:db8:10::/64 via 2001:db8::2")?;
+        // See the module docs: partial checksums do not survive XDP on veth.
+        sh(Some(cl), "ethtool -K c0 tx off")?;
+
+        for (i, ns) in self.backends.clone().iter().enumerate() {
+            sh(None, &format!("ip link add b0 netns {ns} type veth peer name r-b{i} netns {rt}"))?;
+            sh(Some(rt), &format!("ip link set r-b{i} master br0"))?;
+            sh(Some(rt), &format!("ip link set r-b{i} up"))?;
+            addr(ns, "b0", &format!("{}/24", backend_v4(i)), &format!("{}/64", backend_v6(i)))?;
+            route(ns, "198.18.1.254", "2001:db8:1::fe")?;
+            for vip in [VIP_V4, VIP_UDP] {
+                sh(Some(ns), &format!("ip addr add {vip}/32 dev lo"))?;
+            }
+            sh(Some(ns), &format!("ip -6 addr add {VIP_V6}/128 dev lo"))?;
+            // The VIP is on lo: never answer ARP for it on b0.
+            sh(Some(ns), "sysctl -qw net.ipv4.conf.all.arp_ignore=1")?;
+            sh(Some(ns), "sysctl -qw net.ipv4.conf.all.arp_announce=2")?;
+            let locals = [IpAddr::V4(backend_v4(i)), IpAddr::V6(backend_v6(i))];
+            let decap = run_in(ns, move || {
+                let mut decap = Decap::load()?;
+                for a in locals {
+                    decap.add_local(a)?;
+                }
+                decap
+                    .program(DECAP_PROGRAM)?
+                    .attach("b0", aya::programs::XdpMode::Driver)
+                    .context("attaching xdp_decap")?;
+                Ok(decap)
+            })?;
+            self.programs.push(decap);
+        }
+        sh(Some(rt), "ip link set br0 up")?;
+        // XDP_TX frames from the balancer reach r-l only if r-l runs XDP itself.
+        let pass = run_in(rt, || {
+            let mut d = Decap::load()?;
+            d.program(PASS_PROGRAM)?
+                .attach("r-l", aya::programs::XdpMode::Driver)
+                .context("attaching xdp_pass to r-l")?;
+            Ok(d)
+        })?;
+        self.programs.push(pass);
+        let _ = XdpMode::Native;
+        Ok(())
+    }
+
+    /// bpffs directory of the balancer's pins in this topology.
+    pub fn pin_dir(&self) -> std::path::PathBuf {
+        std::path::PathBuf::from(format!("/sys/fs/bpf/{}-lb", self.prefix))
+    }
+
+    /// Drop every packet a backend receives (a blackholed, not refusing, backend).
+    pub fn blackhole(&self, i: usize, on: bool) -> Result<()> {
+        let ns = &self.backends[i];
+        if on {
+            sh(Some(ns), "nft add table inet lbe_blackhole")?;
+            sh(
+                Some(ns),
+                "nft add chain inet lbe_blackhole input { type filter hook input priority 0 ; policy drop ; }",
+            )?;
+        } else {
+            sh(Some(ns), "nft delete table inet lbe_blackhole")?;
+        }
+        Ok(())
+    }
+}
+
+fn addr(ns: &str, dev: &str, v4: &str, v6: &str) -> Result<()> {
+    sh(Some(ns), &format!("ip addr add {v4} dev {dev}"))?;
+    sh(Some(ns), &format!("ip -6 addr add {v6} dev {dev} nodad"))?;
+    sh(Some(ns), &format!("ip link set {dev} up"))?;
+    Ok(())
+}
+
+fn route(ns: &str, v4: &str, v6: &str) -> Result<()> {
+    sh(Some(ns), &format!("ip route add default via {v4}"))?;
+    sh(Some(ns), &format!("ip -6 route add default via {v6}"))?;
+    Ok(())
+}
+
+/// Remove namespaces (and balancer pins) left by earlier runs whose process is gone.
+pub fn remove_stale() -> Result<()> {
+    let list = sh(None, "ip netns list").unwrap_or_default();
+    for line in list.lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        let Some(rest) = name.strip_prefix(PREFIX) else {
+            continue;
+        };
+        let pid: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+        let alive = !pid.is_empty() && std::path::Path::new(&format!("/proc/{pid}")).exists();
+        if !alive {
+            let _ = sh(None, &format!("ip netns delete {name}"));
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir("/sys/fs/bpf") {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(rest) = name.strip_prefix(PREFIX) else {
+                continue;
+            };
+            let pid: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+            if !pid.is_empty() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = lb_agent::dataplane::unpin_all(&e.path());
+                let _ = std::fs::remove_dir(e.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        self.programs.clear();
+        for ns in self.namespaces() {
+            let _ = sh(None, &format!("ip netns delete {ns}"));
+        }
+        let pins = self.pin_dir();
+        let _ = lb_agent::dataplane::unpin_all(&pins);
+        let _ = std::fs::remove_dir(&pins);
+    }
+}
