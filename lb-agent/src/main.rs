@@ -1,5 +1,6 @@
 use clap::Parser;
 use lb_agent::cli::{self, Cli, Command, LogFormat};
+use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 fn init_logging(format: LogFormat, level: &str) {
@@ -10,6 +11,7 @@ fn init_logging(format: LogFormat, level: &str) {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),

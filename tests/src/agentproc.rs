@@ -26,7 +26,10 @@ pub fn agent_binary() -> Result<PathBuf> {
     }
     let bin = dir.join("lb-agent");
     if !bin.exists() {
-        bail!("{} not found: build it (cargo build -p lb-agent) or set LB_AGENT_BIN", bin.display());
+        bail!(
+            "{} not found: build it (cargo build -p lb-agent) or set LB_AGENT_BIN",
+            bin.display()
+        );
     }
     Ok(bin)
 }
@@ -96,13 +99,19 @@ impl Agent {
 
     pub fn status(&self) -> Result<StatusReport> {
         let addr: SocketAddr = ADMIN.parse()?;
-        block_in(&self.ns, move || async move { admin::fetch_status(addr).await })
+        block_in(
+            &self.ns,
+            move || async move { admin::fetch_status(addr).await },
+        )
     }
 
     pub fn post(&self, path: &str) -> Result<String> {
         let addr: SocketAddr = ADMIN.parse()?;
         let path = path.to_string();
-        block_in(&self.ns, move || async move { admin::post(addr, &path).await })
+        block_in(
+            &self.ns,
+            move || async move { admin::post(addr, &path).await },
+        )
     }
 
     /// SIGKILL: no cleanup at all, as in a crash.

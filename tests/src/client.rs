@@ -79,7 +79,11 @@ pub async fn http_burst(addr: SocketAddr, count: usize, concurrency: usize) -> T
 }
 
 /// Requests at a steady pace for `duration` (bounded: at most `duration / pace` requests).
-pub async fn http_paced(addr: SocketAddr, duration: Duration, pace: Duration) -> Vec<(Duration, Result<String>)> {
+pub async fn http_paced(
+    addr: SocketAddr,
+    duration: Duration,
+    pace: Duration,
+) -> Vec<(Duration, Result<String>)> {
     let start = tokio::time::Instant::now();
     let mut out = Vec::new();
     while start.elapsed() < duration {
@@ -155,11 +159,17 @@ impl LongLived {
                             exchanges.fetch_add(1, Ordering::Relaxed);
                         }
                         Ok(Err(e)) => {
-                            failures.lock().unwrap_or_else(|p| p.into_inner()).push(format!("connection {i}: {e}"));
+                            failures
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .push(format!("connection {i}: {e}"));
                             return;
                         }
                         Err(_) => {
-                            failures.lock().unwrap_or_else(|p| p.into_inner()).push(format!("connection {i}: stalled"));
+                            failures
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .push(format!("connection {i}: stalled"));
                             return;
                         }
                     }
@@ -185,7 +195,10 @@ impl LongLived {
     }
 
     pub fn failures(&self) -> Vec<String> {
-        self.failures.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub async fn close(mut self) -> Vec<String> {

@@ -6,6 +6,7 @@ pub mod agentproc;
 pub mod client;
 pub mod expect;
 pub mod frames;
+pub mod inject;
 pub mod lab;
 pub mod netns;
 pub mod run;

@@ -17,7 +17,10 @@ pub fn enter(ns: &str) -> Result<()> {
 }
 
 /// Run `f` on a thread inside `ns` and wait for it.
-pub fn run_in<T: Send + 'static>(ns: &str, f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+pub fn run_in<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     let ns = ns.to_string();
     std::thread::spawn(move || {
         enter(&ns)?;
@@ -98,8 +101,16 @@ impl NsRuntime {
         Ok(Self { rt })
     }
 
+    /// For spawning background work (it runs on the namespace's workers).
+    pub fn rt_handle(&self) -> &tokio::runtime::Runtime {
+        &self.rt
+    }
+
     /// Run `fut` on the namespace's workers and wait for it.
-    pub fn run<T: Send + 'static>(&self, fut: impl std::future::Future<Output = T> + Send + 'static) -> Result<T> {
+    pub fn run<T: Send + 'static>(
+        &self,
+        fut: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> Result<T> {
         let handle = self.rt.spawn(fut);
         self.rt.block_on(handle).context("task in namespace failed")
     }

@@ -109,7 +109,10 @@ impl Scenario {
 
     /// Rewrite the configuration (e.g. other weights or backends) without reloading it.
     pub fn write_config(&self, weights: &[u32]) -> Result<()> {
-        std::fs::write(&self.config_path, config_text(&self.topo, &self.options, weights))?;
+        std::fs::write(
+            &self.config_path,
+            config_text(&self.topo, &self.options, weights),
+        )?;
         Ok(())
     }
 
@@ -121,7 +124,12 @@ impl Scenario {
             .vips
             .iter()
             .find(|v| v.name == vip)
-            .and_then(|v| v.backends.iter().find(|b| b.address.to_string() == addr || b.address.to_string() == backend_v6(i).to_string()))
+            .and_then(|v| {
+                v.backends.iter().find(|b| {
+                    b.address.to_string() == addr
+                        || b.address.to_string() == backend_v6(i).to_string()
+                })
+            })
             .map(|b| b.health.clone())
             .unwrap_or_default())
     }
@@ -141,8 +149,14 @@ pub fn config_text(topo: &Topology, o: &Options, weights: &[u32]) -> String {
             if *w == 0 {
                 continue;
             }
-            let addr = if v6 { backend_v6(i).to_string() } else { backend_v4(i).to_string() };
-            s.push_str(&format!("[[vip.backend]]\naddress = \"{addr}\"\nweight = {w}\n"));
+            let addr = if v6 {
+                backend_v6(i).to_string()
+            } else {
+                backend_v4(i).to_string()
+            };
+            s.push_str(&format!(
+                "[[vip.backend]]\naddress = \"{addr}\"\nweight = {w}\n"
+            ));
         }
         s
     };

@@ -3,8 +3,14 @@
 
 use crate::netns::enter;
 use anyhow::{Context, Result};
-use axum::{routing::get, Router};
-use std::thread::JoinHandle;
+use axum::{http::StatusCode, routing::get, Router};
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    thread::JoinHandle,
+};
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
     net::{TcpListener, UdpSocket},
@@ -19,11 +25,14 @@ pub const LONG_PORT: u16 = 7000;
 pub struct Servers {
     cancel: CancellationToken,
     thread: Option<JoinHandle<Result<()>>>,
+    flapping: Arc<AtomicBool>,
 }
 
 impl Servers {
     pub fn start(ns: &str, name: &str) -> Result<Self> {
         let cancel = CancellationToken::new();
+        let flapping = Arc::new(AtomicBool::new(false));
+        let (flap, answered) = (flapping.clone(), Arc::new(AtomicU64::new(0)));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<()>>();
         let (ns, name, token) = (ns.to_string(), name.to_string(), cancel.clone());
         let thread = std::thread::spawn(move || -> Result<()> {
@@ -40,7 +49,21 @@ impl Servers {
                 let body = name.clone();
                 let app = Router::new()
                     .route("/", get(move || async move { body }))
-                    .route("/healthz", get(|| async { "ok" }));
+                    .route(
+                        "/healthz",
+                        get(move || {
+                            // Flapping: every other health check fails.
+                            let n = answered.fetch_add(1, Ordering::Relaxed);
+                            let failing = flap.load(Ordering::Relaxed) && n % 2 == 1;
+                            async move {
+                                if failing {
+                                    (StatusCode::SERVICE_UNAVAILABLE, "flapping")
+                                } else {
+                                    (StatusCode::OK, "ok")
+                                }
+                            }
+                        }),
+                    );
                 let stop = token.clone();
                 let http_task = tokio::spawn(async move {
                     axum::serve(http, app)
@@ -91,7 +114,13 @@ impl Servers {
         Ok(Self {
             cancel,
             thread: Some(thread),
+            flapping,
         })
+    }
+
+    /// Make /healthz alternate between 200 and 503 on every request.
+    pub fn set_flapping(&self, on: bool) {
+        self.flapping.store(on, Ordering::Relaxed);
     }
 
     pub fn stop(&mut self) {

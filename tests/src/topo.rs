@@ -85,14 +85,26 @@ impl Topology {
             sh(None, &format!("ip netns add {ns}"))?;
             // No duplicate address detection: addresses are usable at once.
             for key in ["all", "default"] {
-                sh(Some(ns), &format!("sysctl -qw net.ipv6.conf.{key}.accept_dad=0"))?;
-                sh(Some(ns), &format!("sysctl -qw net.ipv4.conf.{key}.rp_filter=0"))?;
+                sh(
+                    Some(ns),
+                    &format!("sysctl -qw net.ipv6.conf.{key}.accept_dad=0"),
+                )?;
+                sh(
+                    Some(ns),
+                    &format!("sysctl -qw net.ipv4.conf.{key}.rp_filter=0"),
+                )?;
             }
             sh(Some(ns), "ip link set lo up")?;
         }
         let (cl, rt, lb) = (&self.client, &self.router, &self.lb);
-        sh(None, &format!("ip link add c0 netns {cl} type veth peer name r-c netns {rt}"))?;
-        sh(None, &format!("ip link add {LB_IFACE} netns {lb} type veth peer name r-l netns {rt}"))?;
+        sh(
+            None,
+            &format!("ip link add c0 netns {cl} type veth peer name r-c netns {rt}"),
+        )?;
+        sh(
+            None,
+            &format!("ip link add {LB_IFACE} netns {lb} type veth peer name r-l netns {rt}"),
+        )?;
         sh(Some(rt), "ip link add br0 type bridge")?;
         sh(Some(rt), "sysctl -qw net.ipv4.ip_forward=1")?;
         sh(Some(rt), "sysctl -qw net.ipv6.conf.all.forwarding=1")?;
@@ -110,10 +122,18 @@ impl Topology {
         sh(Some(cl), "ethtool -K c0 tx off")?;
 
         for (i, ns) in self.backends.clone().iter().enumerate() {
-            sh(None, &format!("ip link add b0 netns {ns} type veth peer name r-b{i} netns {rt}"))?;
+            sh(
+                None,
+                &format!("ip link add b0 netns {ns} type veth peer name r-b{i} netns {rt}"),
+            )?;
             sh(Some(rt), &format!("ip link set r-b{i} master br0"))?;
             sh(Some(rt), &format!("ip link set r-b{i} up"))?;
-            addr(ns, "b0", &format!("{}/24", backend_v4(i)), &format!("{}/64", backend_v6(i)))?;
+            addr(
+                ns,
+                "b0",
+                &format!("{}/24", backend_v4(i)),
+                &format!("{}/64", backend_v6(i)),
+            )?;
             route(ns, "198.18.1.254", "2001:db8:1::fe")?;
             for vip in [VIP_V4, VIP_UDP] {
                 sh(Some(ns), &format!("ip addr add {vip}/32 dev lo"))?;

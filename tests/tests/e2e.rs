@@ -9,7 +9,10 @@ use lb_tests::{
     netns::sh,
     scenario::{backend_name, Options, Scenario},
 };
-use std::sync::Mutex;
+use std::{
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -27,7 +30,10 @@ fn rx_packets(ns: &str, dev: &str) -> Result<u64> {
         .ok_or_else(|| anyhow::anyhow!("no RX stats in {out}"))?;
     // Skip the header words up to the first number after "RX:".
     let numbers: Vec<u64> = fields[rx..].iter().filter_map(|f| f.parse().ok()).collect();
-    numbers.get(1).copied().ok_or_else(|| anyhow::anyhow!("no RX packets in {out}"))
+    numbers
+        .get(1)
+        .copied()
+        .ok_or_else(|| anyhow::anyhow!("no RX packets in {out}"))
 }
 
 #[test]
@@ -44,7 +50,11 @@ fn distribution_follows_weights_and_replies_bypass_the_balancer() -> Result<()> 
     let tally = sc.client.run(http_burst(web, 3000, 16))?;
     let rx_after = rx_packets(&sc.topo.lb, "l0")?;
     let after = sc.agent.status()?;
-    ensure!(tally.errors.is_empty(), "errors: {:?}", &tally.errors[..tally.errors.len().min(5)]);
+    ensure!(
+        tally.errors.is_empty(),
+        "errors: {:?}",
+        &tally.errors[..tally.errors.len().min(5)]
+    );
     ensure!(tally.total() == 3000, "{tally:?}");
     for (i, share) in [(0, 0.25), (1, 0.5), (2, 0.25)] {
         let got = tally.by_backend.get(&backend_name(i)).copied().unwrap_or(0) as f64 / 3000.0;
@@ -55,10 +65,18 @@ fn distribution_follows_weights_and_replies_bypass_the_balancer() -> Result<()> 
     }
     // DSR: the balancer sees the client's packets only. Each connection is at least 4 client
     // packets and 4 reply packets; the LB's interface received about the former.
-    let vip = |s: &lb_agent::admin::StatusReport| s.vips.iter().find(|v| v.name == "web").map_or(0, |v| v.packets);
+    let vip = |s: &lb_agent::admin::StatusReport| {
+        s.vips
+            .iter()
+            .find(|v| v.name == "web")
+            .map_or(0, |v| v.packets)
+    };
     let client_packets = vip(&after) - vip(&before);
     let received = rx_after - rx_before;
-    ensure!(client_packets >= 4 * 3000, "VIP counted {client_packets} packets");
+    ensure!(
+        client_packets >= 4 * 3000,
+        "VIP counted {client_packets} packets"
+    );
     ensure!(
         received < client_packets + client_packets / 4,
         "the balancer received {received} packets for {client_packets} client packets: replies went through it"
@@ -72,7 +90,10 @@ fn ipv6_and_udp_vips_end_to_end() -> Result<()> {
     let sc = Scenario::start("v", Options::default())?;
     let tally = sc.client.run(http_burst(sc.web6(), 300, 8))?;
     ensure!(tally.errors.is_empty() && tally.total() == 300, "{tally:?}");
-    ensure!(tally.by_backend.len() == 3, "IPv6 reaches every backend: {tally:?}");
+    ensure!(
+        tally.by_backend.len() == 3,
+        "IPv6 reaches every backend: {tally:?}"
+    );
     let udp = sc.udp();
     let answers = sc.client.run(async move {
         let mut names = std::collections::BTreeMap::new();
@@ -82,6 +103,491 @@ fn ipv6_and_udp_vips_end_to_end() -> Result<()> {
         }
         anyhow::Ok(names)
     })??;
-    ensure!(answers.len() == 3 && answers.values().sum::<u32>() == 150, "{answers:?}");
+    ensure!(
+        answers.len() == 3 && answers.values().sum::<u32>() == 150,
+        "{answers:?}"
+    );
+    Ok(())
+}
+
+/// Poll until backend `i` of `vip` reports `health`; the time it took.
+fn wait_health(
+    sc: &Scenario,
+    vip: &str,
+    i: usize,
+    health: &str,
+    limit: Duration,
+) -> Result<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if sc.health(vip, i)? == health {
+            return Ok(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    anyhow::bail!(
+        "{vip}/backend{i} not {health} after {limit:?}:\n{}",
+        sc.agent.log_text()
+    )
+}
+
+/// fall x interval + 1 s, the issue's bound for noticing a dead backend.
+fn detection_bound(o: &Options) -> Duration {
+    Duration::from_millis(o.fall as u64 * o.interval_ms + 1000)
+}
+
+/// The failover times (µs, decision to published table) the agent logged.
+fn logged_failovers(log: &str) -> Vec<u64> {
+    log.lines()
+        .filter_map(|l| l.split("failover_us=").nth(1))
+        .filter_map(|rest| {
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+#[test]
+fn failover_refused_and_blackholed_backends() -> Result<()> {
+    let _serial = serial();
+    let options = Options::default();
+    let mut sc = Scenario::start("f", options.clone())?;
+    let web = sc.web();
+    // Steady traffic while backend1's server stops.
+    let traffic = sc.client.rt_handle().spawn(lb_tests::client::http_paced(
+        web,
+        Duration::from_secs(4),
+        Duration::from_millis(10),
+    ));
+    std::thread::sleep(Duration::from_millis(800));
+    let stopped_at = Instant::now();
+    sc.stop_server(1);
+    let refused = wait_health(&sc, "web", 1, "down", detection_bound(&options))?;
+    let down_at = stopped_at + refused;
+    let results = sc.client.run(async move { traffic.await })??;
+    // After the agent marked it down (plus the time in-flight requests need), no request
+    // fails and none reaches backend1.
+    let settle = down_at.duration_since(stopped_at) + Duration::from_millis(200);
+    let mut late_errors = Vec::new();
+    let mut late_backend1 = 0;
+    let start_offset = stopped_at.duration_since(stopped_at);
+    for (at, r) in &results {
+        let after_stop = at
+            .checked_sub(Duration::from_millis(800))
+            .unwrap_or_default();
+        if after_stop > settle + start_offset {
+            match r {
+                Ok(name) if name == &backend_name(1) => late_backend1 += 1,
+                Ok(_) => {}
+                Err(e) => late_errors.push(format!("{e:#}")),
+            }
+        }
+    }
+    ensure!(
+        late_errors.is_empty(),
+        "errors after failover: {late_errors:?}"
+    );
+    ensure!(
+        late_backend1 == 0,
+        "{late_backend1} requests reached the stopped backend after failover"
+    );
+    ensure!(
+        results.iter().filter(|(_, r)| r.is_ok()).count() > 100,
+        "too little traffic"
+    );
+
+    // A blackholed backend (packets silently dropped) is found by check timeouts.
+    sc.topo.blackhole(2, true)?;
+    let blackholed = wait_health(
+        &sc,
+        "web",
+        2,
+        "down",
+        detection_bound(&options) + Duration::from_millis(options.timeout_ms),
+    )?;
+    let tally = sc.client.run(http_burst(web, 200, 8))?;
+    ensure!(tally.errors.is_empty(), "{:?}", tally.errors);
+    ensure!(
+        tally.by_backend.keys().all(|b| b == &backend_name(0)),
+        "{tally:?}"
+    );
+    let failovers = logged_failovers(&sc.agent.log_text());
+    println!(
+        "failover: refused backend marked down after {refused:?}, blackholed after {blackholed:?}; \
+         decision to published table: {failovers:?} µs"
+    );
+    ensure!(!failovers.is_empty(), "the agent logs its failover times");
+    Ok(())
+}
+
+#[test]
+fn recovery_rises_after_rise_checks_and_ramps_up_slowly() -> Result<()> {
+    let _serial = serial();
+    let options = Options {
+        slow_start_ms: 3000,
+        ..Options::default()
+    };
+    let mut sc = Scenario::start("r", options.clone())?;
+    sc.stop_server(0);
+    wait_health(&sc, "web", 0, "down", detection_bound(&options))?;
+    sc.start_server(0)?;
+    let rose = wait_health(
+        &sc,
+        "web",
+        0,
+        "up",
+        Duration::from_millis(options.rise as u64 * options.interval_ms + 1000),
+    )?;
+    let weight = |sc: &Scenario| -> Result<(u32, u32)> {
+        let s = sc.agent.status()?;
+        let b = s
+            .vips
+            .iter()
+            .find(|v| v.name == "web")
+            .and_then(|v| v.backends.first())
+            .cloned();
+        let b = b.ok_or_else(|| anyhow::anyhow!("no backend"))?;
+        Ok((b.effective_weight, b.slots))
+    };
+    let (w_early, slots_early) = weight(&sc)?;
+    let web = sc.web();
+    let early = sc.client.run(http_burst(web, 600, 8))?;
+    std::thread::sleep(Duration::from_millis(3200));
+    let (w_late, slots_late) = weight(&sc)?;
+    let late = sc.client.run(http_burst(web, 600, 8))?;
+    let share =
+        |t: &lb_tests::client::Tally| t.by_backend.get(&backend_name(0)).copied().unwrap_or(0);
+    println!(
+        "recovery: up after {rose:?}; weight {w_early} ({slots_early} slots, {} of 600) -> {w_late} ({slots_late} slots, {} of 600)",
+        share(&early),
+        share(&late)
+    );
+    ensure!(
+        w_early < 100 && slots_early < slots_late,
+        "ramp: {w_early}/{slots_early} -> {w_late}/{slots_late}"
+    );
+    ensure!(w_late == 100, "full weight after the window");
+    ensure!(
+        share(&early) < share(&late),
+        "share grows: {early:?} -> {late:?}"
+    );
+    ensure!(early.errors.is_empty() && late.errors.is_empty());
+    Ok(())
+}
+
+#[test]
+fn long_lived_connections_survive_removal_addition_and_reload() -> Result<()> {
+    let _serial = serial();
+    let options = Options {
+        backends: 4,
+        weights: vec![100, 100, 100, 0],
+        ..Options::default()
+    };
+    let sc = Scenario::start("p", options)?;
+    let long = sc.long();
+    let conns = sc.client.run(lb_tests::client::LongLived::open(
+        long,
+        30,
+        Duration::from_millis(50),
+    ))??;
+    std::thread::sleep(Duration::from_millis(500));
+    let names = conns.backend_names();
+    let on_removed: usize = names
+        .iter()
+        .filter(|n| n.as_deref() == Some("backend0"))
+        .count();
+    ensure!(names.iter().all(|n| n.is_some()), "{names:?}");
+    // Remove backend0, then add backend3, then reload an unchanged file.
+    for weights in [
+        vec![0, 100, 100, 0],
+        vec![0, 100, 100, 100],
+        vec![0, 100, 100, 100],
+    ] {
+        sc.write_config(&weights)?;
+        sc.agent.post("/reload")?;
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    let exchanges = conns.exchanges.load(std::sync::atomic::Ordering::Relaxed);
+    let failures = sc.client.run(conns.close())?;
+    // Only connections that were on the removed backend may have failed.
+    let others: Vec<&String> = failures
+        .iter()
+        .filter(|f| {
+            let idx: usize = f
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.trim_end_matches(':').parse().ok())
+                .unwrap_or(usize::MAX);
+            names.get(idx).and_then(|n| n.as_deref()) != Some("backend0")
+        })
+        .collect();
+    println!("persistence: {} connections, {on_removed} on the removed backend, {exchanges} exchanges, failures {failures:?}", names.len());
+    ensure!(
+        others.is_empty(),
+        "connections on healthy backends failed: {others:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn drained_backend_keeps_connections_and_gets_no_new_ones() -> Result<()> {
+    let _serial = serial();
+    let sc = Scenario::start("n", Options::default())?;
+    let long = sc.long();
+    let conns = sc.client.run(lb_tests::client::LongLived::open(
+        long,
+        24,
+        Duration::from_millis(50),
+    ))??;
+    std::thread::sleep(Duration::from_millis(400));
+    let names = conns.backend_names();
+    let drained = names
+        .iter()
+        .filter(|n| n.as_deref() == Some("backend1"))
+        .count();
+    ensure!(drained > 0, "some connection is on backend1: {names:?}");
+    sc.agent.post(&format!(
+        "/vips/long/backends/{}/drain",
+        lb_tests::topo::backend_v4(1)
+    ))?;
+    let fresh = sc.client.run(lb_tests::client::LongLived::open(
+        long,
+        60,
+        Duration::from_millis(50),
+    ))??;
+    std::thread::sleep(Duration::from_millis(1000));
+    let fresh_names = fresh.backend_names();
+    let fresh_failures = sc.client.run(fresh.close())?;
+    let failures = sc.client.run(conns.close())?;
+    ensure!(
+        failures.is_empty(),
+        "existing connections failed: {failures:?}"
+    );
+    ensure!(fresh_failures.is_empty(), "{fresh_failures:?}");
+    ensure!(
+        fresh_names.iter().all(|n| n.as_deref() != Some("backend1")),
+        "a new connection reached the drained backend: {fresh_names:?}"
+    );
+    println!("drain: {drained} connections kept on the drained backend, 60 new ones elsewhere");
+    Ok(())
+}
+
+#[test]
+fn agent_crash_keeps_forwarding_and_the_restart_adopts_state() -> Result<()> {
+    let _serial = serial();
+    let mut sc = Scenario::start("k", Options::default())?;
+    let long = sc.long();
+    let conns = sc.client.run(lb_tests::client::LongLived::open(
+        long,
+        20,
+        Duration::from_millis(50),
+    ))??;
+    std::thread::sleep(Duration::from_millis(300));
+    sc.agent.kill9()?;
+    // No agent at all: the pinned program keeps forwarding new and old connections.
+    let during = sc.client.run(http_burst(sc.web(), 300, 8))?;
+    ensure!(
+        during.errors.is_empty() && during.total() == 300,
+        "{during:?}"
+    );
+    let config = sc.config_path.clone();
+    sc.agent = lb_tests::agentproc::Agent::start(&sc.topo, &config)?;
+    ensure!(
+        sc.agent.log_text().contains("adopted"),
+        "restart adopts the pinned state:\n{}",
+        sc.agent.log_text()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let after = sc.client.run(http_burst(sc.web(), 300, 8))?;
+    let failures = sc.client.run(conns.close())?;
+    ensure!(
+        failures.is_empty(),
+        "established connections broke: {failures:?}"
+    );
+    ensure!(
+        after.errors.is_empty() && after.by_backend.len() == 3,
+        "{after:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn bad_config_and_malformed_flood_leave_the_balancer_working() -> Result<()> {
+    let _serial = serial();
+    let sc = Scenario::start("m", Options::default())?;
+    let before = sc.agent.status()?;
+    // An invalid file: rejected with a clear error, the running configuration stays.
+    let good = std::fs::read_to_string(&sc.config_path)?;
+    std::fs::write(
+        &sc.config_path,
+        good.replace("table_size", "table_sise")
+            .replace("max_vips = 8", "max_vips = \"eight\""),
+    )?;
+    let err = sc
+        .agent
+        .post("/reload")
+        .expect_err("invalid config must be rejected");
+    ensure!(format!("{err:#}").contains("max_vips"), "{err:#}");
+    sc.agent.hup()?;
+    std::thread::sleep(Duration::from_millis(300));
+    ensure!(
+        sc.agent.log_text().contains("reload rejected"),
+        "{}",
+        sc.agent.log_text()
+    );
+    std::fs::write(&sc.config_path, &good)?;
+    ensure!(sc.agent.status()?.vips.len() == before.vips.len());
+    // A bounded flood of broken frames at the balancer's interface, with legitimate traffic.
+    let mac_line = sh(Some(&sc.topo.lb), "ip -o link show l0")?;
+    let mac_text = mac_line
+        .split("link/ether ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or("");
+    let mac: Vec<u8> = mac_text
+        .split(':')
+        .filter_map(|h| u8::from_str_radix(h, 16).ok())
+        .collect();
+    ensure!(mac.len() == 6, "LB MAC from {mac_line}");
+    let frames = lb_tests::inject::malformed_frames(
+        mac.try_into().unwrap_or([0; 6]),
+        lb_tests::topo::VIP_V4.octets(),
+        20_000,
+        7,
+    );
+    let verdicts = |s: &lb_agent::admin::StatusReport| -> u64 {
+        s.counters
+            .iter()
+            .filter(|(k, _)| {
+                k.starts_with("pass_")
+                    || k.starts_with("drop_")
+                    || *k == "forwarded"
+                    || *k == "icmp_too_big_sent"
+            })
+            .map(|(_, v)| *v)
+            .sum()
+    };
+    let counted_before = verdicts(&sc.agent.status()?);
+    let web = sc.web();
+    let legit = sc.client.rt_handle().spawn(http_burst(web, 500, 4));
+    let sent = lb_tests::inject::inject(&sc.topo.router, "r-l", frames)?;
+    let legit = sc.client.run(async move { legit.await })??;
+    std::thread::sleep(Duration::from_millis(300));
+    let after = sc.agent.status()?;
+    ensure!(sent == 20_000, "sent {sent}");
+    ensure!(
+        legit.errors.is_empty() && legit.total() == 500,
+        "legitimate traffic hurt: {legit:?}"
+    );
+    let counted = verdicts(&after) - counted_before;
+    ensure!(
+        counted >= sent as u64,
+        "counters account for {counted} of {sent} frames"
+    );
+    for reason in [
+        "drop_malformed",
+        "drop_fragment",
+        "drop_ipv4_options",
+        "pass_malformed",
+    ] {
+        ensure!(
+            after.counters[reason] > 0,
+            "{reason} = 0: {:?}",
+            after.counters
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn all_backends_down_follows_the_policy_and_recovers() -> Result<()> {
+    let _serial = serial();
+    for policy in ["drop", "fail-open"] {
+        let options = Options {
+            all_down: policy,
+            ..Options::default()
+        };
+        let mut sc = Scenario::start(if policy == "drop" { "ad" } else { "ao" }, options.clone())?;
+        for i in 0..3 {
+            sc.stop_server(i);
+        }
+        for i in 0..3 {
+            wait_health(&sc, "web", i, "down", detection_bound(&options))?;
+        }
+        let before = sc.agent.status()?;
+        let down = sc.client.run(http_burst(sc.web(), 20, 4))?;
+        let after = sc.agent.status()?;
+        ensure!(down.total() == 0, "{policy}: nothing answers: {down:?}");
+        let delta = |k: &str| after.counters[k] - before.counters[k];
+        let web = after
+            .vips
+            .iter()
+            .find(|v| v.name == "web")
+            .ok_or_else(|| anyhow::anyhow!("web"))?;
+        if policy == "drop" {
+            ensure!(
+                delta("drop_no_backend") > 0 && !web.serving,
+                "drop: {:?}",
+                after.counters
+            );
+        } else {
+            // Fail-open keeps forwarding to every backend (which refuse: their servers stopped).
+            ensure!(
+                delta("forwarded") > 0 && web.serving,
+                "fail-open: {:?}",
+                after.counters
+            );
+        }
+        sc.start_server(2)?;
+        wait_health(&sc, "web", 2, "up", Duration::from_secs(3))?;
+        let back = sc.client.run(http_burst(sc.web(), 100, 4))?;
+        ensure!(
+            back.errors.is_empty() && back.by_backend.keys().all(|b| b == &backend_name(2)),
+            "{policy}: {back:?}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn flapping_backend_causes_no_table_churn() -> Result<()> {
+    let _serial = serial();
+    let sc = Scenario::start("l", Options::default())?;
+    let generation = |sc: &Scenario| -> Result<u64> {
+        Ok(sc
+            .agent
+            .status()?
+            .vips
+            .iter()
+            .find(|v| v.name == "web")
+            .map_or(0, |v| v.table_generation))
+    };
+    let before = generation(&sc)?;
+    if let Some(s) = &sc.servers[1] {
+        s.set_flapping(true);
+    }
+    // 4 s at a 200 ms interval: ~20 alternating results, never rise=2 or fall=3 in a row.
+    std::thread::sleep(Duration::from_secs(4));
+    let after = generation(&sc)?;
+    let status = sc.agent.status()?;
+    let b1 = status
+        .vips
+        .iter()
+        .find(|v| v.name == "web")
+        .and_then(|v| v.backends.get(1))
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("b1"))?;
+    ensure!(
+        b1.checks_failed >= 5 && b1.checks_ok >= 5,
+        "flapping checks: {b1:?}"
+    );
+    ensure!(
+        after == before,
+        "table republished {} times while flapping",
+        after - before
+    );
+    ensure!(b1.health == "up");
     Ok(())
 }
