@@ -61,6 +61,7 @@ pub enum Command {
     },
     /// Validate a configuration file and print it with every default filled in
     Check {
+        /// Configuration file (TOML)
         #[arg(long, short)]
         config: PathBuf,
     },
@@ -79,10 +80,10 @@ pub enum Command {
         /// Backend address
         backend: IpAddr,
         #[command(flatten)]
-        client: ClientArgs,
+        client: AdminArgs,
     },
     /// Make the running agent re-read its configuration file
-    Reload(ClientArgs),
+    Reload(AdminArgs),
     /// Check this host for the setup mistakes that break XDP balancers (one line each)
     #[command(
         long_about = "Check this host, one line per check with OK, WARN or FAIL and \
@@ -92,8 +93,10 @@ pub enum Command {
         settings. Exits non-zero if any check FAILs."
     )]
     Doctor {
+        /// Interface to check (default: agent.interface of --config)
         #[arg(long)]
         iface: Option<String>,
+        /// Configuration to check against (MTU, gateway MAC, VIPs, pin path)
         #[arg(long, short)]
         config: Option<PathBuf>,
         /// Run the backend-side checks
@@ -114,14 +117,21 @@ pub enum BackendAction {
     Enable,
 }
 
+/// Where the running agent's admin endpoint is.
 #[derive(Args, Debug)]
-pub struct ClientArgs {
+pub struct AdminArgs {
     /// Admin address of the running agent (default: admin_listen of --config, else 127.0.0.1:9300)
     #[arg(long)]
     pub admin: Option<SocketAddr>,
     /// Configuration file to take admin_listen from
     #[arg(long, short)]
     pub config: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct ClientArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
     /// Print JSON instead of text
     #[arg(long)]
     pub json: bool,
@@ -137,11 +147,13 @@ pub struct DecapArgs {
 pub enum DecapAction {
     /// Attach the decap program to IFACE through a pinned link (stays after this command exits)
     Attach {
+        /// Backend interface that receives the encapsulated packets
         #[arg(long)]
         iface: String,
         /// Extra local addresses to decapsulate for (default: every address on IFACE)
         #[arg(long)]
         address: Vec<IpAddr>,
+        /// XDP mode: native (driver), skb (generic), or auto (native, else skb)
         #[arg(long, value_enum, default_value_t = ModeArg::Auto)]
         mode: ModeArg,
         /// bpffs directory for the pinned link
@@ -150,8 +162,10 @@ pub enum DecapAction {
     },
     /// Detach the decap program from IFACE
     Detach {
+        /// Interface to detach from
         #[arg(long)]
         iface: String,
+        /// bpffs directory of the pinned link
         #[arg(long, default_value = "/sys/fs/bpf/lb-decap")]
         pin_dir: PathBuf,
     },
@@ -192,7 +206,7 @@ pub async fn execute(cli: Cli) -> Result<i32> {
         }
         Command::Decap(args) => decap(args.action).await.map(|()| 0),
         Command::Status(args) => {
-            let report = admin::fetch_status(admin_addr(&args)?).await?;
+            let report = admin::fetch_status(admin_addr(&args.admin)?).await?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -201,7 +215,7 @@ pub async fn execute(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Stats(args) => {
-            let report = admin::fetch_status(admin_addr(&args)?).await?;
+            let report = admin::fetch_status(admin_addr(&args.admin)?).await?;
             if args.json {
                 let stats = serde_json::json!({
                     "counters": report.counters,
@@ -256,7 +270,7 @@ pub async fn execute(cli: Cli) -> Result<i32> {
     }
 }
 
-fn admin_addr(args: &ClientArgs) -> Result<SocketAddr> {
+fn admin_addr(args: &AdminArgs) -> Result<SocketAddr> {
     if let Some(addr) = args.admin {
         return Ok(addr);
     }

@@ -339,9 +339,14 @@ fn client_commands_help() {
                 "admin_listen",
                 "--config <CONFIG>",
                 "-c,",
-                "--json",
             ],
             &format!("lb-agent {command} --help"),
+        );
+        // Only the commands that print a report offer JSON.
+        assert_eq!(
+            help.contains("--json"),
+            command != "reload",
+            "{command}: {help}"
         );
     }
 }
