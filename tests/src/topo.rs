@@ -18,10 +18,7 @@
 
 use crate::netns::{run_in, sh};
 use anyhow::{Context, Result};
-use lb_agent::{
-    config::XdpMode,
-    dataplane::{Decap, DECAP_PROGRAM, PASS_PROGRAM},
-};
+use lb_agent::dataplane::{Decap, DECAP_PROGRAM, PASS_PROGRAM};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 pub const CLIENT_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 2);
@@ -166,7 +163,6 @@ impl Topology {
             Ok(d)
         })?;
         self.programs.push(pass);
-        let _ = XdpMode::Native;
         Ok(())
     }
 

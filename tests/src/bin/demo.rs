@@ -13,11 +13,7 @@ use lb_tests::{
 use std::time::{Duration, Instant};
 
 fn bar(n: u64, total: u64) -> String {
-    let width = if total == 0 {
-        0
-    } else {
-        (n * 40 / total) as usize
-    };
+    let width = (n * 40).checked_div(total).unwrap_or(0) as usize;
     format!("{:<40}", "#".repeat(width))
 }
 
