@@ -123,8 +123,8 @@ pub enum HashMode {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AllDown {
-    /// Keep sending to every non-disabled backend: a health-check outage does not take the
-    /// service down.
+    /// Keep sending to every active backend (not drained or disabled) whatever its health: a
+    /// health-check outage does not take the service down.
     #[default]
     FailOpen,
     Drop,

@@ -59,6 +59,8 @@ struct VipRt {
 pub struct Setup {
     pub config: Config,
     pub config_path: PathBuf,
+    /// `--iface`, which replaces agent.interface of every (re)loaded file.
+    pub interface_override: Option<String>,
     pub interface: String,
     pub gateway_mac: [u8; 6],
 }
@@ -68,6 +70,7 @@ pub struct Controller {
     config: Config,
     config_path: PathBuf,
     interface: String,
+    interface_override: Option<String>,
     gateway_mac: [u8; 6],
     attachment: Option<Attachment>,
     vips: BTreeMap<String, VipRt>,
@@ -89,6 +92,7 @@ impl Controller {
             config: setup.config.clone(),
             config_path: setup.config_path,
             interface: setup.interface,
+            interface_override: setup.interface_override,
             gateway_mac: setup.gateway_mac,
             attachment: None,
             vips: BTreeMap::new(),
@@ -243,7 +247,7 @@ impl Controller {
         id: u32,
         generation: u32,
     ) -> BackendRt {
-        let checker = self.start_checker(vip, b.address);
+        let checker = self.start_checker(vip, b.address, Health::Up);
         BackendRt {
             cfg: b.clone(),
             id,
@@ -261,7 +265,14 @@ impl Controller {
         }
     }
 
-    fn start_checker(&self, vip: &VipConfig, backend: IpAddr) -> Option<CancellationToken> {
+    /// `initial`: the health the checker starts from (a replaced checker keeps the old one, so
+    /// a backend that is down must still rise to come back).
+    fn start_checker(
+        &self,
+        vip: &VipConfig,
+        backend: IpAddr,
+        initial: Health,
+    ) -> Option<CancellationToken> {
         let hc = &vip.health_check;
         if hc.kind == CheckKind::None {
             return None;
@@ -281,7 +292,7 @@ impl Controller {
             vip.name.clone(),
             backend,
             spec,
-            Health::Up,
+            initial,
             self.reports.clone(),
             token.clone(),
         );
@@ -409,7 +420,9 @@ impl Controller {
             ),
         }
         if !vip.serving {
-            warn!("no backend can serve: all_down = drop, packets to this VIP are dropped");
+            warn!(
+                "no backend can serve (down, drained or disabled): packets to this VIP are dropped"
+            );
         }
         Ok(())
     }
@@ -528,7 +541,10 @@ impl Controller {
     pub fn reload(&mut self) -> Result<String> {
         let span = info_span!("reload", path = %self.config_path.display());
         let _enter = span.enter();
-        let new = config::load(&self.config_path).context("the running configuration stays")?;
+        let mut new = config::load(&self.config_path).context("the running configuration stays")?;
+        if let Some(iface) = &self.interface_override {
+            new.agent.interface = iface.clone();
+        }
         restart_only_fields_unchanged(&self.config.agent, &new.agent)?;
         if new.agent != self.config.agent {
             self.write_lb_config(&new.agent)?;
@@ -643,7 +659,12 @@ impl Controller {
                     info!(vip = %cfg.name, backend = %addr, "backend added");
                 }
                 Some(before) => {
-                    let restart = checks_changed.then(|| self.start_checker(cfg, *addr));
+                    let current = self
+                        .vips
+                        .get(&cfg.name)
+                        .and_then(|v| v.backends.get(addr))
+                        .map_or(Health::Up, |b| b.health);
+                    let restart = checks_changed.then(|| self.start_checker(cfg, *addr, current));
                     let disable = before.state != bcfg.state && bcfg.state == AdminState::Disabled;
                     if let Some(b) = self
                         .vips

@@ -52,8 +52,8 @@ pub fn ensure_bpffs() -> Result<()> {
 
 pub async fn run(config_path: &Path, iface: Option<String>, detach_on_exit: bool) -> Result<()> {
     let mut cfg = config::load(config_path)?;
-    if let Some(iface) = iface {
-        cfg.agent.interface = iface;
+    if let Some(iface) = &iface {
+        cfg.agent.interface = iface.clone();
     }
     let agent = cfg.agent.clone();
     ensure_bpffs()?;
@@ -79,6 +79,7 @@ pub async fn run(config_path: &Path, iface: Option<String>, detach_on_exit: bool
         Setup {
             config: cfg,
             config_path: config_path.to_path_buf(),
+            interface_override: iface,
             interface: agent.interface.clone(),
             gateway_mac,
         },

@@ -87,8 +87,13 @@ const PINNED_MAPS: [&str; 11] = [
     "BACKEND_STATS",
 ];
 
-/// Name of the pinned XDP link inside the pin directory.
-const LINK_PIN: &str = "xdp_link";
+/// The pinned XDP link inside the pin directory is named after its interface, so a restart on
+/// another interface attaches afresh instead of adopting a link that serves the old one.
+const LINK_PIN_PREFIX: &str = "xdp_link_";
+
+fn link_pin(dir: &std::path::Path, iface: &str) -> PathBuf {
+    dir.join(format!("{LINK_PIN_PREFIX}{iface}"))
+}
 
 /// How the program ended up attached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -266,8 +271,19 @@ impl Balancer {
     /// program is swapped atomically, forwarding never stops), else afresh in `mode` and, with
     /// a pin directory, pinned so it outlives this process.
     pub fn attach(&mut self, iface: &str, mode: crate::config::XdpMode) -> Result<Attachment> {
-        let link_pin = self.options.pin_dir.as_ref().map(|d| d.join(LINK_PIN));
-        attach_xdp(self.program(LB_PROGRAM)?, iface, mode, link_pin.as_deref())
+        let pin = self.options.pin_dir.as_ref().map(|d| link_pin(d, iface));
+        if let Some(dir) = &self.options.pin_dir {
+            for other in pinned_links(dir)? {
+                if Some(&other) != pin.as_ref() {
+                    tracing::warn!(
+                        link = %other.display(),
+                        "a balancer link for another interface is still pinned (and forwarding); \
+                         remove that file to detach it"
+                    );
+                }
+            }
+        }
+        attach_xdp(self.program(LB_PROGRAM)?, iface, mode, pin.as_deref())
     }
 
     /// All backend slots in use: id and entry.
@@ -533,19 +549,33 @@ fn check_pinned_sizes(ebpf: &Ebpf, options: &LoadOptions, slots: u32) -> Result<
         if have != want {
             bail!(
                 "the pinned map {name} holds {have} entries but the configuration asks for {want} \
-                 (table_size, max_vips or conn_table_size changed): stop the agent with \
-                 --detach-on-exit, or remove the pin directory, to start afresh (this drops the \
-                 connection table)"
+                 (table_size, max_vips or conn_table_size changed): keep the old sizes, or remove \
+                 the pin directory {} to start afresh (this drops the connection table)",
+                options
+                    .pin_dir
+                    .as_ref()
+                    .map_or(String::new(), |d| d.display().to_string())
             );
         }
     }
     Ok(())
 }
 
-/// Remove the pinned link (detaching the program) and the pinned maps.
+/// Balancer links pinned in `dir`, whatever their interface.
+fn pinned_links(dir: &std::path::Path) -> Result<Vec<PathBuf>> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(Vec::new());
+    };
+    Ok(entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(LINK_PIN_PREFIX))
+        .map(|e| e.path())
+        .collect())
+}
+
+/// Remove the pinned links (detaching the program) and the pinned maps.
 pub fn unpin_all(pin_dir: &std::path::Path) -> Result<()> {
-    let link = pin_dir.join(LINK_PIN);
-    if link.exists() {
+    for link in pinned_links(pin_dir)? {
         detach_pinned(&link)?;
     }
     for name in PINNED_MAPS {

@@ -122,6 +122,7 @@ fn start(pins: &Pins, config_dir: &Path, text: &str) -> Result<Agent> {
         Setup {
             config,
             config_path: config_path.clone(),
+            interface_override: None,
             interface: "lo".into(),
             gateway_mac: [2, 0, 0, 0, 0, 0xfe],
         },

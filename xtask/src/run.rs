@@ -26,6 +26,8 @@ pub fn bench(args: &[String]) -> Result<()> {
 /// Builds everything (release; the demo starts the agent binary), then
 /// `cargo run --release -p lb-tests --bin demo -- [--keep]`.
 pub fn demo(keep: bool) -> Result<()> {
+    // One command from a fresh machine: install what is missing first.
+    crate::setup::setup()?;
     build(true)?;
     let ebpf = crate::build::ebpf_dir(true);
     let mut c = cargo_with_ebpf(&ebpf);
