@@ -403,6 +403,12 @@ fn malformed_ipv4_frames_get_their_deliberate_verdicts() -> Result<()> {
     short_tcp[L3 + 2..L3 + 4].copy_from_slice(&30u16.to_be_bytes());
     fix_ipv4_checksum(&mut short_tcp);
     assert_dropped(&mut lab, &short_tcp, Stat::DropMalformed)?;
+    // UDP header cut short.
+    let udp = frames::udp4(CLIENT, 5353, WEB, 53, b"q");
+    let mut short_udp = udp[..L3 + 20 + 4].to_vec();
+    short_udp[L3 + 2..L3 + 4].copy_from_slice(&24u16.to_be_bytes());
+    fix_ipv4_checksum(&mut short_udp);
+    assert_dropped(&mut lab, &short_udp, Stat::DropMalformed)?;
     // Frame cut short: total length runs past the end of the frame.
     assert_dropped(&mut lab, &good[..good.len() - 4], Stat::DropMalformed)?;
     // IHL below 5.
