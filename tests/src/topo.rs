@@ -239,5 +239,7 @@ impl Drop for Topology {
         let pins = self.pin_dir();
         let _ = lb_agent::dataplane::unpin_all(&pins);
         let _ = std::fs::remove_dir(&pins);
+        // The scenario's configuration and agent log.
+        let _ = std::fs::remove_dir_all(std::env::temp_dir().join(&self.prefix));
     }
 }
