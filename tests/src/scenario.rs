@@ -137,9 +137,9 @@ impl Scenario {
 
 /// The agent configuration for a topology. A weight of 0 leaves the backend out.
 pub fn config_text(topo: &Topology, o: &Options, weights: &[u32]) -> String {
-    let check = |kind: &str, port: u16| {
+    let check = |vip: &str, kind: &str, port: u16| {
         format!(
-            "[vip.health_check]\nkind = \"{kind}\"\nport = {port}\npath = \"/healthz\"\ninterval_ms = {}\ntimeout_ms = {}\nrise = {}\nfall = {}\n",
+            "[vip.health_check]\nkind = \"{kind}\"\nport = {port}\npath = \"/healthz?vip={vip}\"\ninterval_ms = {}\ntimeout_ms = {}\nrise = {}\nfall = {}\n",
             o.interval_ms, o.timeout_ms, o.rise, o.fall
         )
     };
@@ -177,7 +177,7 @@ pub fn config_text(topo: &Topology, o: &Options, weights: &[u32]) -> String {
             o.all_down
         ));
         let check_port = if kind == "tcp" { LONG_PORT } else { HTTP_PORT };
-        text.push_str(&check(kind, check_port));
+        text.push_str(&check(name, kind, check_port));
         text.push_str(&backends(v6));
     }
     text

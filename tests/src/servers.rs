@@ -3,11 +3,16 @@
 
 use crate::netns::enter;
 use anyhow::{Context, Result};
-use axum::{http::StatusCode, routing::get, Router};
+use axum::{
+    http::{StatusCode, Uri},
+    routing::get,
+    Router,
+};
 use std::{
+    collections::HashMap,
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc,
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
     },
     thread::JoinHandle,
 };
@@ -32,7 +37,12 @@ impl Servers {
     pub fn start(ns: &str, name: &str) -> Result<Self> {
         let cancel = CancellationToken::new();
         let flapping = Arc::new(AtomicBool::new(false));
-        let (flap, answered) = (flapping.clone(), Arc::new(AtomicU64::new(0)));
+        // Answers per health-check path: each VIP's checker (its own `?vip=` query) sees a
+        // strict alternation of its own, whatever the other checkers of this server do.
+        let (flap, answered) = (
+            flapping.clone(),
+            Arc::new(Mutex::new(HashMap::<String, u64>::new())),
+        );
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<()>>();
         let (ns, name, token) = (ns.to_string(), name.to_string(), cancel.clone());
         let thread = std::thread::spawn(move || -> Result<()> {
@@ -51,10 +61,12 @@ impl Servers {
                     .route("/", get(move || async move { body }))
                     .route(
                         "/healthz",
-                        get(move || {
-                            // Flapping: every other health check fails.
-                            let n = answered.fetch_add(1, Ordering::Relaxed);
-                            let failing = flap.load(Ordering::Relaxed) && n % 2 == 1;
+                        get(move |uri: Uri| {
+                            // Flapping: every other health check of each checker fails.
+                            let mut counts = answered.lock().unwrap_or_else(|p| p.into_inner());
+                            let n = counts.entry(uri.query().unwrap_or("").to_string()).or_insert(0);
+                            *n += 1;
+                            let failing = flap.load(Ordering::Relaxed) && *n % 2 == 0;
                             async move {
                                 if failing {
                                     (StatusCode::SERVICE_UNAVAILABLE, "flapping")
@@ -118,7 +130,7 @@ impl Servers {
         })
     }
 
-    /// Make /healthz alternate between 200 and 503 on every request.
+    /// Make /healthz alternate between 200 and 503 on every request of each checker.
     pub fn set_flapping(&self, on: bool) {
         self.flapping.store(on, Ordering::Relaxed);
     }
