@@ -116,11 +116,7 @@ impl Controller {
                 ctl.dp.remove_vip(&key)?;
             }
         }
-        let used: BTreeSet<u32> = ctl
-            .vips
-            .values()
-            .flat_map(|v| v.backends.values().map(|b| b.id))
-            .collect();
+        let used = ctl.used_backend_ids();
         for (id, backend) in ctl.dp.backends_in_use()? {
             if !used.contains(&id) {
                 ctl.free_backend(id, backend.generation)?;

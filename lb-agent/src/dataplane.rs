@@ -158,11 +158,7 @@ fn take<T: TryFrom<Map, Error = aya::maps::MapError>>(ebpf: &mut Ebpf, name: &st
 }
 
 fn load_xdp(ebpf: &mut Ebpf, name: &str) -> Result<()> {
-    let prog: &mut Xdp = ebpf
-        .program_mut(name)
-        .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
-        .try_into()
-        .with_context(|| format!("{name} is not an XDP program"))?;
+    let prog = xdp(ebpf, name)?;
     // The error's Display carries the verifier log, so a rejected change fails with it.
     prog.load()
         .with_context(|| format!("the verifier rejected {name}"))
@@ -231,7 +227,7 @@ impl Balancer {
             _ => bail!("map MAGLEV missing or not an array"),
         };
         let tables = TableWriter::new(maglev, options.table_size, options.max_vips)?;
-        Ok(Self {
+        let mut balancer = Self {
             config: take(&mut ebpf, "CONFIG")?,
             vips: take(&mut ebpf, "VIPS")?,
             vip_addrs: take(&mut ebpf, "VIP_ADDRS")?,
@@ -247,13 +243,11 @@ impl Balancer {
             options,
             adopted,
             ebpf,
-        })
-        .and_then(|mut balancer| {
-            if adopted {
-                balancer.addr_filter_words = balancer.read_filter()?;
-            }
-            Ok(balancer)
-        })
+        };
+        if adopted {
+            balancer.addr_filter_words = balancer.read_filter()?;
+        }
+        Ok(balancer)
     }
 
     /// Whether the maps came from an earlier agent's pins.

@@ -104,16 +104,7 @@ impl Lab {
 
     /// Publish a table built by the agent's Maglev builder for `backends`.
     pub fn set_backends(&mut self, key: &VipKey, backends: &[u32]) -> Result<()> {
-        let members: Vec<MaglevBackend> = backends
-            .iter()
-            .map(|id| MaglevBackend {
-                name: BACKENDS[*id as usize].to_string(),
-                id: *id,
-                weight: 1,
-            })
-            .collect();
-        let table = build_table(&members, DEFAULT_TABLE_SIZE)?;
-        self.lb.publish_table(key, &table)?;
+        self.lb.publish_table(key, &equal_table(backends)?)?;
         Ok(())
     }
 
@@ -133,16 +124,7 @@ impl Lab {
 
     /// Maglev's choice for `flow` among `backends` (what a fresh lookup must return).
     pub fn predict(&self, key: &VipKey, flow: &FlowKey, backends: &[u32]) -> Result<u32> {
-        let members: Vec<MaglevBackend> = backends
-            .iter()
-            .map(|id| MaglevBackend {
-                name: BACKENDS[*id as usize].to_string(),
-                id: *id,
-                weight: 1,
-            })
-            .collect();
-        let table = build_table(&members, DEFAULT_TABLE_SIZE)?;
-        self.table_backend(key, flow, &table)
+        self.table_backend(key, flow, &equal_table(backends)?)
     }
 
     /// The 5-tuple hash that varies the outer header (whatever the VIP hashes its table on).
@@ -154,6 +136,19 @@ impl Lab {
     pub fn run(&mut self, frame: &[u8]) -> Result<(u32, Vec<u8>)> {
         run_once(self.lb.program(LB_PROGRAM)?, frame)
     }
+}
+
+/// The agent's Maglev table for `backends` (lab ids) with equal weights.
+fn equal_table(backends: &[u32]) -> Result<Vec<u32>> {
+    let members: Vec<MaglevBackend> = backends
+        .iter()
+        .map(|id| MaglevBackend {
+            name: BACKENDS[*id as usize].to_string(),
+            id: *id,
+            weight: 1,
+        })
+        .collect();
+    build_table(&members, DEFAULT_TABLE_SIZE)
 }
 
 /// The flow key the data path derives from a client frame (untagged or tagged).
