@@ -57,6 +57,20 @@ pub const PACKAGES: &[Package] = &[
         command: "nft",
         package: "nftables",
     },
+    // BGP: the agent announces VIPs through BIRD; the fleet tests run BIRD on the router too.
+    Package {
+        command: "birdc",
+        package: "bird2",
+    },
+    // Benchmarks: the proxy users would pick instead, and the HTTP load generator.
+    Package {
+        command: "haproxy",
+        package: "haproxy",
+    },
+    Package {
+        command: "wrk",
+        package: "wrk",
+    },
 ];
 
 /// Where sbin tools live even when a non-root `PATH` omits them.
