@@ -5,6 +5,7 @@
 //! this tool. lb-agent embeds the eBPF objects found in `$LB_EBPF_DIR`, which
 //! every command here sets.
 
+mod bench;
 mod build;
 mod cmd;
 mod paths;
@@ -91,13 +92,21 @@ enum Task {
         args: Vec<String>,
     },
 
-    /// Build the eBPF objects, then run the benchmark binary
-    #[command(long_about = "Run build-ebpf, then \
-        `cargo run --release -p lb-tests --bin bench -- [ARGS]` with LB_EBPF_DIR set.")]
+    /// Build (release), then run the benchmark suite or some of its parts
+    #[command(
+        long_about = "Run build (release), build lb-tests' binaries, then each \
+        benchmark part's binary in turn; each prints one Markdown section. Parts: datapath, \
+        conntrack, forwarding, control, proxy (all when none is named). With --write, each \
+        section replaces its `<!-- bench:PART -->` block in docs/benchmarks.md, with the \
+        machine and date."
+    )]
     Bench {
-        /// Arguments for the bench binary
-        #[arg(last = true, value_name = "ARGS")]
-        args: Vec<String>,
+        /// Replace the parts' sections in docs/benchmarks.md
+        #[arg(long)]
+        write: bool,
+        /// Parts to run (default: all)
+        #[arg(value_name = "PART")]
+        parts: Vec<String>,
     },
 
     /// Build everything (release), then run the agent
@@ -146,7 +155,7 @@ fn dispatch(task: Task) -> Result<()> {
             Ok(())
         }
         Task::Test { args } => test::test(&args),
-        Task::Bench { args } => run::bench(&args),
+        Task::Bench { write, parts } => bench::bench(&parts, write),
         Task::Run { args } => run::agent(&args),
         Task::Demo { keep } => run::demo(keep),
     }

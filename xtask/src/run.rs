@@ -1,10 +1,10 @@
-//! `cargo xtask run`, `bench` and `demo`: build, then run something.
+//! `cargo xtask run` and `demo`: build, then run something.
 
 use std::process::Command;
 
 use anyhow::Result;
 
-use crate::build::{build, build_ebpf, cargo_with_ebpf};
+use crate::build::{build, cargo_with_ebpf};
 use crate::cmd::run;
 
 /// Builds everything (release), then runs `target/release/lb-agent <args>`
@@ -12,15 +12,6 @@ use crate::cmd::run;
 pub fn agent(args: &[String]) -> Result<()> {
     let agent = build(true)?;
     run(Command::new(agent).args(args))
-}
-
-/// Builds the eBPF objects, then `cargo run --release -p lb-tests --bin bench
-/// -- <args>`.
-pub fn bench(args: &[String]) -> Result<()> {
-    let ebpf = build_ebpf(true)?;
-    run(cargo_with_ebpf(&ebpf)
-        .args(["run", "--release", "-p", "lb-tests", "--bin", "bench", "--"])
-        .args(args))
 }
 
 /// Builds everything (release; the demo starts the agent binary), then
