@@ -88,6 +88,9 @@ pub struct StatusReport {
     /// data-path counters by name (e.g. "forwarded", "drop_malformed", "conn_hit"), summed over
     /// CPUs
     pub counters: BTreeMap<String, u64>,
+    /// BGP announcements through BIRD; absent without a `[bgp]` section
+    #[serde(default)]
+    pub bgp: Option<crate::bgp::BgpStatus>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -360,6 +363,8 @@ fn gauge_value(v: u64) -> i64 {
 /// | `lb_vip_serving{vip}`                                  | gauge   | 1 if the VIP forwards traffic            |
 /// | `lb_datapath_events_total{event}`                      | counter | data-path counters, summed over CPUs     |
 /// | `lb_agent_uptime_seconds`                              | gauge   | seconds since the agent started          |
+/// | `lb_bgp_announced{address}`                            | gauge   | 1 if BIRD announces the VIP address, 0 if it should but does not yet |
+/// | `lb_bgp_session_established{neighbor}`                 | gauge   | 1 if the BGP session is established      |
 pub fn render_metrics(report: &StatusReport) -> String {
     let mut registry = Registry::default();
 
@@ -471,6 +476,28 @@ pub fn render_metrics(report: &StatusReport) -> String {
             .inc_by(*count);
     }
     uptime.set(gauge_value(report.uptime_secs));
+    if let Some(bgp) = &report.bgp {
+        let announced: Family<Labels, Gauge> = family(
+            &mut registry,
+            "lb_bgp_announced",
+            "1 if BIRD announces the VIP address, 0 if it should but does not yet",
+        );
+        let established: Family<Labels, Gauge> = family(
+            &mut registry,
+            "lb_bgp_session_established",
+            "1 if the BGP session is established",
+        );
+        for address in bgp.wanted.iter().chain(&bgp.announced) {
+            announced
+                .get_or_create(&vec![("address", label(address))])
+                .set(i64::from(bgp.announced.contains(address)));
+        }
+        for peer in &bgp.peers {
+            established
+                .get_or_create(&vec![("neighbor", label(peer.neighbor))])
+                .set(i64::from(peer.established));
+        }
+    }
 
     let mut out = String::new();
     if let Err(e) = encode(&mut out, &registry) {
@@ -554,6 +581,30 @@ pub fn render_status(report: &StatusReport) -> String {
         report.table_size,
         report.config_path
     );
+    if let Some(bgp) = &report.bgp {
+        let list = |a: &[std::net::IpAddr]| {
+            let v: Vec<String> = a.iter().map(ToString::to_string).collect();
+            if v.is_empty() {
+                "nothing".to_owned()
+            } else {
+                v.join(", ")
+            }
+        };
+        let _ = writeln!(out, "bgp: announcing {}", list(&bgp.announced));
+        if bgp.wanted != bgp.announced {
+            let _ = writeln!(out, "  wanted {}", list(&bgp.wanted));
+        }
+        if let Some(e) = &bgp.error {
+            let _ = writeln!(out, "  BIRD: {e}");
+        }
+        for p in &bgp.peers {
+            let _ = writeln!(
+                out,
+                "  neighbor {} ({}): {}",
+                p.neighbor, p.protocol, p.state
+            );
+        }
+    }
     if report.vips.is_empty() {
         out.push_str("\nno VIPs configured\n");
     }
@@ -842,6 +893,20 @@ mod tests {
                 ("drop_malformed".to_owned(), 2),
                 ("conn_hit".to_owned(), 40),
             ]),
+            bgp: Some(crate::bgp::BgpStatus {
+                wanted: vec![
+                    "198.18.10.1".parse().unwrap(),
+                    "198.18.10.2".parse().unwrap(),
+                ],
+                announced: vec!["198.18.10.1".parse().unwrap()],
+                error: None,
+                peers: vec![crate::bgp::BgpPeer {
+                    neighbor: "198.18.0.1".parse().unwrap(),
+                    protocol: "lb_peer_198_18_0_1".to_owned(),
+                    state: "Established".to_owned(),
+                    established: true,
+                }],
+            }),
         }
     }
 
@@ -950,6 +1015,9 @@ mod tests {
             r#"lb_datapath_events_total{event="forwarded"} 54"#,
             r#"lb_datapath_events_total{event="drop_malformed"} 2"#,
             r#"lb_datapath_events_total{event="conn_hit"} 40"#,
+            r#"lb_bgp_announced{address="198.18.10.1"} 1"#,
+            r#"lb_bgp_announced{address="198.18.10.2"} 0"#,
+            r#"lb_bgp_session_established{neighbor="198.18.0.1"} 1"#,
             "lb_agent_uptime_seconds 3723",
             "# TYPE lb_vip_packets counter",
             "# TYPE lb_backend_up gauge",
@@ -1158,6 +1226,9 @@ mod tests {
             "disabled",
             "100/0",
             "1h 2m 3s",
+            "bgp: announcing 198.18.10.1",
+            "wanted 198.18.10.1, 198.18.10.2",
+            "neighbor 198.18.0.1 (lb_peer_198_18_0_1): Established",
         ] {
             assert!(status.contains(needle), "missing {needle} in\n{status}");
         }

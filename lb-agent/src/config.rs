@@ -13,12 +13,18 @@ use std::{
 };
 use toml::de::{DeTable, DeValue};
 
+mod bgp;
+pub use bgp::{BgpConfig, Community, Neighbor};
+
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub agent: AgentConfig,
     #[serde(default, rename = "vip")]
     pub vips: Vec<VipConfig>,
+    /// Announce VIPs over BGP through BIRD; absent: no announcements.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bgp: Option<BgpConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -372,6 +378,9 @@ impl Config {
         let mut out = Problems::default();
         self.check_agent(&mut out);
         self.check_vips(&mut out);
+        if let Some(bgp) = &self.bgp {
+            bgp.check(&self.vips, &mut out);
+        }
         out.0
     }
 
@@ -902,13 +911,13 @@ state = "active"
 "#;
 
     /// A valid `[agent]` table (3 lines) for IPv4 backends.
-    const HEAD: &str = r#"[agent]
+    pub(super) const HEAD: &str = r#"[agent]
 interface = "eth0"
 encap_source_v4 = "198.18.0.2"
 "#;
 
     /// 1-based line of the only line of `text` containing `marker`.
-    fn line(text: &str, marker: &str) -> usize {
+    pub(super) fn line(text: &str, marker: &str) -> usize {
         let hits: Vec<usize> = text
             .lines()
             .enumerate()
@@ -919,7 +928,7 @@ encap_source_v4 = "198.18.0.2"
         hits[0]
     }
 
-    fn rejected(text: &str) -> String {
+    pub(super) fn rejected(text: &str) -> String {
         match parse(text, "lb.toml") {
             Ok(config) => panic!("accepted:\n{text}\n=> {config:?}"),
             Err(err) => format!("{err:#}"),
@@ -927,7 +936,7 @@ encap_source_v4 = "198.18.0.2"
     }
 
     /// `text` is rejected with a message `lb.toml:LINE: PATH: ...` that contains `what`.
-    fn assert_rejected(text: &str, path: &str, line: usize, what: &str) {
+    pub(super) fn assert_rejected(text: &str, path: &str, line: usize, what: &str) {
         let err = rejected(text);
         let prefix = format!("lb.toml:{line}: {path}: ");
         assert!(
@@ -1308,7 +1317,7 @@ backend = [
 
     // ---- rejected: VIPs -----------------------------------------------------------------------
 
-    fn vip(name: &str, address: &str, port: u16) -> String {
+    pub(super) fn vip(name: &str, address: &str, port: u16) -> String {
         format!(
             "\n[[vip]]\nname = \"{name}\"\naddress = \"{address}\"\nport = {port}\nprotocol = \"tcp\"\n"
         )

@@ -4,6 +4,7 @@
 
 use crate::{
     admin::{AdminRequest, BackendStatus, StatusReport, VipStatus},
+    bgp::Speaker,
     config::{self, AdminState, AgentConfig, AllDown, CheckKind, Config, HashMode, VipConfig},
     dataplane::{Attachment, Balancer},
     health::{self, CheckReport, CheckSpec, Health},
@@ -78,6 +79,7 @@ pub struct Controller {
     free_generations: HashMap<u32, u32>,
     reports: mpsc::Sender<CheckReport>,
     started: Instant,
+    bgp: Option<Speaker>,
 }
 
 /// Least time between slow-start table updates.
@@ -99,6 +101,7 @@ impl Controller {
             free_generations: HashMap::new(),
             reports,
             started: Instant::now(),
+            bgp: None,
         };
         ctl.write_lb_config(&setup.config.agent)?;
         let (vip_ids, backend_ids) = ctl.adopt()?;
@@ -541,9 +544,12 @@ impl Controller {
         if let Some(iface) = &self.interface_override {
             new.agent.interface = iface.clone();
         }
-        restart_only_fields_unchanged(&self.config.agent, &new.agent)?;
+        restart_only_fields_unchanged(&self.config, &new)?;
         if new.agent != self.config.agent {
             self.write_lb_config(&new.agent)?;
+        }
+        if let (Some(speaker), Some(bgp)) = (&self.bgp, &new.bgp) {
+            speaker.reconfigure(bgp.clone());
         }
         let old_names: BTreeSet<String> = self.vips.keys().cloned().collect();
         let new_names: BTreeSet<String> = new.vips.iter().map(|v| v.name.clone()).collect();
@@ -763,6 +769,31 @@ impl Controller {
             config_path: self.config_path.display().to_string(),
             vips,
             counters,
+            bgp: self.bgp.as_ref().map(Speaker::status),
+        }
+    }
+
+    /// Announce over BGP from now on; called once the tables are published.
+    pub fn set_speaker(&mut self, speaker: Speaker) {
+        self.bgp = Some(speaker);
+        self.sync_announcements();
+    }
+
+    pub fn take_speaker(&mut self) -> Option<Speaker> {
+        self.bgp.take()
+    }
+
+    /// Tell the speaker which VIP addresses can serve (at least one of their VIPs has a
+    /// published table with backends); it acts only on a change.
+    pub fn sync_announcements(&self) {
+        if let Some(speaker) = &self.bgp {
+            speaker.announce(
+                self.vips
+                    .values()
+                    .filter(|v| v.serving && v.table_generation > 0)
+                    .map(|v| v.cfg.address)
+                    .collect(),
+            );
         }
     }
 
@@ -790,9 +821,17 @@ impl Controller {
     }
 }
 
-/// Agent settings that shape maps or sockets cannot change without a restart.
-fn restart_only_fields_unchanged(old: &AgentConfig, new: &AgentConfig) -> Result<()> {
+/// Settings that shape maps, sockets or devices cannot change without a restart.
+fn restart_only_fields_unchanged(old_config: &Config, new_config: &Config) -> Result<()> {
+    let (old, new) = (&old_config.agent, &new_config.agent);
     let mut changed = Vec::new();
+    match (&old_config.bgp, &new_config.bgp) {
+        (Some(a), Some(b)) if a.announce_interface != b.announce_interface => {
+            changed.push("bgp.announce_interface")
+        }
+        (Some(_), None) | (None, Some(_)) => changed.push("the [bgp] section"),
+        _ => {}
+    }
     if old.interface != new.interface {
         changed.push("agent.interface");
     }

@@ -3,6 +3,7 @@
 
 use crate::{
     admin::{self, AdminRequest},
+    bgp::Speaker,
     config::{self, GatewayMac},
     controller::{Controller, Setup, TICK},
     dataplane::{self, Balancer, LoadOptions},
@@ -18,6 +19,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 const BPFFS: &str = "/sys/fs/bpf";
+/// Longest a shutdown waits for BIRD to confirm the withdrawal.
+const BGP_WITHDRAW_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Mount bpffs at /sys/fs/bpf when it is not (pins need it).
 pub fn ensure_bpffs() -> Result<()> {
@@ -56,6 +59,7 @@ pub async fn run(config_path: &Path, iface: Option<String>, detach_on_exit: bool
         cfg.agent.interface = iface.clone();
     }
     let agent = cfg.agent.clone();
+    let bgp = cfg.bgp.clone();
     ensure_bpffs()?;
     let gateway_mac = match agent.gateway_mac {
         GatewayMac::Fixed(mac) => mac,
@@ -87,6 +91,13 @@ pub async fn run(config_path: &Path, iface: Option<String>, detach_on_exit: bool
     )?;
     let attachment = ctl.attach(&agent.interface, agent.xdp_mode)?;
     info!(iface = %agent.interface, mode = %attachment, pin_path = %agent.pin_path.display(), "balancer attached");
+    // Announced only now: every table is published and the program attached.
+    if let Some(bgp) = bgp {
+        let speaker = Speaker::start(bgp, config_path.display().to_string())
+            .await
+            .context("starting BGP announcements")?;
+        ctl.set_speaker(speaker);
+    }
 
     let shutdown = CancellationToken::new();
     let (admin_tx, mut admin_rx) = mpsc::channel::<AdminRequest>(64);
@@ -121,8 +132,13 @@ pub async fn run(config_path: &Path, iface: Option<String>, detach_on_exit: bool
         if let Err(e) = step {
             error!("{e:#}");
         }
+        ctl.sync_announcements();
     }
     info!("stopping");
+    // Withdraw first: routers move the traffic away while this host still forwards it.
+    if let Some(speaker) = ctl.take_speaker() {
+        speaker.withdraw_all(BGP_WITHDRAW_TIMEOUT).await;
+    }
     ctl.stop_checkers();
     shutdown.cancel();
     if let Ok(Err(e)) = admin_task.await {

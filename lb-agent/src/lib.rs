@@ -2,6 +2,7 @@
 //! backends and fails them over. `dataplane` is the only module that touches BPF maps.
 
 pub mod admin;
+pub mod bgp;
 pub mod cli;
 pub mod config;
 pub mod controller;

@@ -294,6 +294,24 @@ pub async fn interface(name: &str) -> Result<Interface> {
     })
 }
 
+/// `ip link set NAME up`.
+pub async fn set_link_up(name: &str) -> Result<()> {
+    let nl = Netlink::open()?;
+    let link = get_link(&nl, name)
+        .await?
+        .ok_or_else(|| anyhow!("no interface named {name:?}"))?;
+    nl.handle
+        .link()
+        .set(
+            rtnetlink::LinkUnspec::new_with_index(link.header.index)
+                .up()
+                .build(),
+        )
+        .execute()
+        .await
+        .with_context(|| format!("setting {name} up"))
+}
+
 /// Every interface of this network namespace, with its addresses.
 pub async fn interfaces() -> Result<Vec<Interface>> {
     let nl = Netlink::open()?;

@@ -1,0 +1,370 @@
+//! The `[bgp]` section: how the agent announces its VIPs through the BIRD daemon beside it.
+//! Without the section nothing is announced and nothing else changes.
+
+use super::{KeyPath, Problems};
+use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::PathBuf,
+    str::FromStr,
+};
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BgpConfig {
+    pub local_as: u32,
+    /// BIRD's router id; when absent, BIRD's own configuration (or its default) decides.
+    #[serde(default)]
+    pub router_id: Option<Ipv4Addr>,
+    /// Next hop announced for IPv4 VIPs; default: the session's own address (`next hop self`).
+    #[serde(default)]
+    pub next_hop: Option<Ipv4Addr>,
+    /// Next hop announced for IPv6 VIPs; required when IPv6 VIPs go over IPv4 sessions.
+    #[serde(default)]
+    pub next_hop_v6: Option<Ipv6Addr>,
+    /// Added to every announcement: "ASN:VALUE" (standard) or "ASN:X:Y" (large).
+    #[serde(default)]
+    pub communities: Vec<Community>,
+    /// Seconds; a dead balancer's routes are withdrawn at the latest this long after it died.
+    #[serde(default = "default_hold_time")]
+    pub hold_time: u16,
+    /// BIRD's control socket (`birdc -s`).
+    #[serde(default = "default_bird_socket")]
+    pub bird_socket: PathBuf,
+    /// The `birdc` binary.
+    #[serde(default = "default_birdc")]
+    pub birdc: PathBuf,
+    /// The file the agent writes; BIRD's configuration must `include` it (a glob over its
+    /// directory works before the agent first ran).
+    #[serde(default = "default_include_file")]
+    pub include_file: PathBuf,
+    /// The tun device the agent holds open and its routes point at: when the agent dies the
+    /// kernel removes the device, and BIRD withdraws every route through it.
+    #[serde(default = "default_announce_interface")]
+    pub announce_interface: String,
+    #[serde(rename = "neighbor")]
+    pub neighbors: Vec<Neighbor>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Neighbor {
+    pub address: IpAddr,
+    pub remote_as: u32,
+    /// Source address of the session; default: chosen by the kernel's routing.
+    #[serde(default)]
+    pub local_address: Option<IpAddr>,
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// TCP MD5 password (RFC 2385).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Allow a peer this many hops away (for example a route reflector on a loopback).
+    #[serde(default)]
+    pub multihop: Option<u8>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Community {
+    Standard(u16, u16),
+    Large(u32, u32, u32),
+}
+
+fn default_hold_time() -> u16 {
+    9
+}
+fn default_bird_socket() -> PathBuf {
+    PathBuf::from("/run/bird/bird.ctl")
+}
+fn default_birdc() -> PathBuf {
+    PathBuf::from("birdc")
+}
+fn default_include_file() -> PathBuf {
+    PathBuf::from("/etc/bird/lb-agent/vips.conf")
+}
+fn default_announce_interface() -> String {
+    "lb-announce".to_string()
+}
+
+impl fmt::Display for Community {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Community::Standard(a, b) => write!(f, "{a}:{b}"),
+            Community::Large(a, b, c) => write!(f, "{a}:{b}:{c}"),
+        }
+    }
+}
+
+impl FromStr for Community {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parts: Vec<&str> = s.split(':').collect();
+        let bad = || format!("{s:?} is not a community: use \"ASN:VALUE\" or \"ASN:X:Y\" (large)");
+        match parts.as_slice() {
+            [a, b] => Ok(Community::Standard(
+                a.parse().map_err(|_| bad())?,
+                b.parse().map_err(|_| bad())?,
+            )),
+            [a, b, c] => Ok(Community::Large(
+                a.parse().map_err(|_| bad())?,
+                b.parse().map_err(|_| bad())?,
+                c.parse().map_err(|_| bad())?,
+            )),
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl Serialize for Community {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Community {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        s.parse().map_err(de::Error::custom)
+    }
+}
+
+impl BgpConfig {
+    /// Whether a session to `n` carries IPv4 / IPv6 routes: its own family, plus the other one
+    /// when a next hop of that family is configured (BGP needs one to announce it).
+    pub fn carries(&self, n: &Neighbor) -> (bool, bool) {
+        (
+            n.address.is_ipv4() || self.next_hop.is_some(),
+            n.address.is_ipv6() || self.next_hop_v6.is_some(),
+        )
+    }
+
+    pub(super) fn check(&self, vips: &[super::VipConfig], out: &mut Problems) {
+        let p = KeyPath::default().key("bgp");
+        if self.local_as == 0 {
+            out.add(p.key("local_as"), "must not be 0");
+        }
+        if self.hold_time < 3 {
+            out.add(
+                p.key("hold_time"),
+                format!(
+                    "must be at least 3 seconds (BGP's minimum), got {}",
+                    self.hold_time
+                ),
+            );
+        }
+        let iface = &self.announce_interface;
+        if iface.is_empty()
+            || iface.len() > 15
+            || !iface
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            out.add(
+                p.key("announce_interface"),
+                format!("{iface:?} is not an interface name (1-15 letters, digits, '-', '_', '.')"),
+            );
+        }
+        if self.include_file.file_name().is_none() || !self.include_file.is_absolute() {
+            out.add(
+                p.key("include_file"),
+                format!(
+                    "must be an absolute file path, got {:?}",
+                    self.include_file.display()
+                ),
+            );
+        }
+        if self.neighbors.is_empty() {
+            out.add(
+                p.key("neighbor"),
+                "at least one [[bgp.neighbor]] is needed to announce anything",
+            );
+        }
+        for (i, n) in self.neighbors.iter().enumerate() {
+            let np = p.key("neighbor").index(i);
+            if n.remote_as == 0 {
+                out.add(np.key("remote_as"), "must not be 0");
+            }
+            if self.neighbors[..i].iter().any(|m| m.address == n.address) {
+                out.add(
+                    np.key("address"),
+                    format!("duplicate neighbor {}", n.address),
+                );
+            }
+            if let Some(local) = n.local_address {
+                if local.is_ipv4() != n.address.is_ipv4() {
+                    out.add(
+                        np.key("local_address"),
+                        format!("{local} and the neighbor {} differ in family", n.address),
+                    );
+                }
+            }
+            if let Some(pw) = &n.password {
+                if pw.is_empty() || pw.contains(['"', '\\', '\n']) {
+                    out.add(
+                        np.key("password"),
+                        "must be non-empty, without quotes, backslashes or newlines",
+                    );
+                }
+            }
+            if n.multihop == Some(0) {
+                out.add(np.key("multihop"), "must be at least 1");
+            }
+        }
+        for (family, is_family) in [
+            ("IPv4", IpAddr::is_ipv4 as fn(&IpAddr) -> bool),
+            ("IPv6", IpAddr::is_ipv6),
+        ] {
+            let Some(i) = vips.iter().position(|v| is_family(&v.address)) else {
+                continue;
+            };
+            let carried = self.neighbors.iter().any(|n| {
+                let (v4, v6) = self.carries(n);
+                if family == "IPv4" {
+                    v4
+                } else {
+                    v6
+                }
+            });
+            if !self.neighbors.is_empty() && !carried {
+                let key = if family == "IPv4" {
+                    "next_hop"
+                } else {
+                    "next_hop_v6"
+                };
+                out.add(
+                    super::vip_path(i).key("address"),
+                    format!(
+                        "{family} VIP, but no BGP session can announce it: add an {family} \
+                         [[bgp.neighbor]] or set bgp.{key}"
+                    ),
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{assert_rejected, line, vip, HEAD};
+    use super::*;
+    use crate::config::parse;
+
+    const BGP: &str = "\n[bgp]\nlocal_as = 65010\nrouter_id = \"198.18.0.2\"\ncommunities = [\"65010:100\"]\n\n[[bgp.neighbor]]\naddress = \"198.18.0.1\"\nremote_as = 65000\n";
+
+    #[test]
+    fn accepts_a_bgp_section_and_fills_defaults() {
+        let text = format!("{HEAD}{}{BGP}", vip("web", "198.18.10.1", 80));
+        let c = parse(&text, "lb.toml").unwrap();
+        let b = c.bgp.unwrap();
+        assert_eq!(b.local_as, 65010);
+        assert_eq!(b.hold_time, 9);
+        assert_eq!(b.communities, vec![Community::Standard(65010, 100)]);
+        assert_eq!(b.announce_interface, "lb-announce");
+        assert_eq!(
+            b.include_file,
+            PathBuf::from("/etc/bird/lb-agent/vips.conf")
+        );
+        assert_eq!(b.neighbors[0].remote_as, 65000);
+        // No section: nothing announced, nothing else changes.
+        assert!(parse(HEAD, "lb.toml").unwrap().bgp.is_none());
+    }
+
+    #[test]
+    fn rejects_hold_time_below_3() {
+        let text =
+            format!("{HEAD}{BGP}").replace("[[bgp.neighbor]]", "hold_time = 2\n[[bgp.neighbor]]");
+        assert_rejected(
+            &text,
+            "bgp.hold_time",
+            line(&text, "hold_time"),
+            "at least 3",
+        );
+    }
+
+    #[test]
+    fn rejects_a_bad_community() {
+        let text = format!("{HEAD}{BGP}").replace("65010:100", "65010-100");
+        assert_rejected(
+            &text,
+            "bgp.communities",
+            line(&text, "communities"),
+            "not a community",
+        );
+        let text = format!("{HEAD}{BGP}").replace("65010:100", "65010:70000");
+        assert_rejected(
+            &text,
+            "bgp.communities",
+            line(&text, "communities"),
+            "not a community",
+        );
+    }
+
+    #[test]
+    fn rejects_no_neighbor_and_duplicate_neighbors() {
+        let none = format!("{HEAD}\n[bgp]\nlocal_as = 65010\nneighbor = []\n");
+        assert_rejected(
+            &none,
+            "bgp.neighbor",
+            line(&none, "neighbor ="),
+            "at least one",
+        );
+        let twice = format!("{HEAD}{BGP}{}", &BGP[BGP.find("[[bgp").unwrap()..]);
+        assert!(
+            super::super::tests::rejected(&twice).contains("duplicate neighbor 198.18.0.1"),
+            "{twice}"
+        );
+    }
+
+    #[test]
+    fn rejects_an_ipv6_vip_no_session_can_carry() {
+        let text = format!(
+            "{HEAD}encap_source_v6 = \"2001:db8::2\"\n{}{BGP}",
+            vip("web6", "2001:db8:10::1", 80)
+        );
+        assert_rejected(
+            &text,
+            "vip[0].address",
+            line(&text, "2001:db8:10::1"),
+            "bgp.next_hop_v6",
+        );
+        let fixed = text.replace(
+            "[[bgp.neighbor]]",
+            "next_hop_v6 = \"2001:db8::2\"\n[[bgp.neighbor]]",
+        );
+        parse(&fixed, "lb.toml").unwrap();
+    }
+
+    #[test]
+    fn rejects_a_bad_interface_name_and_a_relative_include() {
+        let text = format!("{HEAD}{BGP}").replace(
+            "[[bgp.neighbor]]",
+            "announce_interface = \"this-name-is-too-long\"\ninclude_file = \"vips.conf\"\n[[bgp.neighbor]]",
+        );
+        assert_rejected(
+            &text,
+            "bgp.announce_interface",
+            line(&text, "announce_interface"),
+            "not an interface name",
+        );
+        assert_rejected(
+            &text,
+            "bgp.include_file",
+            line(&text, "include_file"),
+            "absolute",
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_bgp_keys() {
+        let text = format!("{HEAD}{BGP}")
+            .replace("remote_as = 65000", "remote_as = 65000\nremote_asn = 1");
+        assert_rejected(
+            &text,
+            "bgp.neighbor[0].remote_asn",
+            line(&text, "remote_asn"),
+            "unknown field",
+        );
+    }
+}
