@@ -45,13 +45,18 @@ impl Agent {
     /// Start `lb-agent run` in the topology's LB namespace and wait until its admin endpoint
     /// answers with every VIP published.
     pub fn start(topo: &Topology, config: &Path) -> Result<Self> {
+        Self::start_in(&topo.lb, config)
+    }
+
+    /// Start it in namespace `ns` (one balancer of a fleet).
+    pub fn start_in(ns: &str, config: &Path) -> Result<Self> {
         let log = config.with_extension("log");
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)?;
         let child = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", topo.lb))
+            .arg(format!("--net=/run/netns/{ns}"))
             .arg("--")
             .arg(agent_binary()?)
             .arg("run")
@@ -67,7 +72,7 @@ impl Agent {
             child: Some(child),
             config: config.to_path_buf(),
             log,
-            ns: topo.lb.clone(),
+            ns: ns.to_string(),
         };
         agent.wait_ready()?;
         Ok(agent)

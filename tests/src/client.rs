@@ -117,14 +117,28 @@ pub struct LongLived {
     pub backends: Vec<Arc<Mutex<Option<String>>>>,
     pub failures: Arc<Mutex<Vec<String>>>,
     pub exchanges: Arc<AtomicU64>,
+    /// The longest exchange so far, in microseconds (see [`LongLived::take_longest`]).
+    longest_us: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl LongLived {
     pub async fn open(addr: SocketAddr, count: usize, period: Duration) -> Result<Self> {
+        Self::open_with_stall(addr, count, period, IO_TIMEOUT).await
+    }
+
+    /// `stall`: how long one exchange may take before it counts as a failure (longer than
+    /// TCP's retransmission backoff where an outage is expected and must be survived).
+    pub async fn open_with_stall(
+        addr: SocketAddr,
+        count: usize,
+        period: Duration,
+        stall: Duration,
+    ) -> Result<Self> {
         let failures = Arc::new(Mutex::new(Vec::new()));
         let exchanges = Arc::new(AtomicU64::new(0));
+        let longest_us = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let mut backends = Vec::new();
         let mut tasks = Vec::new();
@@ -135,6 +149,7 @@ impl LongLived {
             let backend = Arc::new(Mutex::new(None));
             backends.push(backend.clone());
             let (failures, exchanges, stop) = (failures.clone(), exchanges.clone(), stop.clone());
+            let longest_us = longest_us.clone();
             tasks.push(tokio::spawn(async move {
                 let (read, mut write) = stream.into_split();
                 let mut lines = BufReader::new(read).lines();
@@ -146,8 +161,11 @@ impl LongLived {
                             None => Err(std::io::Error::other("closed by peer")),
                         }
                     };
-                    match timeout(IO_TIMEOUT, step).await {
+                    let began = std::time::Instant::now();
+                    match timeout(stall, step).await {
                         Ok(Ok(name)) => {
+                            longest_us
+                                .fetch_max(began.elapsed().as_micros() as u64, Ordering::Relaxed);
                             let mut b = backend.lock().unwrap_or_else(|p| p.into_inner());
                             if let Some(old) = b.as_ref().filter(|old| **old != name) {
                                 failures
@@ -181,6 +199,7 @@ impl LongLived {
             backends,
             failures,
             exchanges,
+            longest_us,
             stop,
             tasks,
         })
@@ -192,6 +211,11 @@ impl LongLived {
             .iter()
             .map(|b| b.lock().unwrap_or_else(|p| p.into_inner()).clone())
             .collect()
+    }
+
+    /// The longest exchange since the last call: how long the worst-hit connection waited.
+    pub fn take_longest(&self) -> Duration {
+        Duration::from_micros(self.longest_us.swap(0, Ordering::Relaxed))
     }
 
     pub fn failures(&self) -> Vec<String> {

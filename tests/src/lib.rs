@@ -1,10 +1,11 @@
 //! Kernel-backed test support shared by the fixture tests, the benchmark, the end-to-end
 //! scenarios and the demo: frames, expected outputs, a configured balancer (`Lab`), and the
-//! network-namespace harness (`topo`, `netns`, `servers`, `client`, `agentproc`, `scenario`).
+//! network-namespace harness (`topo`, `netns`, `servers`, `client`, `agentproc`, `scenario`, `fleet`).
 
 pub mod agentproc;
 pub mod client;
 pub mod expect;
+pub mod fleet;
 pub mod frames;
 pub mod inject;
 pub mod lab;

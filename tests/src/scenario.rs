@@ -5,7 +5,7 @@ use crate::{
     agentproc::Agent,
     netns::NsRuntime,
     servers::{Servers, HTTP_PORT, LONG_PORT, UDP_PORT},
-    topo::{backend_v4, backend_v6, Topology, LB_IFACE, LB_V4, LB_V6, VIP_UDP, VIP_V4, VIP_V6},
+    topo::{backend_v4, backend_v6, lb_v4, lb_v6, Topology, LB_IFACE, VIP_UDP, VIP_V4, VIP_V6},
 };
 use anyhow::Result;
 use std::{net::SocketAddr, path::PathBuf};
@@ -137,6 +137,11 @@ impl Scenario {
 
 /// The agent configuration for a topology. A weight of 0 leaves the backend out.
 pub fn config_text(topo: &Topology, o: &Options, weights: &[u32]) -> String {
+    balancer_config(topo, 0, o, weights)
+}
+
+/// The configuration of balancer `lb` of the topology (they differ in addresses and pins only).
+pub fn balancer_config(topo: &Topology, lb: usize, o: &Options, weights: &[u32]) -> String {
     let check = |vip: &str, kind: &str, port: u16| {
         format!(
             "[vip.health_check]\nkind = \"{kind}\"\nport = {port}\npath = \"/healthz?vip={vip}\"\ninterval_ms = {}\ntimeout_ms = {}\nrise = {}\nfall = {}\n",
@@ -161,9 +166,11 @@ pub fn config_text(topo: &Topology, o: &Options, weights: &[u32]) -> String {
         s
     };
     let mut text = format!(
-        "[agent]\ninterface = \"{LB_IFACE}\"\nxdp_mode = \"native\"\npin_path = \"{}\"\nadmin_listen = \"{}\"\ngateway_mac = \"auto\"\nencap_source_v4 = \"{LB_V4}\"\nencap_source_v6 = \"{LB_V6}\"\nmax_vips = 8\nconn_table_size = 65536\nslow_start_ms = {}\n",
-        topo.pin_dir().display(),
+        "[agent]\ninterface = \"{LB_IFACE}\"\nxdp_mode = \"native\"\npin_path = \"{}\"\nadmin_listen = \"{}\"\ngateway_mac = \"auto\"\nencap_source_v4 = \"{}\"\nencap_source_v6 = \"{}\"\nmax_vips = 8\nconn_table_size = 65536\nslow_start_ms = {}\n",
+        topo.pin_dir_of(lb).display(),
         crate::agentproc::ADMIN,
+        lb_v4(lb),
+        lb_v6(lb),
         o.slow_start_ms
     );
     for (name, addr, port, proto, kind, v6) in [

@@ -8,6 +8,8 @@
 //!                     └── ...
 //! ```
 //! VIPs live in 198.18.10.0/24 and 2001:db8:10::/64; the router routes them to the balancer.
+//! A fleet ([`Options::balancers`] > 1) has one link per balancer (`r-l<i>` ↔ `l0`, subnet
+//! 198.18.<20 i>.0/24), and without static VIP routes the router learns them over BGP.
 //! Everything is created under a unique prefix, stale namespaces of dead runs are removed first,
 //! and `Drop` tears everything down, also when a test fails.
 //!
@@ -23,13 +25,36 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 pub const CLIENT_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 2);
 pub const CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 2);
-pub const LB_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
-pub const LB_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+pub const LB_V4: Ipv4Addr = lb_v4(0);
+pub const LB_V6: Ipv6Addr = lb_v6(0);
 /// The LB's interface inside its namespace.
 pub const LB_IFACE: &str = "l0";
 pub const VIP_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 10, 1);
 pub const VIP_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x10, 0, 0, 0, 0, 1);
 pub const VIP_UDP: Ipv4Addr = Ipv4Addr::new(198, 18, 10, 2);
+
+/// Balancer `i`'s address on its link to the router (the first one is 198.18.0.2).
+pub const fn lb_v4(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 20 * i as u8, 2)
+}
+
+pub const fn lb_v6(i: usize) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 0, i as u16, 0, 0, 0, 2)
+}
+
+/// The router's address on its link to balancer `i`.
+pub const fn router_v4(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 20 * i as u8, 1)
+}
+
+pub const fn router_v6(i: usize) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 0, i as u16, 0, 0, 0, 1)
+}
+
+/// The router's end of its link to balancer `i`.
+pub fn router_link(i: usize) -> String {
+    format!("r-l{i}")
+}
 
 pub fn backend_v4(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(198, 18, 1, i as u8 + 1)
@@ -39,11 +64,22 @@ pub fn backend_v6(i: usize) -> Ipv6Addr {
     Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, i as u16 + 1)
 }
 
+/// What to build.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    pub backends: usize,
+    pub balancers: usize,
+    /// Route the VIPs to the first balancer statically; off when the router learns them over BGP.
+    pub static_vip_routes: bool,
+}
+
 pub struct Topology {
     pub prefix: String,
     pub client: String,
     pub router: String,
+    /// The first (or only) balancer's namespace: `lbs[0]`.
     pub lb: String,
+    pub lbs: Vec<String>,
     pub backends: Vec<String>,
     /// XDP programs attached by the harness (router's pass, backends' decap): alive while held.
     programs: Vec<Decap>,
@@ -56,28 +92,49 @@ impl Topology {
     /// Build the topology with `backends` backend namespaces. `tag` keeps concurrent
     /// topologies of one process apart.
     pub fn build(tag: &str, backends: usize) -> Result<Self> {
+        Self::build_with(
+            tag,
+            Options {
+                backends,
+                balancers: 1,
+                static_vip_routes: true,
+            },
+        )
+    }
+
+    pub fn build_with(tag: &str, options: Options) -> Result<Self> {
         remove_stale()?;
         let prefix = format!("{PREFIX}{}{tag}", std::process::id());
+        let lbs: Vec<String> = (0..options.balancers.max(1))
+            .map(|i| match i {
+                0 => format!("{prefix}-lb"),
+                i => format!("{prefix}-lb{i}"),
+            })
+            .collect();
         let mut topo = Self {
             client: format!("{prefix}-cl"),
             router: format!("{prefix}-rt"),
-            lb: format!("{prefix}-lb"),
-            backends: (0..backends).map(|i| format!("{prefix}-b{i}")).collect(),
+            lb: lbs[0].clone(),
+            lbs,
+            backends: (0..options.backends)
+                .map(|i| format!("{prefix}-b{i}"))
+                .collect(),
             prefix,
             programs: Vec::new(),
         };
         // From here on, Drop cleans up whatever was created.
-        topo.create()?;
+        topo.create(options.static_vip_routes)?;
         Ok(topo)
     }
 
     fn namespaces(&self) -> Vec<&String> {
-        let mut all = vec![&self.client, &self.router, &self.lb];
+        let mut all = vec![&self.client, &self.router];
+        all.extend(self.lbs.iter());
         all.extend(self.backends.iter());
         all
     }
 
-    fn create(&mut self) -> Result<()> {
+    fn create(&mut self, static_vip_routes: bool) -> Result<()> {
         for ns in self.namespaces() {
             sh(None, &format!("ip netns add {ns}"))?;
             // No duplicate address detection: addresses are usable at once.
@@ -93,28 +150,52 @@ impl Topology {
             }
             sh(Some(ns), "ip link set lo up")?;
         }
-        let (cl, rt, lb) = (&self.client, &self.router, &self.lb);
+        let (cl, rt) = (&self.client, &self.router);
         sh(
             None,
             &format!("ip link add c0 netns {cl} type veth peer name r-c netns {rt}"),
         )?;
-        sh(
-            None,
-            &format!("ip link add {LB_IFACE} netns {lb} type veth peer name r-l netns {rt}"),
-        )?;
         sh(Some(rt), "ip link add br0 type bridge")?;
         sh(Some(rt), "sysctl -qw net.ipv4.ip_forward=1")?;
         sh(Some(rt), "sysctl -qw net.ipv6.conf.all.forwarding=1")?;
+        // ECMP over the balancers by the 5-tuple, as a fleet's routers must hash.
+        sh(Some(rt), "sysctl -qw net.ipv4.fib_multipath_hash_policy=1")?;
+        sh(Some(rt), "sysctl -qw net.ipv6.fib_multipath_hash_policy=1")?;
 
         addr(cl, "c0", "198.18.100.2/24", "2001:db8:100::2/64")?;
         addr(rt, "r-c", "198.18.100.1/24", "2001:db8:100::1/64")?;
-        addr(rt, "r-l", "198.18.0.1/24", "2001:db8::1/64")?;
-        addr(lb, LB_IFACE, "198.18.0.2/24", "2001:db8::2/64")?;
         addr(rt, "br0", "198.18.1.254/24", "2001:db8:1::fe/64")?;
         route(cl, "198.18.100.1", "2001:db8:100::1")?;
-        route(lb, "198.18.0.1", "2001:db8::1")?;
-        sh(Some(rt), "ip route add 198.18.10.0/24 via 198.18.0.2")?;
-        sh(Some(rt), "ip -6 route add 2001:db8:10::/64 via 2001:db8::2")?;
+        for (i, lb) in self.lbs.iter().enumerate() {
+            let link = router_link(i);
+            sh(
+                None,
+                &format!("ip link add {LB_IFACE} netns {lb} type veth peer name {link} netns {rt}"),
+            )?;
+            addr(
+                rt,
+                &link,
+                &format!("{}/24", router_v4(i)),
+                &format!("{}/64", router_v6(i)),
+            )?;
+            addr(
+                lb,
+                LB_IFACE,
+                &format!("{}/24", lb_v4(i)),
+                &format!("{}/64", lb_v6(i)),
+            )?;
+            route(lb, &router_v4(i).to_string(), &router_v6(i).to_string())?;
+        }
+        if static_vip_routes {
+            sh(
+                Some(rt),
+                &format!("ip route add 198.18.10.0/24 via {}", lb_v4(0)),
+            )?;
+            sh(
+                Some(rt),
+                &format!("ip -6 route add 2001:db8:10::/64 via {}", lb_v6(0)),
+            )?;
+        }
         // See the module docs: partial checksums do not survive XDP on veth.
         sh(Some(cl), "ethtool -K c0 tx off")?;
 
@@ -154,21 +235,30 @@ impl Topology {
             self.programs.push(decap);
         }
         sh(Some(rt), "ip link set br0 up")?;
-        // XDP_TX frames from the balancer reach r-l only if r-l runs XDP itself.
-        let pass = run_in(rt, || {
+        // XDP_TX frames from a balancer reach the router only if its end runs XDP itself.
+        let links: Vec<String> = (0..self.lbs.len()).map(router_link).collect();
+        let pass = run_in(rt, move || {
             let mut d = Decap::load()?;
-            d.program(PASS_PROGRAM)?
-                .attach("r-l", aya::programs::XdpMode::Driver)
-                .context("attaching xdp_pass to r-l")?;
+            let program = d.program(PASS_PROGRAM)?;
+            for link in &links {
+                program
+                    .attach(link, aya::programs::XdpMode::Driver)
+                    .with_context(|| format!("attaching xdp_pass to {link}"))?;
+            }
             Ok(d)
         })?;
         self.programs.push(pass);
         Ok(())
     }
 
-    /// bpffs directory of the balancer's pins in this topology.
+    /// bpffs directory of the first balancer's pins in this topology.
     pub fn pin_dir(&self) -> std::path::PathBuf {
-        std::path::PathBuf::from(format!("/sys/fs/bpf/{}-lb", self.prefix))
+        self.pin_dir_of(0)
+    }
+
+    /// bpffs directory of balancer `i`'s pins.
+    pub fn pin_dir_of(&self, i: usize) -> std::path::PathBuf {
+        std::path::PathBuf::from(format!("/sys/fs/bpf/{}", self.lbs[i]))
     }
 
     /// Drop every packet a backend receives (a blackholed, not refusing, backend).
@@ -236,9 +326,11 @@ impl Drop for Topology {
         for ns in self.namespaces() {
             let _ = sh(None, &format!("ip netns delete {ns}"));
         }
-        let pins = self.pin_dir();
-        let _ = lb_agent::dataplane::unpin_all(&pins);
-        let _ = std::fs::remove_dir(&pins);
+        for i in 0..self.lbs.len() {
+            let pins = self.pin_dir_of(i);
+            let _ = lb_agent::dataplane::unpin_all(&pins);
+            let _ = std::fs::remove_dir(&pins);
+        }
         // The scenario's configuration and agent log.
         let _ = std::fs::remove_dir_all(std::env::temp_dir().join(&self.prefix));
     }

@@ -468,7 +468,7 @@ fn bad_config_and_malformed_flood_leave_the_balancer_working() -> Result<()> {
     let counted_before = verdicts(&sc.agent.status()?);
     let web = sc.web();
     let legit = sc.client.rt_handle().spawn(http_burst(web, 500, 4));
-    let sent = lb_tests::inject::inject(&sc.topo.router, "r-l", frames)?;
+    let sent = lb_tests::inject::inject(&sc.topo.router, &lb_tests::topo::router_link(0), frames)?;
     let legit = sc.client.run(legit)??;
     std::thread::sleep(Duration::from_millis(300));
     let after = sc.agent.status()?;

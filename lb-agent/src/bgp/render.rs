@@ -4,9 +4,12 @@
 use crate::config::{BgpConfig, Community, Neighbor};
 use std::{collections::BTreeSet, fmt::Write as _, net::IpAddr};
 
-/// Static protocols (and tables) holding the announced VIPs, per family.
+/// Static protocols holding the announced VIPs, per family, and their tables (BIRD names
+/// protocols and tables in one namespace).
 pub const STATIC_V4: &str = "lb_vips4";
 pub const STATIC_V6: &str = "lb_vips6";
+const TABLE_V4: &str = "lb_vip_routes4";
+const TABLE_V6: &str = "lb_vip_routes6";
 
 /// The BIRD protocol name of the session to `address`: stable across reorders of the file.
 pub fn peer_protocol(address: &IpAddr) -> String {
@@ -29,23 +32,25 @@ pub fn render(cfg: &BgpConfig, prefixes: &BTreeSet<IpAddr>, origin: &str) -> Str
     if let Some(id) = cfg.router_id {
         let _ = writeln!(w, "\nrouter id {id};");
     }
-    // Routes via a named interface exist only while it is up; this protocol tracks it.
-    let _ = writeln!(w, "\nprotocol device lb_device {{\n}}");
     let _ = writeln!(
         w,
         "\n# Own tables, so these routes reach only the sessions below, never the kernel.\n\
-         ipv4 table {STATIC_V4};\nipv6 table {STATIC_V6};"
+         ipv4 table {TABLE_V4};\nipv6 table {TABLE_V6};"
     );
     let _ = writeln!(
         w,
         "\n# VIPs that can serve, through the agent's device {iface:?}: if the agent dies,\n\
-         # the kernel removes the device, these routes go with it and BGP withdraws them.",
+         # the kernel removes the device, these routes go with it and BGP withdraws them.\n\
+         # (BIRD's own configuration has the `protocol device` that tracks the device.)",
         iface = cfg.announce_interface
     );
-    for (name, family, v6) in [(STATIC_V4, "ipv4", false), (STATIC_V6, "ipv6", true)] {
+    for (name, table, family, v6) in [
+        (STATIC_V4, TABLE_V4, "ipv4", false),
+        (STATIC_V6, TABLE_V6, "ipv6", true),
+    ] {
         let _ = writeln!(
             w,
-            "protocol static {name} {{\n  {family} {{ table {name}; }};"
+            "protocol static {name} {{\n  {family} {{ table {table}; }};"
         );
         for p in prefixes.iter().filter(|p| p.is_ipv6() == v6) {
             let len = if v6 { 128 } else { 32 };
@@ -90,9 +95,11 @@ fn session(w: &mut String, cfg: &BgpConfig, n: &Neighbor) {
         let _ = writeln!(w, "  password \"{pw}\";");
     }
     let keepalive = (cfg.hold_time / 3).max(1);
+    // Back in service seconds after a network blip (BIRD waits 60 s by default), still
+    // damped up to a minute when the session keeps failing.
     let _ = writeln!(
         w,
-        "  hold time {};\n  keepalive time {keepalive};\n  connect retry time 5;",
+        "  hold time {};\n  keepalive time {keepalive};\n  connect retry time 5;\n  error wait time 5, 60;",
         cfg.hold_time
     );
     // A dead balancer's routes must go at once, not be kept for a graceful restart.
@@ -102,13 +109,13 @@ fn session(w: &mut String, cfg: &BgpConfig, n: &Neighbor) {
         let hop = cfg.next_hop.map_or("next hop self".to_string(), |a| {
             format!("next hop address {a}")
         });
-        channel(w, "ipv4", STATIC_V4, &hop);
+        channel(w, "ipv4", TABLE_V4, &hop);
     }
     if v6 {
         let hop = cfg.next_hop_v6.map_or("next hop self".to_string(), |a| {
             format!("next hop address {a}")
         });
-        channel(w, "ipv6", STATIC_V6, &hop);
+        channel(w, "ipv6", TABLE_V6, &hop);
     }
     let _ = writeln!(w, "}}");
 }
@@ -145,22 +152,20 @@ mod tests {
 
 router id 198.18.0.2;
 
-protocol device lb_device {
-}
-
 # Own tables, so these routes reach only the sessions below, never the kernel.
-ipv4 table lb_vips4;
-ipv6 table lb_vips6;
+ipv4 table lb_vip_routes4;
+ipv6 table lb_vip_routes6;
 
 # VIPs that can serve, through the agent's device "lb-announce": if the agent dies,
 # the kernel removes the device, these routes go with it and BGP withdraws them.
+# (BIRD's own configuration has the `protocol device` that tracks the device.)
 protocol static lb_vips4 {
-  ipv4 { table lb_vips4; };
+  ipv4 { table lb_vip_routes4; };
   route 198.18.10.1/32 via "lb-announce";
   route 198.18.10.2/32 via "lb-announce";
 }
 protocol static lb_vips6 {
-  ipv6 { table lb_vips6; };
+  ipv6 { table lb_vip_routes6; };
   route 2001:db8:10::1/128 via "lb-announce";
 }
 
@@ -176,9 +181,10 @@ protocol bgp lb_peer_198_18_0_1 {
   hold time 6;
   keepalive time 2;
   connect retry time 5;
+  error wait time 5, 60;
   graceful restart off;
   ipv4 {
-    table lb_vips4;
+    table lb_vip_routes4;
     import none;
     export filter lb_export;
     next hop self;
@@ -193,9 +199,10 @@ protocol bgp lb_peer_2001_db8__1 {
   hold time 6;
   keepalive time 2;
   connect retry time 5;
+  error wait time 5, 60;
   graceful restart off;
   ipv6 {
-    table lb_vips6;
+    table lb_vip_routes6;
     import none;
     export filter lb_export;
     next hop self;
@@ -203,6 +210,38 @@ protocol bgp lb_peer_2001_db8__1 {
 }
 "#;
         assert_eq!(text, expected, "got:\n{text}");
+    }
+
+    /// BIRD itself parses what we generate (`bird -p`), with every option in use.
+    #[test]
+    fn bird_accepts_the_generated_file() {
+        let dir = std::env::temp_dir().join(format!("lb-bird-render-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let include = dir.join("vips.conf");
+        let cfg = config("next_hop = \"198.18.0.9\"\nnext_hop_v6 = \"2001:db8::9\"");
+        let prefixes: BTreeSet<IpAddr> = ["198.18.10.1", "2001:db8:10::1"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        std::fs::write(&include, render(&cfg, &prefixes, "lb.toml")).unwrap();
+        let main = dir.join("bird.conf");
+        std::fs::write(
+            &main,
+            format!("protocol device {{}}\ninclude \"{}\";\n", include.display()),
+        )
+        .unwrap();
+        let out = std::process::Command::new("bird")
+            .arg("-p")
+            .arg("-c")
+            .arg(&main)
+            .output()
+            .expect("bird is installed by `cargo xtask setup`");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            out.status.success(),
+            "bird -p rejected it: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     #[test]

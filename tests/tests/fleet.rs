@@ -1,0 +1,308 @@
+//! Scale-out: balancers behind a router that spreads flows over them with ECMP, VIPs announced
+//! by each agent through its BIRD. Every balancer computes the same Maglev table, so a flow
+//! reaches the same backend through any of them, and losing one resets no connection.
+//! The scenarios run one at a time (two shared cores) and print their convergence times.
+
+use anyhow::{ensure, Context, Result};
+use lb_tests::{
+    client::{http_burst, LongLived},
+    fleet::{Fleet, HOLD_TIME_S},
+    scenario::{backend_name, Options},
+    servers::{HTTP_PORT, LONG_PORT},
+    topo::{backend_v4, VIP_UDP, VIP_V4, VIP_V6},
+};
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+const WEB: SocketAddr = SocketAddr::new(IpAddr::V4(VIP_V4), HTTP_PORT);
+const WEB6: SocketAddr = SocketAddr::new(IpAddr::V6(VIP_V6), HTTP_PORT);
+const LONG: SocketAddr = SocketAddr::new(IpAddr::V4(VIP_V4), LONG_PORT);
+
+/// Packets each of `members` forwarded (its data path's own counter).
+fn forwarded(f: &Fleet, members: &[usize]) -> Result<Vec<u64>> {
+    members
+        .iter()
+        .map(|&i| {
+            let status = f.agent(i)?.status()?;
+            Ok(status.counters.get("forwarded").copied().unwrap_or(0))
+        })
+        .collect()
+}
+
+/// Packets of VIP `vip` each of `members` forwarded.
+fn vip_packets(f: &Fleet, members: &[usize], vip: &str) -> Result<Vec<u64>> {
+    members
+        .iter()
+        .map(|&i| {
+            let status = f.agent(i)?.status()?;
+            Ok(status
+                .vips
+                .iter()
+                .find(|v| v.name == vip)
+                .map_or(0, |v| v.packets))
+        })
+        .collect()
+}
+
+/// VIP name -> table digest, per running balancer.
+fn digests(f: &Fleet, members: &[usize]) -> Result<Vec<BTreeMap<String, String>>> {
+    members
+        .iter()
+        .map(|&i| {
+            let status = f.agent(i)?.status()?;
+            Ok(status
+                .vips
+                .into_iter()
+                .map(|v| (v.name, v.table_digest))
+                .collect())
+        })
+        .collect()
+}
+
+fn all_ok(f: &Fleet, addr: SocketAddr, count: usize) -> Result<()> {
+    let tally = f.client.run(http_burst(addr, count, 16))?;
+    ensure!(
+        tally.errors.is_empty() && tally.total() == count as u64,
+        "{addr}: {tally:?}"
+    );
+    Ok(())
+}
+
+/// Wait until the long-lived connections made `more` exchanges beyond what they had.
+fn exchanges_grow(long: &LongLived, more: u64, limit: Duration) -> Result<()> {
+    let start_count = long.exchanges.load(std::sync::atomic::Ordering::Relaxed);
+    let deadline = Instant::now() + limit;
+    while long.exchanges.load(std::sync::atomic::Ordering::Relaxed) < start_count + more {
+        ensure!(
+            Instant::now() < deadline,
+            "long-lived connections stalled: {:?}",
+            long.failures()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+#[test]
+fn three_balancers_share_flows_and_losing_one_resets_nothing() -> Result<()> {
+    let _serial = serial();
+    let mut f = Fleet::start("fa", 3, Options::default())?;
+
+    // Every balancer computed the same tables.
+    let d = digests(&f, &[0, 1, 2])?;
+    ensure!(d[0] == d[1] && d[1] == d[2], "table digests differ: {d:?}");
+
+    // Every balancer carries traffic: ECMP spreads the connections by their 5-tuple.
+    let before = forwarded(&f, &[0, 1, 2])?;
+    all_ok(&f, WEB, 600)?;
+    all_ok(&f, WEB6, 150)?;
+    let after = forwarded(&f, &[0, 1, 2])?;
+    let carried: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    eprintln!("packets forwarded per balancer for 750 connections: {carried:?}");
+    ensure!(
+        carried.iter().all(|&n| n > 0),
+        "a balancer carried nothing: {carried:?}"
+    );
+
+    // Long-lived connections across the fleet; exchanges may wait out TCP's backoff while a
+    // balancer is lost, so a stall only counts after 20 s.
+    let long = f.client.run(LongLived::open_with_stall(
+        LONG,
+        60,
+        Duration::from_millis(200),
+        Duration::from_secs(20),
+    ))??;
+    exchanges_grow(&long, 120, Duration::from_secs(10))?;
+    let first_backends = long.backend_names();
+    // Each balancer carries some of them (so the losses below move real connections).
+    let a = vip_packets(&f, &[0, 1, 2], "long")?;
+    exchanges_grow(&long, 120, Duration::from_secs(10))?;
+    let b = vip_packets(&f, &[0, 1, 2], "long")?;
+    let long_carried: Vec<u64> = b.iter().zip(&a).map(|(b, a)| b - a).collect();
+    eprintln!("long-lived packets per balancer: {long_carried:?}");
+    ensure!(
+        long_carried.iter().all(|&n| n > 0),
+        "a balancer carries no long-lived connection: {long_carried:?}"
+    );
+    long.take_longest();
+
+    // (3) A balancer dies: agent and BIRD killed. Its BGP session closes, the router withdraws
+    // its path, ECMP moves its flows to the survivors, which pick the same backends.
+    let before = forwarded(&f, &[0, 1, 2])?;
+    let t = Instant::now();
+    f.kill_member(2)?;
+    let withdrawn = f.wait_for_nexthops(VIP_V4.into(), 2, Duration::from_secs(10))?;
+    eprintln!("balancer killed: path withdrawn after {withdrawn:?}");
+    exchanges_grow(&long, 300, Duration::from_secs(20))?;
+    eprintln!(
+        "balancer killed: longest exchange of a long-lived connection {:?} ({:?} observed)",
+        long.take_longest(),
+        t.elapsed()
+    );
+    ensure!(
+        long.failures().is_empty(),
+        "after the loss: {:?}",
+        long.failures()
+    );
+    all_ok(&f, WEB, 300)?;
+    let survivors = forwarded(&f, &[0, 1])?;
+    ensure!(
+        survivors.iter().zip(&before).all(|(a, b)| a > b),
+        "survivors did not take over: {before:?} -> {survivors:?}"
+    );
+
+    // (4) It returns: announced once its tables are published; flows spread again, and those
+    // that move to it find the same backend through its table.
+    let t = Instant::now();
+    f.start_member(2)?;
+    let back = f.wait_for_nexthops(VIP_V4.into(), 3, Duration::from_secs(20))?;
+    eprintln!(
+        "balancer restarted: path back {back:?} after the agent was ready ({:?} in all)",
+        t.elapsed()
+    );
+    let d = digests(&f, &[0, 1, 2])?;
+    ensure!(d[0] == d[2], "the returned balancer's tables differ: {d:?}");
+    let before = forwarded(&f, &[0, 1, 2])?;
+    exchanges_grow(&long, 300, Duration::from_secs(20))?;
+    eprintln!(
+        "balancer returned: longest exchange of a long-lived connection {:?}",
+        long.take_longest()
+    );
+    all_ok(&f, WEB, 300)?;
+    let after = forwarded(&f, &[0, 1, 2])?;
+    ensure!(
+        after[2] > before[2],
+        "the returned balancer carries nothing"
+    );
+    ensure!(
+        long.failures().is_empty(),
+        "after the return: {:?}",
+        long.failures()
+    );
+
+    // A balancer that goes silent (its link cut, nothing sent): the router notices when the
+    // hold timer expires; in the meantime its flows' packets are lost and TCP retransmits.
+    let t = Instant::now();
+    f.cut_link(1, true)?;
+    let expired = f.wait_for_nexthops(VIP_V4.into(), 2, Duration::from_secs(HOLD_TIME_S + 10))?;
+    eprintln!("balancer cut off: path withdrawn after {expired:?} (hold time {HOLD_TIME_S} s)");
+    exchanges_grow(&long, 300, Duration::from_secs(30))?;
+    eprintln!(
+        "balancer cut off: longest exchange of a long-lived connection {:?} ({:?} observed)",
+        long.take_longest(),
+        t.elapsed()
+    );
+    all_ok(&f, WEB, 300)?;
+    f.cut_link(1, false)?;
+    let back = f.wait_for_nexthops(VIP_V4.into(), 3, Duration::from_secs(30))?;
+    eprintln!("link restored: path back after {back:?}");
+    exchanges_grow(&long, 300, Duration::from_secs(20))?;
+
+    let names = long.backend_names();
+    let failures = f.client.run(long.close())?;
+    ensure!(failures.is_empty(), "resets or stalls: {failures:?}");
+    // Never moved: "connection i moved from a to b" would be in the failures.
+    ensure!(
+        names.iter().zip(&first_backends).all(|(a, b)| a == b),
+        "a connection changed backend"
+    );
+    Ok(())
+}
+
+#[test]
+fn backend_loss_converges_on_every_balancer_and_unservable_vips_are_withdrawn() -> Result<()> {
+    let _serial = serial();
+    let options = Options {
+        all_down: "drop",
+        ..Options::default()
+    };
+    let mut f = Fleet::start("fb", 2, options)?;
+    let initial = digests(&f, &[0, 1])?;
+    ensure!(initial[0] == initial[1], "digests differ: {initial:?}");
+
+    // (5) A backend fails: each agent finds out by itself and both publish the same table.
+    f.stop_server(1);
+    let t = Instant::now();
+    let converged = loop {
+        let d = digests(&f, &[0, 1])?;
+        if d[0] == d[1] && d[0]["web"] != initial[0]["web"] {
+            break t.elapsed();
+        }
+        ensure!(
+            t.elapsed() < Duration::from_secs(15),
+            "no convergence: {d:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    eprintln!("backend stopped: both balancers' tables equal without it after {converged:?}");
+    for i in 0..2 {
+        let status = f.agent(i)?.status()?;
+        let web = status
+            .vips
+            .iter()
+            .find(|v| v.name == "web")
+            .context("web")?;
+        let dead = backend_v4(1);
+        ensure!(
+            web.backends
+                .iter()
+                .any(|b| b.address == IpAddr::V4(dead) && b.health == "down" && b.slots == 0),
+            "balancer {i} still uses {dead}"
+        );
+    }
+    let tally = f.client.run(http_burst(WEB, 200, 16))?;
+    ensure!(tally.errors.is_empty(), "{tally:?}");
+    ensure!(
+        !tally.by_backend.contains_key(&backend_name(1)),
+        "the dead backend answered: {tally:?}"
+    );
+
+    // No backend left and all_down = "drop": nothing can serve, so nothing is announced.
+    let t = Instant::now();
+    f.stop_server(0);
+    f.stop_server(2);
+    let gone = f.wait_for_nexthops(VIP_V4.into(), 0, Duration::from_secs(15))?;
+    f.wait_for_nexthops(VIP_UDP.into(), 0, Duration::from_secs(5))?;
+    eprintln!("every backend down: VIPs withdrawn by both balancers after {gone:?}");
+    for i in 0..3 {
+        f.start_server(i)?;
+    }
+    let back = f.wait_for_nexthops(VIP_V4.into(), 2, Duration::from_secs(15))?;
+    eprintln!(
+        "backends back: VIPs announced again after {back:?} ({:?} since the withdrawal began)",
+        t.elapsed()
+    );
+    all_ok(&f, WEB, 200)?;
+
+    // A graceful stop withdraws before the agent exits, while BIRD keeps running.
+    let t = Instant::now();
+    if let Some(agent) = f.members[0].agent.as_mut() {
+        agent.stop()?;
+    }
+    let withdrawn = f.wait_for_nexthops(VIP_V4.into(), 1, Duration::from_secs(5))?;
+    eprintln!(
+        "agent stopped (SIGTERM): path withdrawn after {withdrawn:?} ({:?} incl. exit)",
+        t.elapsed()
+    );
+    let log = f.members[0]
+        .agent
+        .as_ref()
+        .map(|a| a.log_text())
+        .unwrap_or_default();
+    ensure!(
+        log.contains("BGP announcements withdrawn"),
+        "no withdrawal in the agent's log:\n{log}"
+    );
+    all_ok(&f, WEB, 200)?;
+    Ok(())
+}
