@@ -2,7 +2,7 @@
 //! turns that into BIRD's include file and `birdc configure`, retries while BIRD is away, and
 //! watches the sessions. The agent never speaks BGP itself.
 
-mod bird;
+pub(crate) mod bird;
 mod link;
 pub mod render;
 

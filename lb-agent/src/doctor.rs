@@ -9,6 +9,8 @@
 //! a program is attached, so expect a blip of a few milliseconds on a busy NIC. It is not done
 //! when a program is already attached.
 
+mod bgp;
+
 use crate::{
     config::{Config, GatewayMac, XdpMode},
     dataplane::{self, Decap, PASS_PROGRAM},
@@ -128,6 +130,9 @@ pub async fn run(opts: &DoctorOptions) -> Vec<Finding> {
     } else if let Some(link) = &link {
         out.push(gateway(&link.iface.name, cfg).await);
         out.push(rp_filter_lb(&link.iface.name));
+    }
+    if let (false, Some(bgp_cfg)) = (opts.backend, cfg.and_then(|c| c.bgp.as_ref())) {
+        out.extend(bgp::checks(bgp_cfg).await);
     }
     out
 }

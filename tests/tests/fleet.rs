@@ -227,6 +227,25 @@ fn backend_loss_converges_on_every_balancer_and_unservable_vips_are_withdrawn() 
         ..Options::default()
     };
     let mut f = Fleet::start("fb", 2, options)?;
+
+    // The doctor sees what the agent needs from BIRD, live.
+    let doctor = std::process::Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", f.members[0].ns))
+        .arg("--")
+        .arg(lb_tests::agentproc::agent_binary()?)
+        .args(["doctor", "--config"])
+        .arg(&f.members[0].config)
+        .output()?;
+    let report = String::from_utf8_lossy(&doctor.stdout);
+    for line in [
+        "OK   tun:",
+        "OK   BIRD: answers on",
+        "OK   BIRD include:",
+        "OK   BGP session to 198.18.0.1: established",
+    ] {
+        ensure!(report.contains(line), "doctor lacks {line:?}:\n{report}");
+    }
+
     let initial = digests(&f, &[0, 1])?;
     ensure!(initial[0] == initial[1], "digests differ: {initial:?}");
 
