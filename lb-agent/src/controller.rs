@@ -470,22 +470,22 @@ impl Controller {
     /// Slow start: republish VIPs whose backends are still ramping up.
     pub fn on_tick(&mut self) -> Result<()> {
         let window = Duration::from_millis(self.config.agent.slow_start_ms);
+        // Every VIP with a backend still marked as ramping is republished, including one whose
+        // window just ended: that publish gives it full weight, however late the tick came.
         let ramping: Vec<String> = self
             .vips
             .iter()
-            .filter(|(_, v)| {
-                v.backends
-                    .values()
-                    .any(|b| b.up_since.is_some_and(|at| at.elapsed() <= window + TICK))
-            })
+            .filter(|(_, v)| v.backends.values().any(|b| b.up_since.is_some()))
             .map(|(n, _)| n.clone())
             .collect();
+        // Taken before the publishes, which therefore saw at least this much of the window.
+        let now = Instant::now();
         for name in ramping {
             self.publish(&name, None)?;
         }
         for v in self.vips.values_mut() {
             for b in v.backends.values_mut() {
-                if b.up_since.is_some_and(|at| at.elapsed() > window + TICK) {
+                if b.up_since.is_some_and(|at| now.duration_since(at) >= window) {
                     b.up_since = None;
                 }
             }
