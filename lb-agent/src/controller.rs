@@ -485,7 +485,9 @@ impl Controller {
         }
         for v in self.vips.values_mut() {
             for b in v.backends.values_mut() {
-                if b.up_since.is_some_and(|at| now.duration_since(at) >= window) {
+                if b.up_since
+                    .is_some_and(|at| now.duration_since(at) >= window)
+                {
                     b.up_since = None;
                 }
             }

@@ -13,11 +13,12 @@
 use crate::{
     agentproc::Agent,
     netns::{sh, NsRuntime},
-    scenario::{backend_name, balancer_config, Options},
-    servers::Servers,
+    scenario::{balancer_config, Options},
+    servers::Backends,
     topo::{self, lb_v4, lb_v6, router_link, router_v4, Topology},
 };
 use anyhow::{bail, Context, Result};
+use lb_agent::admin::StatusReport;
 use std::{
     net::IpAddr,
     path::{Path, PathBuf},
@@ -129,7 +130,7 @@ pub struct Fleet {
     pub client: NsRuntime,
     pub members: Vec<Member>,
     pub router_bird: Bird,
-    pub servers: Vec<Option<Servers>>,
+    pub servers: Backends,
     pub dir: PathBuf,
     // Dropped last: everything above lives in its namespaces.
     pub topo: Topology,
@@ -147,12 +148,7 @@ impl Fleet {
                 static_vip_routes: false,
             },
         )?;
-        let servers = topo
-            .backends
-            .iter()
-            .enumerate()
-            .map(|(i, ns)| Servers::start(ns, &backend_name(i)).map(Some))
-            .collect::<Result<Vec<_>>>()?;
+        let servers = Backends::start(&topo.backends)?;
         let dir = std::env::temp_dir().join(&topo.prefix);
         std::fs::create_dir_all(&dir)?;
         let router_bird =
@@ -310,17 +306,9 @@ impl Fleet {
         }
     }
 
-    pub fn stop_server(&mut self, i: usize) {
-        if let Some(mut s) = self.servers[i].take() {
-            s.stop();
-        }
-    }
-
-    pub fn start_server(&mut self, i: usize) -> Result<()> {
-        if self.servers[i].is_none() {
-            self.servers[i] = Some(Servers::start(&self.topo.backends[i], &backend_name(i))?);
-        }
-        Ok(())
+    /// The status of each of `members` (their agents must run).
+    pub fn statuses(&self, members: &[usize]) -> Result<Vec<StatusReport>> {
+        members.iter().map(|&i| self.agent(i)?.status()).collect()
     }
 }
 

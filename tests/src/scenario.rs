@@ -4,7 +4,7 @@
 use crate::{
     agentproc::Agent,
     netns::NsRuntime,
-    servers::{Servers, HTTP_PORT, LONG_PORT, UDP_PORT},
+    servers::{Backends, HTTP_PORT, LONG_PORT, UDP_PORT},
     topo::{backend_v4, backend_v6, lb_v4, lb_v6, Topology, LB_IFACE, VIP_UDP, VIP_V4, VIP_V6},
 };
 use anyhow::Result;
@@ -43,25 +43,18 @@ pub struct Scenario {
     pub options: Options,
     pub client: NsRuntime,
     pub agent: Agent,
-    pub servers: Vec<Option<Servers>>,
+    pub servers: Backends,
     pub config_path: PathBuf,
     // Dropped last: everything above lives in its namespaces.
     pub topo: Topology,
 }
 
-pub fn backend_name(i: usize) -> String {
-    format!("backend{i}")
-}
+pub use crate::servers::backend_name;
 
 impl Scenario {
     pub fn start(tag: &str, options: Options) -> Result<Self> {
         let topo = Topology::build(tag, options.backends)?;
-        let servers = topo
-            .backends
-            .iter()
-            .enumerate()
-            .map(|(i, ns)| Servers::start(ns, &backend_name(i)).map(Some))
-            .collect::<Result<Vec<_>>>()?;
+        let servers = Backends::start(&topo.backends)?;
         let dir = std::env::temp_dir().join(&topo.prefix);
         std::fs::create_dir_all(&dir)?;
         let config_path = dir.join("lb.toml");
@@ -95,16 +88,11 @@ impl Scenario {
     }
 
     pub fn stop_server(&mut self, i: usize) {
-        if let Some(mut s) = self.servers[i].take() {
-            s.stop();
-        }
+        self.servers.stop(i);
     }
 
     pub fn start_server(&mut self, i: usize) -> Result<()> {
-        if self.servers[i].is_none() {
-            self.servers[i] = Some(Servers::start(&self.topo.backends[i], &backend_name(i))?);
-        }
-        Ok(())
+        self.servers.start_again(i)
     }
 
     /// Rewrite the configuration (e.g. other weights or backends) without reloading it.

@@ -148,3 +148,45 @@ impl Drop for Servers {
         self.stop();
     }
 }
+
+/// The servers of every backend namespace, each stoppable and restartable (a backend that
+/// dies and comes back). Backend `i` answers with the name `backend<i>`.
+pub struct Backends {
+    namespaces: Vec<String>,
+    servers: Vec<Option<Servers>>,
+}
+
+pub fn backend_name(i: usize) -> String {
+    format!("backend{i}")
+}
+
+impl Backends {
+    pub fn start(namespaces: &[String]) -> Result<Self> {
+        let servers = namespaces
+            .iter()
+            .enumerate()
+            .map(|(i, ns)| Servers::start(ns, &backend_name(i)).map(Some))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            namespaces: namespaces.to_vec(),
+            servers,
+        })
+    }
+
+    pub fn get(&self, i: usize) -> Option<&Servers> {
+        self.servers.get(i).and_then(Option::as_ref)
+    }
+
+    pub fn stop(&mut self, i: usize) {
+        if let Some(mut s) = self.servers.get_mut(i).and_then(Option::take) {
+            s.stop();
+        }
+    }
+
+    pub fn start_again(&mut self, i: usize) -> Result<()> {
+        if self.servers[i].is_none() {
+            self.servers[i] = Some(Servers::start(&self.namespaces[i], &backend_name(i))?);
+        }
+        Ok(())
+    }
+}

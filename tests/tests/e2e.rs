@@ -561,7 +561,7 @@ fn flapping_backend_causes_no_table_churn() -> Result<()> {
             .map_or(0, |v| v.table_generation))
     };
     let before = generation(&sc)?;
-    if let Some(s) = &sc.servers[1] {
+    if let Some(s) = sc.servers.get(1) {
         s.set_flapping(true);
     }
     // 4 s at a 200 ms interval: ~20 alternating results, never rise=2 or fall=3 in a row.

@@ -30,43 +30,39 @@ const LONG: SocketAddr = SocketAddr::new(IpAddr::V4(VIP_V4), LONG_PORT);
 
 /// Packets each of `members` forwarded (its data path's own counter).
 fn forwarded(f: &Fleet, members: &[usize]) -> Result<Vec<u64>> {
-    members
+    let statuses = f.statuses(members)?;
+    Ok(statuses
         .iter()
-        .map(|&i| {
-            let status = f.agent(i)?.status()?;
-            Ok(status.counters.get("forwarded").copied().unwrap_or(0))
-        })
-        .collect()
+        .map(|s| s.counters.get("forwarded").copied().unwrap_or(0))
+        .collect())
 }
 
 /// Packets of VIP `vip` each of `members` forwarded.
 fn vip_packets(f: &Fleet, members: &[usize], vip: &str) -> Result<Vec<u64>> {
-    members
+    let statuses = f.statuses(members)?;
+    Ok(statuses
         .iter()
-        .map(|&i| {
-            let status = f.agent(i)?.status()?;
-            Ok(status
-                .vips
+        .map(|s| {
+            s.vips
                 .iter()
                 .find(|v| v.name == vip)
-                .map_or(0, |v| v.packets))
+                .map_or(0, |v| v.packets)
         })
-        .collect()
+        .collect())
 }
 
-/// VIP name -> table digest, per running balancer.
+/// VIP name -> table digest, per balancer of `members`.
 fn digests(f: &Fleet, members: &[usize]) -> Result<Vec<BTreeMap<String, String>>> {
-    members
-        .iter()
-        .map(|&i| {
-            let status = f.agent(i)?.status()?;
-            Ok(status
-                .vips
+    let statuses = f.statuses(members)?;
+    Ok(statuses
+        .into_iter()
+        .map(|s| {
+            s.vips
                 .into_iter()
                 .map(|v| (v.name, v.table_digest))
-                .collect())
+                .collect()
         })
-        .collect()
+        .collect())
 }
 
 fn all_ok(f: &Fleet, addr: SocketAddr, count: usize) -> Result<()> {
@@ -250,7 +246,7 @@ fn backend_loss_converges_on_every_balancer_and_unservable_vips_are_withdrawn() 
     ensure!(initial[0] == initial[1], "digests differ: {initial:?}");
 
     // (5) A backend fails: each agent finds out by itself and both publish the same table.
-    f.stop_server(1);
+    f.servers.stop(1);
     let t = Instant::now();
     let converged = loop {
         let d = digests(&f, &[0, 1])?;
@@ -288,13 +284,13 @@ fn backend_loss_converges_on_every_balancer_and_unservable_vips_are_withdrawn() 
 
     // No backend left and all_down = "drop": nothing can serve, so nothing is announced.
     let t = Instant::now();
-    f.stop_server(0);
-    f.stop_server(2);
+    f.servers.stop(0);
+    f.servers.stop(2);
     let gone = f.wait_for_nexthops(VIP_V4.into(), 0, Duration::from_secs(15))?;
     f.wait_for_nexthops(VIP_UDP.into(), 0, Duration::from_secs(5))?;
     eprintln!("every backend down: VIPs withdrawn by both balancers after {gone:?}");
     for i in 0..3 {
-        f.start_server(i)?;
+        f.servers.start_again(i)?;
     }
     let back = f.wait_for_nexthops(VIP_V4.into(), 2, Duration::from_secs(15))?;
     eprintln!(
