@@ -242,6 +242,30 @@ fn backend_loss_converges_on_every_balancer_and_unservable_vips_are_withdrawn() 
         ensure!(report.contains(line), "doctor lacks {line:?}:\n{report}");
     }
 
+    // Announcements carry the configured community; a reload changes it in place.
+    let communities = |f: &Fleet| -> Result<String> {
+        f.router_bird
+            .birdc(&["show", "route", "all", "for", "198.18.10.1"])
+    };
+    let routes = communities(&f)?;
+    ensure!(routes.contains("(65010,100)"), "no community:\n{routes}");
+    let text = std::fs::read_to_string(&f.members[0].config)?;
+    std::fs::write(
+        &f.members[0].config,
+        text.replace("\"65010:100\"", "\"65010:100\", \"65010:7:9\""),
+    )?;
+    let summary = f.agent(0)?.post("/reload")?;
+    ensure!(summary.contains("reloaded"), "{summary}");
+    let t = Instant::now();
+    while !communities(&f)?.contains("(65010, 7, 9)") {
+        ensure!(
+            t.elapsed() < Duration::from_secs(10),
+            "the reloaded large community never reached the router:\n{}",
+            communities(&f)?
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
     let initial = digests(&f, &[0, 1])?;
     ensure!(initial[0] == initial[1], "digests differ: {initial:?}");
 
