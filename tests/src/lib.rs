@@ -3,12 +3,15 @@
 //! network-namespace harness (`topo`, `netns`, `servers`, `client`, `agentproc`, `scenario`).
 
 pub mod agentproc;
+pub mod benchkit;
 pub mod client;
 pub mod expect;
+pub mod flood;
 pub mod frames;
 pub mod inject;
 pub mod lab;
 pub mod netns;
+pub mod pair;
 pub mod run;
 pub mod scenario;
 pub mod servers;
