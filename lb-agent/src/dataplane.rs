@@ -29,6 +29,10 @@ pub const LB_PROGRAM: &str = "xdp_lb";
 pub const REFLECT_PROGRAM: &str = "xdp_reflect";
 pub const BENCH_LB_PROGRAM: &str = "xdp_bench_lb";
 pub const BENCH_REFLECT_PROGRAM: &str = "xdp_bench_reflect";
+/// The forwarding benchmark's live-frames generator and counting sink (never attached by the
+/// agent).
+pub const BENCH_GEN_PROGRAM: &str = "xdp_bench_gen";
+pub const BENCH_SINK_PROGRAM: &str = "xdp_bench_sink";
 /// The backend side's programs.
 pub const DECAP_PROGRAM: &str = "xdp_decap";
 pub const PASS_PROGRAM: &str = "xdp_pass";
@@ -219,6 +223,8 @@ impl Balancer {
             REFLECT_PROGRAM,
             BENCH_LB_PROGRAM,
             BENCH_REFLECT_PROGRAM,
+            BENCH_GEN_PROGRAM,
+            BENCH_SINK_PROGRAM,
         ] {
             load_xdp(&mut ebpf, name)?;
         }
@@ -464,6 +470,15 @@ impl Balancer {
         )?;
         frames.set(0, frame, 0).context("writing BENCH_FRAME")
     }
+
+    /// Benchmark harness: frames the forwarding benchmark's sink has received, over all CPUs.
+    pub fn bench_sunk(&self) -> Result<u64> {
+        let map = self
+            .ebpf
+            .map("BENCH_SINK")
+            .ok_or_else(|| anyhow!("map BENCH_SINK missing"))?;
+        sum_u64(&PerCpuArray::try_from(map)?, 0)
+    }
 }
 
 /// Attach `prog` to `iface`, adopting the link pinned at `link_pin` when there is one.
@@ -581,7 +596,7 @@ pub fn unpin_all(pin_dir: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-fn sum_u64(map: &PerCpuArray<MapData, u64>, index: u32) -> Result<u64> {
+fn sum_u64<T: std::borrow::Borrow<MapData>>(map: &PerCpuArray<T, u64>, index: u32) -> Result<u64> {
     let values = map
         .get(&index, 0)
         .with_context(|| format!("reading counter {index}"))?;

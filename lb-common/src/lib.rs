@@ -333,7 +333,10 @@ pub struct BenchFrame {
     pub bytes: [u8; BENCH_FRAME_LEN],
     /// `BENCH_VARY_*`: give every iteration its own TCP source port (a new flow each time).
     pub vary_source_port: u32,
-    pub _pad: u32,
+    /// With a `BENCH_VARY_*` mode: cycle through this many flows (iteration count modulo
+    /// `flows`; the port takes the low 16 bits, the source address's last byte the rest).
+    /// 0: the port is the iteration count itself, wrapping at 65536.
+    pub flows: u32,
 }
 
 pub const BENCH_VARY_NONE: u32 = 0;

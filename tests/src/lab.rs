@@ -39,10 +39,15 @@ pub fn backend_ip(id: u32) -> IpAddr {
 impl Lab {
     /// A balancer with the standard configuration and backends, no VIPs.
     pub fn new() -> Result<Self> {
+        Self::with_conn_table(4096)
+    }
+
+    /// As `new`, with a connection table of `entries` (split over the CPUs' LRU lists).
+    pub fn with_conn_table(entries: u32) -> Result<Self> {
         let mut lb = Balancer::load(LoadOptions {
             table_size: DEFAULT_TABLE_SIZE,
             max_vips: 8,
-            conn_table_entries: 4096,
+            conn_table_entries: entries,
             pin_dir: None,
         })?;
         let config = LbConfig {

@@ -115,3 +115,16 @@ impl NsRuntime {
         self.rt.block_on(handle).context("task in namespace failed")
     }
 }
+
+/// Run `f` on a scoped thread inside `ns` and wait for it: unlike `run_in`, `f` may borrow
+/// (a loaded program to attach or to run).
+pub fn scoped_in<T: Send>(ns: &str, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            enter(ns)?;
+            f()
+        })
+        .join()
+        .map_err(|_| anyhow!("thread in netns panicked"))?
+    })
+}

@@ -85,8 +85,9 @@ pub struct Topology {
     programs: Vec<Decap>,
 }
 
-/// Namespace names start with this; the rest is the creating process id.
-const PREFIX: &str = "lbe";
+/// Namespace names start with this; the rest is the creating process id (`remove_stale` relies
+/// on it, also for `pair::Pair`).
+pub const PREFIX: &str = "lbe";
 
 impl Topology {
     /// Build the topology with `backends` backend namespaces. `tag` keeps concurrent

@@ -9,8 +9,9 @@
 use anyhow::{bail, ensure, Context, Result};
 use aya::programs::{TestRun, TestRunOptions};
 use lb_agent::dataplane::{BENCH_LB_PROGRAM, BENCH_REFLECT_PROGRAM, LB_PROGRAM, REFLECT_PROGRAM};
-use lb_common::{BenchFrame, Stat, BENCH_FRAME_LEN, BENCH_VARY_NONE, BENCH_VARY_V4, IPPROTO_TCP};
+use lb_common::{BenchFrame, Stat, BENCH_VARY_NONE, BENCH_VARY_V4, IPPROTO_TCP};
 use lb_tests::{
+    benchkit::{self, median},
     frames::{self, Tcp},
     lab::Lab,
     run::{XDP_PASS, XDP_TX},
@@ -44,25 +45,7 @@ struct Case {
 }
 
 fn padded(vary_source_port: u32, build: impl Fn(&[u8]) -> Vec<u8>) -> Result<BenchFrame> {
-    let headers = build(&[]).len();
-    let frame = build(&vec![0x5a; BENCH_FRAME_LEN - headers]);
-    ensure!(
-        frame.len() == BENCH_FRAME_LEN,
-        "template is {} bytes",
-        frame.len()
-    );
-    let mut bytes = [0u8; BENCH_FRAME_LEN];
-    bytes.copy_from_slice(&frame);
-    Ok(BenchFrame {
-        bytes,
-        vary_source_port,
-        _pad: 0,
-    })
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
+    benchkit::template(vary_source_port, 0, build)
 }
 
 fn main() -> Result<()> {

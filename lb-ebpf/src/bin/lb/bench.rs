@@ -1,12 +1,14 @@
 //! Benchmark harness (not on any production path). BPF_PROG_TEST_RUN repeats a program on one
 //! buffer, so each iteration would see the previous iteration's output: `restore` puts the
 //! template frame back (head and bytes) in front of the balancer and of the MAC-swap floor alike.
+//! The same restore makes the live-frames generator (`xdp_bench_gen`): in that mode the kernel
+//! recycles pages that may still hold what the balancer wrote, so every frame is written whole.
 
 use crate::{
     counters::count,
-    maps::{BENCH_FRAME, STATS},
+    maps::{BENCH_FRAME, BENCH_SINK, STATS},
 };
-use aya_ebpf::programs::XdpContext;
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{
     Stat, BENCH_FRAME_LEN, BENCH_VARY_V4, BENCH_VARY_V6, ETH_HDR_LEN, IPV4_HDR_LEN, IPV6_HDR_LEN,
 };
@@ -31,21 +33,47 @@ pub fn restore(ctx: &XdpContext) -> bool {
     };
     // SAFETY: ptr_at checked BENCH_FRAME_LEN bytes of frame; `bytes` starts the 8-aligned value.
     unsafe { *frame = *(template.bytes.as_ptr() as *const [u64; WORDS]) };
+    let flows = template.flows;
     match template.vary_source_port {
-        BENCH_VARY_V4 => new_source_port::<{ ETH_HDR_LEN + IPV4_HDR_LEN }>(ctx),
-        BENCH_VARY_V6 => new_source_port::<{ ETH_HDR_LEN + IPV6_HDR_LEN }>(ctx),
+        BENCH_VARY_V4 => new_flow::<V4_SRC_LAST, { ETH_HDR_LEN + IPV4_HDR_LEN }>(ctx, flows),
+        BENCH_VARY_V6 => new_flow::<V6_SRC_LAST, { ETH_HDR_LEN + IPV6_HDR_LEN }>(ctx, flows),
         _ => {}
     }
     count(Stat::BenchRestored);
     true
 }
 
-/// A new flow every iteration: this CPU's iteration count becomes the TCP source port.
+/// Last byte of the IPv4 / IPv6 source address in an untagged frame.
+const V4_SRC_LAST: usize = ETH_HDR_LEN + 15;
+const V6_SRC_LAST: usize = ETH_HDR_LEN + 23;
+
+/// A flow per iteration from this CPU's iteration count: as is (port only, wrapping at 65536)
+/// or modulo `flows`, whose bits above the port's 16 go into the source address's last byte.
 #[inline(always)]
-fn new_source_port<const AT: usize>(ctx: &XdpContext) {
+fn new_flow<const ADDR: usize, const PORT: usize>(ctx: &XdpContext, flows: u32) {
     let n = STATS.get(Stat::BenchRestored as u32).copied().unwrap_or(0);
-    if let Some(port) = ptr_at::<u16>(ctx, AT) {
+    let flow = match n.checked_rem(flows as u64) {
+        Some(flow) => {
+            if let Some(byte) = ptr_at::<u8>(ctx, ADDR) {
+                // SAFETY: bounds checked by ptr_at.
+                unsafe { *byte = (*byte).wrapping_add((flow >> 16) as u8) };
+            }
+            flow
+        }
+        None => n,
+    };
+    if let Some(port) = ptr_at::<u16>(ctx, PORT) {
         // SAFETY: bounds checked by ptr_at.
-        unsafe { *port = (n as u16).to_be() };
+        unsafe { *port = (flow as u16).to_be() };
     }
+}
+
+/// Counting sink of the forwarding benchmark: what the balancer sent back arrives here.
+#[inline(always)]
+pub fn sink() -> u32 {
+    if let Some(c) = BENCH_SINK.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot, no other writer while this program runs on this CPU.
+        unsafe { *c += 1 };
+    }
+    xdp_action::XDP_DROP
 }

@@ -1,7 +1,8 @@
 //! The balancer: XDP program `xdp_lb`, read top to bottom:
 //! `l2` (lb-ebpf) -> `ipv4` / `ipv6` (validate, `vip` lookup, `l4` / `icmp` flow) -> `forward`
 //! (`select`: `conntrack` then `maglev`; MTU check with `icmp`; `counters`; `encap`) -> verdict.
-//! `xdp_reflect` (MAC swap + XDP_TX) is the benchmark floor; `xdp_bench_*` are the benchmark twins.
+//! `xdp_reflect` (MAC swap + XDP_TX) is the benchmark floor; `xdp_bench_lb` / `xdp_bench_reflect`
+//! are the benchmark twins, `xdp_bench_gen` / `xdp_bench_sink` the forwarding benchmark's ends.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
@@ -84,6 +85,22 @@ pub fn xdp_bench_reflect(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_ABORTED;
     }
     reflect(&ctx)
+}
+
+/// Forwarding benchmark's generator, run with BPF_PROG_TEST_RUN in live-frames mode on the
+/// veth in front of the balancer: each frame is the template (one of `flows` flows), sent out.
+#[xdp]
+pub fn xdp_bench_gen(ctx: XdpContext) -> u32 {
+    if !bench::restore(&ctx) {
+        return xdp_action::XDP_ABORTED;
+    }
+    xdp_action::XDP_TX
+}
+
+/// Forwarding benchmark's sink on that veth: counts and drops what the program under test sent.
+#[xdp]
+pub fn xdp_bench_sink(_ctx: XdpContext) -> u32 {
+    bench::sink()
 }
 
 #[cfg(target_arch = "bpf")]

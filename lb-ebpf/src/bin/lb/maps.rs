@@ -74,3 +74,7 @@ pub static BACKEND_STATS: PerCpuArray<TrafficCounters> =
 /// Bench harness only: the frame restored before every iteration.
 #[map]
 pub static BENCH_FRAME: Array<BenchFrame> = Array::with_max_entries(1, 0);
+
+/// Bench harness only: frames the forwarding benchmark's sink received (per CPU, one slot).
+#[map]
+pub static BENCH_SINK: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);

@@ -1,0 +1,47 @@
+//! The connection table under a SYN flood larger than the table: with the per-CPU new-flow
+//! guard on, established flows keep their entries; with it off, the flood evicts them.
+
+use anyhow::Result;
+use lb_tests::flood::{run, Flood};
+
+const TABLE: u32 = 65536;
+const ESTABLISHED: u32 = 1000;
+/// Four times the whole table, so the flood overflows it however the CPUs split it.
+const SYNS: u32 = 4 * TABLE;
+/// Low enough that even a flood slowed to 10 s admits far fewer entries than the table's free
+/// room on one CPU.
+const GUARD: u32 = 1000;
+
+fn flood(new_flows_per_sec: u32) -> Result<lb_tests::flood::Outcome> {
+    run(&Flood {
+        conn_table: TABLE,
+        established: ESTABLISHED,
+        syns: SYNS,
+        new_flows_per_sec,
+    })
+}
+
+#[test]
+fn guard_keeps_established_flows_through_a_flood_larger_than_the_table() -> Result<()> {
+    let on = flood(GUARD)?;
+    assert_eq!(
+        on.survivors, ESTABLISHED as u64,
+        "established flows lost their entries with the guard on"
+    );
+    assert!(
+        on.skipped >= (SYNS - 20 * GUARD) as u64,
+        "the guard skipped only {} of {SYNS} inserts in {:.2} s",
+        on.skipped,
+        on.seconds
+    );
+
+    let off = flood(0)?;
+    assert_eq!(off.skipped, 0, "no guard, no skipped insert");
+    assert!(
+        off.survivors < ESTABLISHED as u64 / 10,
+        "{} of {ESTABLISHED} established flows survived an unguarded flood of {SYNS} SYNs \
+         into a table of {TABLE}",
+        off.survivors
+    );
+    Ok(())
+}
