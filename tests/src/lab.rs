@@ -39,9 +39,14 @@ pub fn backend_ip(id: u32) -> IpAddr {
 impl Lab {
     /// A balancer with the standard configuration and backends, no VIPs.
     pub fn new() -> Result<Self> {
+        Self::with_max_vips(8)
+    }
+
+    /// The same with room for `max_vips` VIPs (the control-plane benchmark publishes 100).
+    pub fn with_max_vips(max_vips: u32) -> Result<Self> {
         let mut lb = Balancer::load(LoadOptions {
             table_size: DEFAULT_TABLE_SIZE,
-            max_vips: 8,
+            max_vips,
             conn_table_entries: 4096,
             pin_dir: None,
         })?;
