@@ -29,7 +29,7 @@ use std::{
 };
 use tokio::{net::TcpStream, sync::mpsc, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, Instrument};
+use tracing::{debug, info};
 
 /// What to check and how often (resolved from the VIP's `[vip.health_check]`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -248,8 +248,9 @@ pub fn spawn_checker(
     reports: mpsc::Sender<CheckReport>,
     cancel: CancellationToken,
 ) -> JoinHandle<()> {
-    let span = tracing::info_span!("health_check", vip = %vip, backend = %backend);
-    tokio::spawn(run_checker(vip, backend, spec, initial, reports, cancel).instrument(span))
+    // No span per checker: at 10,000 checkers their registry entries cost megabytes; the
+    // events carry the VIP and backend themselves.
+    tokio::spawn(run_checker(vip, backend, spec, initial, reports, cancel))
 }
 
 async fn run_checker(
@@ -261,11 +262,11 @@ async fn run_checker(
     cancel: CancellationToken,
 ) {
     if spec.kind == CheckKind::None {
-        debug!("no health check configured; backend counts as up");
+        debug!(%vip, %backend, "no health check configured; backend counts as up");
         return;
     }
     let mut hysteresis = Hysteresis::new(spec.rise, spec.fall, initial);
-    debug!(kind = ?spec.kind, target = %spec.target, ?initial, "health checker started");
+    debug!(%vip, %backend, kind = ?spec.kind, target = %spec.target, ?initial, "health checker started");
 
     let lag = schedule_lag();
     let mut due = Instant::now() + first_delay(spec.interval);
@@ -293,9 +294,16 @@ async fn run_checker(
         };
         let transition = hysteresis.record(ok);
         match transition {
-            Some(Health::Up) => info!(reason = %detail, "backend up"),
-            Some(Health::Down) => info!(reason = %detail, "backend down"),
-            None => debug!(ok, latency_us = latency.as_micros() as u64, %detail, "check done"),
+            Some(Health::Up) => info!(%vip, %backend, reason = %detail, "backend up"),
+            Some(Health::Down) => info!(%vip, %backend, reason = %detail, "backend down"),
+            None => debug!(
+                %vip,
+                %backend,
+                ok,
+                latency_us = latency.as_micros() as u64,
+                %detail,
+                "check done"
+            ),
         }
 
         let report = CheckReport {
@@ -310,15 +318,16 @@ async fn run_checker(
         let sent = tokio::select! {
             biased;
             _ = cancel.cancelled() => break,
-            r = reports.send(report) => r,
+            // Boxed too: of the awaits, this one's state is the largest.
+            r = Box::pin(reports.send(report)) => r,
         };
         if sent.is_err() {
-            debug!("report receiver gone");
+            debug!(%vip, %backend, "report receiver gone");
             break;
         }
         due = Instant::now() + jittered_interval(spec.interval);
     }
-    debug!("health checker stopped");
+    debug!(%vip, %backend, "health checker stopped");
 }
 
 /// Upper bounds (seconds) of the lag buckets: tokio's timer wheel has 1 ms resolution, so a
