@@ -468,7 +468,7 @@ fn scale(out: &mut String, missed: &mut Vec<String>) -> Result<()> {
         let warm = rss(&pid)?;
         let asked = Instant::now();
         let metrics = agent.metrics();
-        eprintln!("scale: /metrics answered in {:?}", asked.elapsed());
+        let scrape0 = asked.elapsed();
         let metrics = metrics.with_context(|| {
             let log = agent.log_text();
             let tail: Vec<&str> = log.lines().rev().take(15).collect();
@@ -490,7 +490,7 @@ fn scale(out: &mut String, missed: &mut Vec<String>) -> Result<()> {
         let steady = rss(&pid)?;
         let asked = Instant::now();
         let metrics = agent.metrics();
-        eprintln!("scale: /metrics answered in {:?}", asked.elapsed());
+        let scrape1 = asked.elapsed();
         let metrics = metrics.with_context(|| {
             let log = agent.log_text();
             let tail: Vec<&str> = log.lines().rev().take(15).collect();
@@ -614,6 +614,12 @@ fn scale(out: &mut String, missed: &mut Vec<String>) -> Result<()> {
         writeln!(
             out,
             "| TCP sockets in TIME_WAIT in the agent's namespace | {time_wait} | - |"
+        )?;
+        writeln!(
+            out,
+            "| `/metrics` answer, {total} backends (two scrapes) | {:.0} ms, {:.0} ms | - |",
+            ms(scrape0),
+            ms(scrape1)
         )?;
         writeln!(
             out,
