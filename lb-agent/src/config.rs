@@ -1436,11 +1436,11 @@ backend = [
 
     #[test]
     fn rejects_more_than_max_backends_in_total() {
-        // 7 VIPs x 600 backends: each VIP fits table_size 65537, the total does not.
+        // 28 VIPs x 600 backends: each VIP fits table_size 65537, the total does not.
         let per_vip = 600;
         let mut text = String::from(HEAD);
         let mut expected_line = 0;
-        for i in 0..7 {
+        for i in 0..28 {
             text += &vip(&format!("v{i}"), &format!("198.18.0.{}", 10 + i), 80);
             for j in 0..per_vip {
                 if i * per_vip + j == lb_common::MAX_BACKENDS as usize {
@@ -1455,8 +1455,8 @@ backend = [
         }
         let n = lb_common::MAX_BACKENDS as usize; // 0-based index of the first one too many
         let path = format!("vip[{}].backend[{}]", n / per_vip, n % per_vip);
-        assert_eq!(path, "vip[6].backend[496]");
-        assert_rejected(&text, &path, expected_line, "at most 4096 across all VIPs");
+        assert_eq!(path, "vip[27].backend[184]");
+        assert_rejected(&text, &path, expected_line, "at most 16384 across all VIPs");
     }
 
     // ---- rejected: health checks --------------------------------------------------------------

@@ -5,7 +5,7 @@ pub const DEFAULT_TABLE_SIZE: u32 = 65537;
 /// Default capacity of the VIP maps; each VIP owns two tables of `table_size` slots.
 pub const DEFAULT_MAX_VIPS: u32 = 64;
 /// Capacity of the `BACKENDS` array (backend ids are `0..MAX_BACKENDS`).
-pub const MAX_BACKENDS: u32 = 4096;
+pub const MAX_BACKENDS: u32 = 16384;
 /// Default connection-table capacity compiled into the object; the agent sets its own.
 pub const DEFAULT_CONN_TABLE_ENTRIES: u32 = 65536;
 /// Words of the `ADDR_FILTER` bitmap (64 bits each): 65536 bits, so a few hundred VIP addresses

@@ -45,11 +45,12 @@ impl Agent {
     /// Start `lb-agent run` in the topology's LB namespace and wait until its admin endpoint
     /// answers with every VIP published.
     pub fn start(topo: &Topology, config: &Path) -> Result<Self> {
-        Self::start_in(&topo.lb, config)
+        Self::start_in(&topo.lb, config, Duration::from_secs(20))
     }
 
-    /// Start it in namespace `ns` (one balancer of a fleet).
-    pub fn start_in(ns: &str, config: &Path) -> Result<Self> {
+    /// Start `lb-agent run` in namespace `ns` and wait up to `ready_within` for every VIP to be
+    /// published (large configurations take longer than the scenarios' 20 s).
+    pub fn start_in(ns: &str, config: &Path, ready_within: Duration) -> Result<Self> {
         let log = config.with_extension("log");
         let out = std::fs::OpenOptions::new()
             .create(true)
@@ -74,12 +75,12 @@ impl Agent {
             log,
             ns: ns.to_string(),
         };
-        agent.wait_ready()?;
+        agent.wait_ready(ready_within)?;
         Ok(agent)
     }
 
-    fn wait_ready(&mut self) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(20);
+    fn wait_ready(&mut self, within: Duration) -> Result<()> {
+        let deadline = Instant::now() + within;
         loop {
             if let Some(child) = self.child.as_mut() {
                 if let Some(status) = child.try_wait()? {
@@ -92,7 +93,7 @@ impl Agent {
                 }
             }
             if Instant::now() > deadline {
-                bail!("lb-agent not ready after 20 s:\n{}", self.log_text());
+                bail!("lb-agent not ready after {within:?}:\n{}", self.log_text());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -108,6 +109,20 @@ impl Agent {
             &self.ns,
             move || async move { admin::fetch_status(addr).await },
         )
+    }
+
+    /// `GET /metrics`: the OpenMetrics text.
+    pub fn metrics(&self) -> Result<String> {
+        let addr: SocketAddr = ADMIN.parse()?;
+        block_in(
+            &self.ns,
+            move || async move { admin::fetch_metrics(addr).await },
+        )
+    }
+
+    /// The agent's process id (nsenter execs it, so it is the child's).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 
     pub fn post(&self, path: &str) -> Result<String> {

@@ -206,7 +206,7 @@ impl Fleet {
             "bird",
             &format!("protocol device {{}}\ninclude \"{}\";\n", include.display()),
         )?);
-        m.agent = Some(Agent::start_in(&m.ns, &m.config)?);
+        m.agent = Some(Agent::start_in(&m.ns, &m.config, Duration::from_secs(20))?);
         Ok(())
     }
 

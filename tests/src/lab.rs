@@ -39,15 +39,24 @@ pub fn backend_ip(id: u32) -> IpAddr {
 impl Lab {
     /// A balancer with the standard configuration and backends, no VIPs.
     pub fn new() -> Result<Self> {
-        Self::with_conn_table(4096)
+        Self::load(8, 4096)
     }
 
     /// As `new`, with a connection table of `entries` (split over the CPUs' LRU lists).
     pub fn with_conn_table(entries: u32) -> Result<Self> {
+        Self::load(8, entries)
+    }
+
+    /// As `new`, with room for `max_vips` VIPs (the control-plane benchmark publishes 100).
+    pub fn with_max_vips(max_vips: u32) -> Result<Self> {
+        Self::load(max_vips, 4096)
+    }
+
+    fn load(max_vips: u32, conn_table_entries: u32) -> Result<Self> {
         let mut lb = Balancer::load(LoadOptions {
             table_size: DEFAULT_TABLE_SIZE,
-            max_vips: 8,
-            conn_table_entries: entries,
+            max_vips,
+            conn_table_entries,
             pin_dir: None,
         })?;
         let config = LbConfig {
