@@ -486,15 +486,22 @@ fn report(label: &str, load: Load, cases: &[Case], samples: &[Vec<Sample>]) -> V
             case.name
         );
     }
-    let shares: Vec<String> = samples[ours]
-        .iter()
-        .map(|s| format!("{:.0}%", s.top_share * 100.0))
+    // Per round, so a tail can be matched with how unevenly the connections were hashed.
+    let rounds: Vec<String> = (0..ROUNDS)
+        .map(|r| {
+            let (s, d) = (&samples[ours][r], &samples[direct][r]);
+            format!(
+                "{:.2}x ({:.0}%)",
+                ms(s.wrk.p99) / ms(d.wrk.p99),
+                s.top_share * 100.0
+            )
+        })
         .collect();
     println!(
-        "\nOur busiest backend's share of the VIP's packets, per round: {} (even: {:.0}%; the \
-         other paths spread the connections evenly).",
-        shares.join(", "),
-        100.0 / BACKENDS as f64
+        "\nOur p99 / direct's, per round (in brackets the busiest backend's share of the VIP's \
+         packets; even is {:.0}%, and the other paths spread the connections evenly): {}.",
+        100.0 / BACKENDS as f64,
+        rounds.join(", ")
     );
 
     println!();
