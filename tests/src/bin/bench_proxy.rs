@@ -11,7 +11,10 @@
 //! - routed (a control, not a contender): like direct, but to addresses the router sends through
 //!   the balancer's namespace, which forwards them back with plain kernel routing. The same hops
 //!   as the balancer's path with no balancer program in them, so a latency difference between
-//!   this and direct belongs to the topology (veth hops on a shared machine), not to us.
+//!   this and direct belongs to the topology (veth hops on a shared machine), not to us;
+//! - uneven (another control): direct, but two of wrk's three threads on backend 0 and one on
+//!   backend 1 — the split a hash most often gives three connections — to tell what an uneven
+//!   split alone does to the tail.
 //!
 //! CPU per request: ours is the XDP program's run time (kernel BPF statistics) plus the agent's
 //! CPU time; HAProxy's is its process CPU time; direct has no balancer. The run fails when wrk
@@ -75,6 +78,8 @@ enum Via {
     Direct,
     /// Direct, but routed through the balancer's namespace by the kernel (the control).
     Routed,
+    /// Direct, with two thirds of the connections on one backend (the control for hashing).
+    Uneven,
     Balancer,
     HaProxy(usize),
 }
@@ -234,6 +239,12 @@ fn main() -> Result<()> {
             targets: route_through_balancer(&sc.topo)?,
         },
         Case {
+            name: "direct, 2 of 3 wrk threads on one backend (control)".into(),
+            via: Via::Uneven,
+            url: format!("http://{}/", servers[0]),
+            targets: vec![servers[0], servers[0], servers[1]],
+        },
+        Case {
             name: "our balancer (XDP, DSR)".into(),
             via: Via::Balancer,
             url: format!("http://{VIP_V4}:{HTTP_PORT}/"),
@@ -330,7 +341,7 @@ impl Bench {
     fn proxy_cpu(&self, via: Via) -> Result<Duration> {
         match via {
             // Kernel forwarding in softirq: no process to charge.
-            Via::Direct | Via::Routed => Ok(Duration::ZERO),
+            Via::Direct | Via::Routed | Via::Uneven => Ok(Duration::ZERO),
             Via::Balancer => process_cpu(self.agent_pid),
             Via::HaProxy(i) => process_cpu(self.proxies[i].pid()?),
         }
@@ -453,7 +464,7 @@ fn report(label: &str, load: Load, cases: &[Case], samples: &[Vec<Sample>]) -> V
         let busy = per_round(i, &|s, _, _| s.machine.busy_share() * 100.0);
         let (cpu_cell, per_100k) = match via {
             Via::Direct => ("0 (none)".to_string(), "0".to_string()),
-            Via::Routed => ("-".to_string(), "-".to_string()),
+            Via::Routed | Via::Uneven => ("-".to_string(), "-".to_string()),
             _ => (format!("{cpu:.2}"), format!("{:.0}", cpu * 100.0)),
         };
         println!(
@@ -467,7 +478,7 @@ fn report(label: &str, load: Load, cases: &[Case], samples: &[Vec<Sample>]) -> V
     println!("| path | XDP runs per request | XDP ns per run | XDP µs/req | process CPU µs/req | process CPU ms per s |");
     println!("|---|---:|---:|---:|---:|---:|");
     for (i, case) in cases.iter().enumerate() {
-        if matches!(case.via, Via::Direct | Via::Routed) {
+        if matches!(case.via, Via::Direct | Via::Routed | Via::Uneven) {
             continue;
         }
         let runs = per_round(i, &|s, _, _| s.xdp.run_count as f64 / s.requests());
@@ -513,15 +524,21 @@ fn report(label: &str, load: Load, cases: &[Case], samples: &[Vec<Sample>]) -> V
         (P99_TARGET - 1.0) * 100.0,
         yes(p99_ratio <= P99_TARGET)
     ));
-    if let Some(routed) = cases.iter().position(|c| c.via == Via::Routed) {
-        let control = median(
+    for (control, what) in [
+        (Via::Routed, "the same hops without a balancer"),
+        (Via::Uneven, "direct split 2-1-0"),
+    ] {
+        let Some(c) = cases.iter().position(|c| c.via == control) else {
+            continue;
+        };
+        let ours_to_control = median(
             (0..ROUNDS)
-                .map(|r| ms(samples[ours][r].wrk.p99) / ms(samples[routed][r].wrk.p99))
+                .map(|r| ms(samples[ours][r].wrk.p99) / ms(samples[c][r].wrk.p99))
                 .collect(),
         );
-        let hops = per_round(routed, &|s, d, _| ms(s.wrk.p99) / ms(d.wrk.p99));
+        let control_to_direct = per_round(c, &|s, d, _| ms(s.wrk.p99) / ms(d.wrk.p99));
         targets.push(format!(
-            "| (context) our p99 / the same hops without a balancer; those hops' p99 / direct | {label} | {control:.2}x; {hops:.2}x | - |"
+            "| (context) our p99 / {what}'s; {what}'s / direct's | {label} | {ours_to_control:.2}x; {control_to_direct:.2}x | - |"
         ));
     }
     for (i, case) in cases.iter().enumerate() {
