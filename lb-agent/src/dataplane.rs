@@ -95,7 +95,7 @@ const PINNED_MAPS: [&str; 11] = [
 /// another interface attaches afresh instead of adopting a link that serves the old one.
 const LINK_PIN_PREFIX: &str = "xdp_link_";
 
-fn link_pin(dir: &std::path::Path, iface: &str) -> PathBuf {
+pub fn link_pin(dir: &std::path::Path, iface: &str) -> PathBuf {
     dir.join(format!("{LINK_PIN_PREFIX}{iface}"))
 }
 
