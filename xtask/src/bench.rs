@@ -56,7 +56,10 @@ pub fn bench(selected: &[String], write: bool) -> Result<()> {
     let ebpf = ebpf_dir(true);
     run(cargo_with_ebpf(&ebpf).args(["build", "--release", "-p", "lb-tests", "--bins"]))?;
     let bins = host_target_dir().join("release");
-    let mut sections = Vec::new();
+    let doc = workspace_root().join(DOC);
+    if write {
+        update_doc(&doc, "machine", &machine(selected)?)?;
+    }
     for part in parts {
         eprintln!("==> bench: {} ({})", part.name, part.about);
         let output = Command::new(bins.join(part.bin))
@@ -70,19 +73,18 @@ pub fn bench(selected: &[String], write: bool) -> Result<()> {
         if !output.status.success() {
             bail!("bench part {} failed ({})", part.name, output.status);
         }
-        sections.push((part.name, text));
-    }
-    if write {
-        let path = workspace_root().join(DOC);
-        let mut doc = fs::read_to_string(&path).with_context(|| format!("reading {DOC}"))?;
-        doc = replace_block(&doc, "machine", &machine(selected)?);
-        for (name, text) in &sections {
-            doc = replace_block(&doc, name, text);
+        // Written as each part finishes: a later part's failure keeps the earlier figures.
+        if write {
+            update_doc(&doc, part.name, &text)?;
+            eprintln!("wrote the {} section of {DOC}", part.name);
         }
-        fs::write(&path, doc).with_context(|| format!("writing {DOC}"))?;
-        eprintln!("wrote {} section(s) to {DOC}", sections.len());
     }
     Ok(())
+}
+
+fn update_doc(path: &std::path::Path, block: &str, body: &str) -> Result<()> {
+    let doc = fs::read_to_string(path).with_context(|| format!("reading {DOC}"))?;
+    fs::write(path, replace_block(&doc, block, body)).with_context(|| format!("writing {DOC}"))
 }
 
 fn select(selected: &[String]) -> Result<Vec<&'static Part>> {

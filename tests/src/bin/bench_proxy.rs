@@ -29,7 +29,7 @@ use lb_tests::{
     progstats::{ProgSample, ProgStats},
     scenario::{config_text, Options, Scenario},
     servers::HTTP_PORT,
-    topo::{backend_v4, Topology, LB_IFACE, LB_V4, VIP_V4},
+    topo::{backend_v4, router_link, router_v4, Topology, LB_IFACE, LB_V4, VIP_V4},
     wrk::{self, Load, WrkResult},
 };
 use std::{
@@ -117,8 +117,6 @@ fn routed_addr(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(198, 18, 11, i as u8 + 1)
 }
 const ROUTED_NET: &str = "198.18.11.0/24";
-/// The router's address on its link to the balancer.
-const ROUTER_TO_LB: &str = "198.18.0.1";
 
 /// Router → balancer namespace → router → backend for `ROUTED_NET`, by plain kernel routing.
 fn route_through_balancer(topo: &Topology) -> Result<Vec<SocketAddr>> {
@@ -133,13 +131,16 @@ fn route_through_balancer(topo: &Topology) -> Result<Vec<SocketAddr>> {
     }
     sh(
         Some(lb),
-        &format!("ip route add {ROUTED_NET} via {ROUTER_TO_LB}"),
+        &format!("ip route add {ROUTED_NET} via {}", router_v4(0)),
     )?;
     sh(Some(rt), &format!("ip route add {ROUTED_NET} via {LB_V4}"))?;
     // Coming back from the balancer, the router sends them on to the backends.
     sh(
         Some(rt),
-        &format!("ip rule add iif r-l to {ROUTED_NET} lookup 100"),
+        &format!(
+            "ip rule add iif {} to {ROUTED_NET} lookup 100",
+            router_link(0)
+        ),
     )?;
     let mut targets = Vec::new();
     for (i, ns) in topo.backends.iter().enumerate() {
