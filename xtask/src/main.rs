@@ -44,8 +44,8 @@ enum Task {
         2. rust-src for nightly (for -Z build-std=core)\n\
         3. $HOME/.local/share/lb-llvm/lib: libLLVM.so symlinks to the nightly's libLLVM\n\
         4. bpf-linker 0.13, built against that LLVM (cargo install, LLVM_PREFIX set)\n\
-        5. Debian packages for missing test tools (ip, ethtool, ping, sysctl, nsenter, \
-        curl) via apt-get (root only)\n\
+        5. Debian packages for missing test and benchmark tools (ip, ethtool, ping, sysctl, \
+        nsenter, curl, nft, birdc, haproxy, wrk) via apt-get (root only)\n\
         6. bpffs mounted at /sys/fs/bpf (root only)"
     )]
     Setup,
