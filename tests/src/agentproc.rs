@@ -103,6 +103,20 @@ impl Agent {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The failover times (µs, deciding check to published table) the agent logged.
+    pub fn logged_failovers(&self) -> Vec<u64> {
+        self.log_text()
+            .lines()
+            .filter_map(|l| l.split("failover_us=").nth(1))
+            .filter_map(|rest| {
+                rest.split(|c: char| !c.is_ascii_digit())
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .collect()
+    }
+
     pub fn status(&self) -> Result<StatusReport> {
         let addr: SocketAddr = ADMIN.parse()?;
         block_in(

@@ -25,6 +25,11 @@ pub fn template(vary: u32, flows: u32, build: impl Fn(&[u8]) -> Vec<u8>) -> Resu
     })
 }
 
+/// Milliseconds, for tables.
+pub fn ms(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
 /// Median of a non-empty sample (the upper one of an even count).
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));

@@ -136,19 +136,6 @@ fn detection_bound(o: &Options) -> Duration {
     Duration::from_millis(o.fall as u64 * o.interval_ms + 1000)
 }
 
-/// The failover times (µs, decision to published table) the agent logged.
-fn logged_failovers(log: &str) -> Vec<u64> {
-    log.lines()
-        .filter_map(|l| l.split("failover_us=").nth(1))
-        .filter_map(|rest| {
-            rest.split(|c: char| !c.is_ascii_digit())
-                .next()?
-                .parse()
-                .ok()
-        })
-        .collect()
-}
-
 #[test]
 fn failover_refused_and_blackholed_backends() -> Result<()> {
     let _serial = serial();
@@ -209,7 +196,7 @@ fn failover_refused_and_blackholed_backends() -> Result<()> {
         tally.by_backend.keys().all(|b| b == &backend_name(0)),
         "{tally:?}"
     );
-    let failovers = logged_failovers(&sc.agent.log_text());
+    let failovers = sc.agent.logged_failovers();
     println!(
         "failover: refused backend marked down after {refused:?}, blackholed after {blackholed:?}; \
          decision to published table: {failovers:?} µs"

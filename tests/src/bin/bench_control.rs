@@ -11,6 +11,8 @@ use lb_agent::maglev::{build_table, MaglevBackend};
 use lb_common::{DEFAULT_TABLE_SIZE, IPPROTO_TCP};
 use lb_tests::{
     agentproc::Agent,
+    benchkit::{median, ms},
+    cpu::process_cpu,
     lab::Lab,
     netns::{sh, NsRuntime},
     scenario::{Options, Scenario},
@@ -69,21 +71,12 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 fn min(v: &[f64]) -> f64 {
     v.iter().copied().fold(f64::INFINITY, f64::min)
 }
 
 fn max(v: &[f64]) -> f64 {
     v.iter().copied().fold(f64::NEG_INFINITY, f64::max)
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }
 
 // ---- Maglev build ---------------------------------------------------------------------------
@@ -157,7 +150,8 @@ struct Rss {
     peak: u64,
 }
 
-fn rss(pid: &str) -> Result<Rss> {
+/// `pid`: a process id, or "self".
+fn rss(pid: impl std::fmt::Display) -> Result<Rss> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status"))?;
     let field = |name: &str| -> u64 {
@@ -406,16 +400,37 @@ fn lag_quantile(a: &Lag, b: &Lag, q: f64) -> String {
     "-".to_string()
 }
 
-/// utime + stime of a process, seconds.
-fn cpu_seconds(pid: &str) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces) start at state, field 3.
-    let after = stat.rsplit(')').next().context("malformed stat")?;
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Ok(ticks as f64 / hz)
+/// utime + stime of the agent, seconds.
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    Ok(process_cpu(pid)?.as_secs_f64())
+}
+
+/// Sleep `seconds` one second at a time, printing the agent's CPU use of each; returns the CPU
+/// time read last.
+fn watch_cpu(pid: u32, seconds: u64, mut previous: f64) -> Result<f64> {
+    for _ in 0..seconds {
+        std::thread::sleep(Duration::from_secs(1));
+        let cpu = cpu_seconds(pid)?;
+        eprintln!(
+            "scale: agent CPU {:.0} % over the last second",
+            (cpu - previous) * 100.0
+        );
+        previous = cpu;
+    }
+    Ok(previous)
+}
+
+/// One /metrics scrape and how long it took; on failure, the tail of the agent's log.
+fn scrape(agent: &Agent) -> Result<(String, Duration)> {
+    let asked = Instant::now();
+    let metrics = agent.metrics();
+    let took = asked.elapsed();
+    let metrics = metrics.with_context(|| {
+        let log = agent.log_text();
+        let tail: Vec<&str> = log.lines().rev().take(15).collect();
+        format!("agent log tail (newest first):\n{}", tail.join("\n"))
+    })?;
+    Ok((metrics, took))
 }
 
 fn scale(out: &mut String, missed: &mut Vec<String>) -> Result<()> {
@@ -449,57 +464,26 @@ fn scale(out: &mut String, missed: &mut Vec<String>) -> Result<()> {
     let result = (|| -> Result<()> {
         let agent = Agent::start_in(&ns.name, &config, Duration::from_secs(300))?;
         let ready = started.elapsed();
-        let pid = agent.pid().context("agent not running")?.to_string();
-        let at_ready = rss(&pid)?;
+        let pid = agent.pid().context("agent not running")?;
+        let at_ready = rss(pid)?;
         eprintln!(
             "scale: ready after {ready:?}, RSS {:.1} MiB",
             mib(at_ready.total)
         );
-        let mut cpu_prev = cpu_seconds(&pid)?;
-        for _ in 0..WARM_UP.as_secs() {
-            std::thread::sleep(Duration::from_secs(1));
-            let cpu = cpu_seconds(&pid)?;
-            eprintln!(
-                "scale: agent CPU {:.0} % over the last second",
-                (cpu - cpu_prev) * 100.0
-            );
-            cpu_prev = cpu;
-        }
-        let warm = rss(&pid)?;
-        let asked = Instant::now();
-        let metrics = agent.metrics();
-        let scrape0 = asked.elapsed();
-        let metrics = metrics.with_context(|| {
-            let log = agent.log_text();
-            let tail: Vec<&str> = log.lines().rev().take(15).collect();
-            format!("agent log tail (newest first):\n{}", tail.join("\n"))
-        })?;
+        watch_cpu(pid, WARM_UP.as_secs(), cpu_seconds(pid)?)?;
+        let warm = rss(pid)?;
+        let (metrics, scrape0) = scrape(&agent)?;
         let lag0 = parse_lag(&metrics)?;
-        let cpu0 = cpu_seconds(&pid)?;
+        let cpu0 = cpu_seconds(pid)?;
         let t0 = Instant::now();
-        for _ in 0..LAG_WINDOW.as_secs() {
-            std::thread::sleep(Duration::from_secs(1));
-            let cpu = cpu_seconds(&pid)?;
-            eprintln!(
-                "scale: agent CPU {:.0} % over the last second",
-                (cpu - cpu_prev) * 100.0
-            );
-            cpu_prev = cpu;
-        }
+        watch_cpu(pid, LAG_WINDOW.as_secs(), cpu0)?;
         // Before any scrape: rendering 10,000 backends' metrics leaves its own heap behind.
-        let steady = rss(&pid)?;
-        let asked = Instant::now();
-        let metrics = agent.metrics();
-        let scrape1 = asked.elapsed();
-        let metrics = metrics.with_context(|| {
-            let log = agent.log_text();
-            let tail: Vec<&str> = log.lines().rev().take(15).collect();
-            format!("agent log tail (newest first):\n{}", tail.join("\n"))
-        })?;
+        let steady = rss(pid)?;
+        let (metrics, scrape1) = scrape(&agent)?;
         let lag1 = parse_lag(&metrics)?;
-        let cpu1 = cpu_seconds(&pid)?;
+        let cpu1 = cpu_seconds(pid)?;
         let window = t0.elapsed().as_secs_f64();
-        let scraped = rss(&pid)?;
+        let scraped = rss(pid)?;
         let time_wait = sh(Some(&ns.name), "ss -tanH state time-wait")?
             .lines()
             .count();
@@ -646,19 +630,6 @@ fn wait_health(sc: &Scenario, i: usize, health: &str, limit: Duration) -> Result
     bail!("backend{i} not {health} after {limit:?}")
 }
 
-/// The decision-to-publish times (µs) the agent logged.
-fn logged_failovers(log: &str) -> Vec<f64> {
-    log.lines()
-        .filter_map(|l| l.split("failover_us=").nth(1))
-        .filter_map(|rest| {
-            rest.split(|c: char| !c.is_ascii_digit())
-                .next()?
-                .parse()
-                .ok()
-        })
-        .collect()
-}
-
 fn failover(out: &mut String) -> Result<()> {
     eprintln!("failover: {FAILOVER_ROUNDS} rounds in the namespace topology");
     let options = Options::default();
@@ -672,12 +643,12 @@ fn failover(out: &mut String) -> Result<()> {
         sc.start_server(1)?;
         up.push(ms(wait_health(&sc, 1, "up", limit)?));
     }
-    let published = logged_failovers(&sc.agent.log_text());
+    let published = sc.agent.logged_failovers();
     ensure!(
         !published.is_empty(),
         "the agent logged no failover_us (is LB_AGENT_BIN a current build?)"
     );
-    let published_ms: Vec<f64> = published.iter().map(|us| us / 1e3).collect();
+    let published_ms: Vec<f64> = published.iter().map(|&us| us as f64 / 1e3).collect();
     writeln!(out, "\n### Failover end to end\n")?;
     writeln!(
         out,

@@ -23,6 +23,7 @@
 use anyhow::{bail, ensure, Context, Result};
 use lb_agent::dataplane::link_pin;
 use lb_tests::{
+    benchkit::{median, ms},
     cpu::{process_cpu, MachineCpu},
     haproxy::HaProxy,
     netns::sh,
@@ -195,15 +196,6 @@ struct Bench {
     prog: ProgStats,
     agent_pid: u32,
     proxies: Vec<HaProxy>,
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }
 
 fn main() -> Result<()> {
