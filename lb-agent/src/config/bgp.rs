@@ -212,27 +212,21 @@ impl BgpConfig {
                 out.add(np.key("multihop"), "must be at least 1");
             }
         }
-        for (family, is_family) in [
-            ("IPv4", IpAddr::is_ipv4 as fn(&IpAddr) -> bool),
-            ("IPv6", IpAddr::is_ipv6),
-        ] {
-            let Some(i) = vips.iter().position(|v| is_family(&v.address)) else {
+        let families: [(&str, bool, &str); 2] =
+            [("IPv4", false, "next_hop"), ("IPv6", true, "next_hop_v6")];
+        for (family, v6, key) in families {
+            let Some(i) = vips.iter().position(|v| v.address.is_ipv6() == v6) else {
                 continue;
             };
             let carried = self.neighbors.iter().any(|n| {
-                let (v4, v6) = self.carries(n);
-                if family == "IPv4" {
-                    v4
+                let (v4_routes, v6_routes) = self.carries(n);
+                if v6 {
+                    v6_routes
                 } else {
-                    v6
+                    v4_routes
                 }
             });
             if !self.neighbors.is_empty() && !carried {
-                let key = if family == "IPv4" {
-                    "next_hop"
-                } else {
-                    "next_hop_v6"
-                };
                 out.add(
                     super::vip_path(i).key("address"),
                     format!(
