@@ -91,6 +91,19 @@ pub struct StatusReport {
     /// BGP announcements through BIRD; absent without a `[bgp]` section
     #[serde(default)]
     pub bgp: Option<crate::bgp::BgpStatus>,
+    /// the last sweep of the connection table; absent before the first
+    #[serde(default)]
+    pub conn_sweep: Option<ConnSweepStatus>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConnSweepStatus {
+    /// live entries left
+    pub live_entries: u64,
+    /// idle or stale entries the sweep removed
+    pub removed_entries: u64,
+    pub took_ms: u64,
+    pub secs_ago: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -105,6 +118,10 @@ pub struct VipStatus {
     pub table_generation: u64,
     /// hex digest of the live table, equal on every balancer with the same backends
     pub table_digest: String,
+    /// slots whose flows from before a table change are still looked up in the connection
+    /// table (see docs/design.md, "Moved slots")
+    #[serde(default)]
+    pub moved_slots: u64,
     pub serving: bool,
     pub packets: u64,
     pub bytes: u64,
@@ -376,6 +393,8 @@ fn gauge_value(v: u64) -> i64 {
 /// | `lb_health_check_latency_seconds{vip,backend}`         | gauge   | latency of the last check (absent before the first) |
 /// | `lb_table_generation{vip}`                             | gauge   | lookup-table publications since start    |
 /// | `lb_vip_serving{vip}`                                  | gauge   | 1 if the VIP forwards traffic            |
+/// | `lb_vip_moved_slots{vip}`                              | gauge   | slots whose older flows still use the connection table |
+/// | `lb_conn_table_live_entries`                           | gauge   | live connection-table entries at the last sweep (absent before it) |
 /// | `lb_datapath_events_total{event}`                      | counter | data-path counters, summed over CPUs     |
 /// | `lb_agent_uptime_seconds`                              | gauge   | seconds since the agent started          |
 /// | `lb_bgp_announced{address}`                            | gauge   | 1 if BIRD announces the VIP address, 0 if it should but does not yet |
@@ -435,6 +454,11 @@ pub fn render_metrics(report: &StatusReport) -> String {
         "lb_vip_serving",
         "1 if the VIP forwards traffic, 0 otherwise",
     );
+    let moved_slots: Family<Labels, Gauge> = family(
+        &mut registry,
+        "lb_vip_moved_slots",
+        "Slots of the VIP's table whose older flows still use the connection table",
+    );
     let datapath_events: Family<Labels, Counter> = family(
         &mut registry,
         "lb_datapath_events",
@@ -445,6 +469,15 @@ pub fn render_metrics(report: &StatusReport) -> String {
         "How late health checks started relative to their schedule",
         crate::health::schedule_lag(),
     );
+    if let Some(sweep) = &report.conn_sweep {
+        let live = Gauge::<i64>::default();
+        live.set(gauge_value(sweep.live_entries));
+        registry.register(
+            "lb_conn_table_live_entries",
+            "Live connection-table entries at the last sweep",
+            live,
+        );
+    }
     let uptime = Gauge::<i64>::default();
     registry.register(
         "lb_agent_uptime_seconds",
@@ -460,6 +493,9 @@ pub fn render_metrics(report: &StatusReport) -> String {
             .get_or_create(&v)
             .set(gauge_value(vip.table_generation));
         vip_serving.get_or_create(&v).set(i64::from(vip.serving));
+        moved_slots
+            .get_or_create(&v)
+            .set(gauge_value(vip.moved_slots));
         for backend in &vip.backends {
             let b: Labels = vec![
                 ("vip", label(&vip.name)),
@@ -643,8 +679,8 @@ pub fn render_status(report: &StatusReport) -> String {
         );
         let _ = writeln!(
             out,
-            "  table generation {}  digest {}",
-            vip.table_generation, vip.table_digest
+            "  table generation {}  digest {}  moved slots {}",
+            vip.table_generation, vip.table_digest, vip.moved_slots
         );
         if vip.backends.is_empty() {
             out.push_str("  no backends\n");
@@ -897,6 +933,7 @@ mod tests {
                     all_down: AllDown::FailOpen,
                     table_generation: 3,
                     table_digest: "9f86d081884c7d65".to_owned(),
+                    moved_slots: 12,
                     serving: true,
                     packets: 49,
                     bytes: 4_900,
@@ -911,6 +948,7 @@ mod tests {
                     all_down: AllDown::Drop,
                     table_generation: 1,
                     table_digest: "00ff00ff00ff00ff".to_owned(),
+                    moved_slots: 0,
                     serving: false,
                     packets: 5,
                     bytes: 500,
@@ -922,6 +960,7 @@ mod tests {
                 ("drop_malformed".to_owned(), 2),
                 ("conn_hit".to_owned(), 40),
             ]),
+            conn_sweep: None,
             bgp: Some(crate::bgp::BgpStatus {
                 wanted: vec![
                     "198.18.10.1".parse().unwrap(),
@@ -1038,6 +1077,7 @@ mod tests {
             r#"lb_health_checks_total{vip="web",backend="198.18.1.2",result="failed"} 3"#,
             r#"lb_health_check_latency_seconds{vip="web",backend="198.18.1.1"} 0.0015"#,
             r#"lb_table_generation{vip="web"} 3"#,
+            r#"lb_vip_moved_slots{vip="web"} 12"#,
             r#"lb_table_generation{vip="dns"} 1"#,
             r#"lb_vip_serving{vip="web"} 1"#,
             r#"lb_vip_serving{vip="dns"} 0"#,

@@ -68,6 +68,10 @@ pub struct AgentConfig {
     /// window (0 = at once).
     #[serde(default = "default_slow_start_ms")]
     pub slow_start_ms: u64,
+    /// A flow idle this long is gone: its connection-table entry is removed, and a table
+    /// change older than this no longer keeps flows from before it on their old backend.
+    #[serde(default = "default_flow_idle_timeout_ms")]
+    pub flow_idle_timeout_ms: u64,
     /// tracing filter, e.g. "info" or "lb_agent=debug".
     #[serde(default = "default_log_level")]
     pub log_level: String,
@@ -229,6 +233,10 @@ fn default_new_flows_per_sec() -> u32 {
 }
 fn default_slow_start_ms() -> u64 {
     10_000
+}
+/// IPVS's TCP established timeout.
+fn default_flow_idle_timeout_ms() -> u64 {
+    900_000
 }
 fn default_log_level() -> String {
     "info".to_string()
@@ -445,6 +453,12 @@ impl Config {
                     self.vips.len(),
                     a.max_vips
                 ),
+            );
+        }
+        if a.flow_idle_timeout_ms < 1000 {
+            out.add(
+                agent.key("flow_idle_timeout_ms"),
+                format!("must be at least 1000, got {}", a.flow_idle_timeout_ms),
             );
         }
         if a.conn_table_size < 1024 {
@@ -970,6 +984,7 @@ encap_source_v4 = "198.18.0.2"
         assert_eq!(a.outer_ttl, lb_common::DEFAULT_OUTER_TTL);
         assert_eq!(a.new_flows_per_sec, lb_common::DEFAULT_NEW_FLOWS_PER_SEC);
         assert_eq!(a.slow_start_ms, 10_000);
+        assert_eq!(a.flow_idle_timeout_ms, 900_000);
         assert_eq!(a.log_level, "info");
 
         assert_eq!(c.vips.len(), 1);
@@ -1272,6 +1287,12 @@ backend = [
             );
         }
         assert_rejected(&text, "agent.max_vips", 2, "VIPs are configured");
+    }
+
+    #[test]
+    fn rejects_short_flow_idle_timeout() {
+        let text = format!("{HEAD}flow_idle_timeout_ms = 999\n");
+        assert_rejected(&text, "agent.flow_idle_timeout_ms", 4, "at least 1000");
     }
 
     #[test]

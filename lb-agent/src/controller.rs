@@ -6,9 +6,9 @@ use crate::{
     admin::{AdminRequest, BackendStatus, StatusReport, VipStatus},
     bgp::Speaker,
     config::{self, AdminState, AgentConfig, AllDown, CheckKind, Config, HashMode, VipConfig},
-    dataplane::{Attachment, Balancer},
+    dataplane::{Attachment, Balancer, Sweep, Sweeper},
     health::{self, CheckReport, CheckSpec, Health},
-    maglev::{build_table, MaglevBackend},
+    maglev::{build_table, moves, MaglevBackend},
 };
 use anyhow::{anyhow, bail, Context, Result};
 use lb_common::{
@@ -51,6 +51,12 @@ struct VipRt {
     /// (backend id, weight) of the published table; a publish is skipped when unchanged.
     published: Vec<(u32, u32)>,
     slots: HashMap<u32, u32>,
+    /// Moved slots of the live table (`maglev::moves`) and when each first moved.
+    moved_since: HashMap<u32, Instant>,
+    /// The live table was left by an earlier agent for this VIP: its moved slots carry over.
+    adopted_table: bool,
+    /// The live table serves every active backend because all are down (`fail-open`).
+    fail_open_live: bool,
     table_generation: u64,
     digest: String,
     serving: bool,
@@ -83,7 +89,45 @@ pub struct Controller {
     reports: mpsc::Sender<CheckReport>,
     started: Instant,
     bgp: Option<Speaker>,
+    /// None while a sweep runs.
+    sweeper: Option<Sweeper>,
+    last_sweep: Option<Instant>,
+    sweep_summary: Option<SweepSummary>,
 }
+
+/// The connection table as the last sweep found it (status and metrics).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SweepSummary {
+    pub live: u64,
+    pub removed: u64,
+    pub took: Duration,
+}
+
+/// A sweep of the connection table, to run off the controller's task (`SweepJob::run`).
+pub struct SweepJob {
+    sweeper: Sweeper,
+    idle: Duration,
+    started: Instant,
+    /// Table generation of each VIP when the sweep began: a VIP republished since is left for
+    /// the next sweep, whose view of the entries is newer than that publication.
+    generations: HashMap<String, u64>,
+}
+
+pub struct SweepDone {
+    job: SweepJob,
+    result: Result<Sweep>,
+}
+
+impl SweepJob {
+    pub fn run(mut self) -> SweepDone {
+        let result = self.sweeper.sweep(self.idle);
+        SweepDone { job: self, result }
+    }
+}
+
+/// Sweeps run four times per idle timeout, within these bounds.
+const SWEEP_EVERY_MIN: Duration = Duration::from_millis(250);
+const SWEEP_EVERY_MAX: Duration = Duration::from_secs(30);
 
 /// Least time between slow-start table updates.
 pub const TICK: Duration = Duration::from_millis(500);
@@ -106,7 +150,11 @@ impl Controller {
             reports,
             started: Instant::now(),
             bgp: None,
+            sweeper: None,
+            last_sweep: None,
+            sweep_summary: None,
         };
+        ctl.sweeper = ctl.dp.take_sweeper();
         ctl.write_lb_config(&setup.config.agent)?;
         let (vip_ids, backend_ids) = ctl.adopt()?;
         for vip in &setup.config.vips {
@@ -203,18 +251,24 @@ impl Controller {
                 .find(|i| !used.contains(i) && !vip_ids.values().any(|v| v == i))
                 .ok_or_else(|| anyhow!("no free VIP id: raise agent.max_vips"))?,
         };
-        let meta = match self.dp.vip(&key) {
+        let (meta, adopted_table) = match self.dp.vip(&key) {
             // Keep the live table index so an adopted VIP keeps forwarding until republished.
-            Ok(old) if old.id == id => VipMeta {
-                flags: vip_flags(cfg),
-                ..old
-            },
-            _ => VipMeta {
-                id,
-                flags: vip_flags(cfg),
-                active_table: 0,
-                _reserved: 0,
-            },
+            Ok(old) if old.id == id => (
+                VipMeta {
+                    flags: vip_flags(cfg),
+                    ..old
+                },
+                true,
+            ),
+            _ => (
+                VipMeta {
+                    id,
+                    flags: vip_flags(cfg),
+                    active_table: 0,
+                    _reserved: 0,
+                },
+                false,
+            ),
         };
         self.dp.set_vip(&key, &meta)?;
         let mut vip = VipRt {
@@ -224,6 +278,9 @@ impl Controller {
             backends: BTreeMap::new(),
             published: Vec::new(),
             slots: HashMap::new(),
+            moved_since: HashMap::new(),
+            adopted_table,
+            fail_open_live: false,
             table_generation: 0,
             digest: String::new(),
             serving: false,
@@ -383,7 +440,8 @@ impl Controller {
             })
             .collect();
         let serving = !members.is_empty() || vip.cfg.all_down == AllDown::FailOpen;
-        if members.is_empty() && vip.cfg.all_down == AllDown::FailOpen {
+        let fail_open = members.is_empty() && vip.cfg.all_down == AllDown::FailOpen;
+        if fail_open {
             // Every backend is down: a checker outage must not take the service down.
             members = vip
                 .backends
@@ -409,7 +467,29 @@ impl Controller {
                 .collect::<Vec<_>>(),
             table_size,
         )?;
-        self.dp.publish_table(&vip.key, &table)?;
+        // Established flows stay on a backend that is up, even one drained to weight 0, and on
+        // one a fail-open table was serving: when a balancer that saw every backend down (its
+        // own outage, most likely) recovers one backend at a time, the slots must remember
+        // the full table its flows, and those of its peers, were using.
+        let up: std::collections::HashSet<u32> = vip
+            .backends
+            .values()
+            .filter(|b| {
+                b.admin != AdminState::Disabled
+                    && (b.health == Health::Up
+                        || (vip.fail_open_live && b.admin == AdminState::Active))
+            })
+            .map(|b| b.id)
+            .collect();
+        let live = if vip.table_generation > 0 || vip.adopted_table {
+            Some(self.dp.live_table(&self.dp.vip(&vip.key)?)?)
+        } else {
+            None
+        };
+        let words = moves::next_words(live.as_deref(), &table, |id| up.contains(&id));
+        self.dp.publish_table(&vip.key, &words)?;
+        note_moves(&mut vip.moved_since, &words, now);
+        vip.fail_open_live = fail_open;
         vip.published = wanted;
         vip.table_generation += 1;
         vip.serving = serving && !members.is_empty();
@@ -423,12 +503,14 @@ impl Controller {
             Some(at) => info!(
                 generation = vip.table_generation,
                 backends = members.len(),
+                moved_slots = vip.moved_since.len(),
                 failover_us = at.elapsed().as_micros() as u64,
                 "table published"
             ),
             None => info!(
                 generation = vip.table_generation,
                 backends = members.len(),
+                moved_slots = vip.moved_since.len(),
                 "table published"
             ),
         }
@@ -507,6 +589,88 @@ impl Controller {
             }
         }
         Ok(())
+    }
+
+    fn flow_idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.agent.flow_idle_timeout_ms)
+    }
+
+    /// A sweep to run now, if a VIP has moved slots and the last sweep is old enough.
+    pub fn sweep_due(&mut self) -> Option<SweepJob> {
+        let every = (self.flow_idle_timeout() / 4).clamp(SWEEP_EVERY_MIN, SWEEP_EVERY_MAX);
+        if self.vips.values().all(|v| v.moved_since.is_empty())
+            || self.last_sweep.is_some_and(|at| at.elapsed() < every)
+        {
+            return None;
+        }
+        self.start_sweep()
+    }
+
+    fn start_sweep(&mut self) -> Option<SweepJob> {
+        let sweeper = self.sweeper.take()?;
+        let started = Instant::now();
+        self.last_sweep = Some(started);
+        Some(SweepJob {
+            sweeper,
+            idle: self.flow_idle_timeout(),
+            started,
+            generations: self
+                .vips
+                .iter()
+                .map(|(name, v)| (name.clone(), v.table_generation))
+                .collect(),
+        })
+    }
+
+    /// Apply a finished sweep: moved slots that no live flow needs any more become stable.
+    pub fn on_swept(&mut self, done: SweepDone) -> Result<()> {
+        let SweepDone { job, result } = done;
+        self.sweeper = Some(job.sweeper);
+        let sweep = result.context("sweeping the connection table")?;
+        self.sweep_summary = Some(SweepSummary {
+            live: sweep.live,
+            removed: sweep.expired + sweep.stale,
+            took: sweep.took,
+        });
+        // Flows idle since before this are gone; a move older than it holds no silent flow.
+        let Some(cutoff) = job.started.checked_sub(job.idle) else {
+            return Ok(());
+        };
+        for (name, generation) in job.generations {
+            let Some(vip) = self.vips.get_mut(&name) else {
+                continue;
+            };
+            if vip.table_generation != generation || vip.moved_since.is_empty() {
+                continue;
+            }
+            let words = self.dp.live_table(&self.dp.vip(&vip.key)?)?;
+            let slots = moves::settled(&words, &vip.moved_since, sweep.claims.get(&vip.id), cutoff);
+            if slots.is_empty() {
+                continue;
+            }
+            let span = info_span!("settle", vip = %name);
+            let _enter = span.enter();
+            self.dp
+                .publish_table(&vip.key, &moves::stabilize(&words, &slots))?;
+            for slot in &slots {
+                vip.moved_since.remove(slot);
+            }
+            info!(
+                settled = slots.len(),
+                still_moved = vip.moved_since.len(),
+                live_entries = sweep.live,
+                "moved slots back to stable"
+            );
+        }
+        Ok(())
+    }
+
+    /// Sweep on this thread and apply the result at once.
+    pub fn sweep_now(&mut self) -> Result<()> {
+        let job = self
+            .start_sweep()
+            .ok_or_else(|| anyhow!("a sweep is already running"))?;
+        self.on_swept(job.run())
     }
 
     pub fn on_admin(&mut self, request: AdminRequest) {
@@ -736,6 +900,7 @@ impl Controller {
                     all_down: v.cfg.all_down,
                     table_generation: v.table_generation,
                     table_digest: v.digest.clone(),
+                    moved_slots: v.moved_since.len() as u64,
                     serving: v.serving,
                     packets: traffic.packets,
                     bytes: traffic.bytes,
@@ -786,6 +951,14 @@ impl Controller {
             vips,
             counters,
             bgp: self.bgp.as_ref().map(Speaker::status),
+            conn_sweep: self.sweep_summary.zip(self.last_sweep).map(|(s, at)| {
+                crate::admin::ConnSweepStatus {
+                    live_entries: s.live,
+                    removed_entries: s.removed,
+                    took_ms: s.took.as_millis() as u64,
+                    secs_ago: at.elapsed().as_secs(),
+                }
+            }),
         }
     }
 
@@ -898,6 +1071,18 @@ fn vip_flags(cfg: &VipConfig) -> u32 {
 
 /// FNV-1a over the backend address of every slot: equal on every balancer that has the same
 /// backends, whatever ids each one gave them.
+/// Record when each moved slot of `words` first moved; forget slots that are stable.
+fn note_moves(moved_since: &mut HashMap<u32, Instant>, words: &[u32], now: Instant) {
+    for (slot, word) in words.iter().enumerate() {
+        let slot = slot as u32;
+        if lb_common::Slot(*word).is_moved() {
+            moved_since.entry(slot).or_insert(now);
+        } else {
+            moved_since.remove(&slot);
+        }
+    }
+}
+
 fn digest(table: &[u32], names: &HashMap<u32, IpAddr>) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut eat = |bytes: &[u8]| {

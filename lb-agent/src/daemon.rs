@@ -111,14 +111,26 @@ pub async fn run(config_path: &Path, iface: Option<String>, detach_on_exit: bool
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let mut tick = tokio::time::interval(TICK);
+    let (swept_tx, mut swept) = mpsc::channel(1);
     loop {
         let step = tokio::select! {
             Some(report) = reports.recv() => ctl.on_check(report),
+            Some(done) = swept.recv() => ctl.on_swept(done),
             Some(request) = admin_rx.recv() => {
                 ctl.on_admin(request);
                 Ok(())
             }
-            _ = tick.tick() => ctl.on_tick(),
+            _ = tick.tick() => {
+                if let Some(job) = ctl.sweep_due() {
+                    let tx = swept_tx.clone();
+                    // Seconds of syscalls at a million entries: off the controller's task.
+                    tokio::task::spawn_blocking(move || {
+                        // Refused only when the agent is stopping.
+                        let _ = tx.blocking_send(job.run());
+                    });
+                }
+                ctl.on_tick()
+            }
             _ = sighup.recv() => {
                 if let Err(e) = ctl.reload() {
                     error!("reload rejected: {e:#}");

@@ -1,6 +1,7 @@
 //! The only code that touches BPF maps and programs: loading the embedded objects, programming
 //! the balancer's maps, reading its counters.
 
+mod sweep;
 mod table;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -13,14 +14,16 @@ use lb_common::{
     hash::addr_filter_bit, AddrKey, Backend, BenchFrame, FlowKey, FlowState, LbConfig, Stat,
     TrafficCounters, VipKey, VipMeta, ADDR_FILTER_WORDS, ADDR_F_TCP_ANY_PORT, ADDR_F_TCP_PORT,
     ADDR_F_UDP_ANY_PORT, ADDR_F_UDP_PORT, DEFAULT_CONN_TABLE_ENTRIES, DEFAULT_MAX_VIPS,
-    DEFAULT_TABLE_SIZE, IPPROTO_TCP, MAX_BACKENDS,
+    DEFAULT_TABLE_SIZE, IPPROTO_TCP, MAX_BACKENDS, SLOTS_PER_ELEMENT,
 };
 use std::{
     net::IpAddr,
+    os::fd::AsFd,
     path::PathBuf,
     time::{Duration, Instant},
 };
 
+pub use sweep::{Sweep, Sweeper};
 pub use table::TableWriter;
 
 /// The balancer's programs: the data path, the benchmark floor, and their benchmark twins
@@ -136,6 +139,8 @@ pub struct Balancer {
     vip_stats: PerCpuArray<MapData, TrafficCounters>,
     backend_stats: PerCpuArray<MapData, TrafficCounters>,
     tables: TableWriter,
+    /// Handed to the controller, which runs it off its own task.
+    sweeper: Option<Sweeper>,
     /// When each VIP last flipped tables: a table is rewritten only after packets that may
     /// still read it (an XDP run lasts well under a microsecond) are long gone.
     last_flip: std::collections::HashMap<u32, Instant>,
@@ -159,6 +164,26 @@ fn take<T: TryFrom<Map, Error = aya::maps::MapError>>(ebpf: &mut Ebpf, name: &st
         .take_map(name)
         .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))?;
     T::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
+}
+
+/// A second handle on a map (a duplicated descriptor), for a reader on another thread.
+fn dup(ebpf: &Ebpf, name: &str) -> Result<Map> {
+    let data = map_data(ebpf, name)?;
+    let fd = data
+        .fd()
+        .as_fd()
+        .try_clone_to_owned()
+        .with_context(|| format!("duplicating the descriptor of map {name}"))?;
+    let data = MapData::from_fd(fd).with_context(|| format!("reopening map {name}"))?;
+    Map::from_map_data(data).with_context(|| format!("map {name} has an unexpected type"))
+}
+
+fn map_data<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a MapData> {
+    match ebpf.map(name) {
+        Some(Map::Array(d) | Map::HashMap(d) | Map::LruHashMap(d)) => Ok(d),
+        Some(_) => bail!("map {name} has an unexpected type"),
+        None => bail!("map {name} missing from the eBPF object"),
+    }
 }
 
 fn load_xdp(ebpf: &mut Ebpf, name: &str) -> Result<()> {
@@ -188,15 +213,16 @@ impl Balancer {
             .pin_dir
             .as_ref()
             .is_some_and(|dir| dir.join("VIPS").exists());
-        let slots = options
+        let maglev_elements = options
             .max_vips
             .checked_mul(2)
             .and_then(|n| n.checked_mul(options.table_size))
-            .ok_or_else(|| anyhow!("max_vips * 2 * table_size overflows"))?;
+            .ok_or_else(|| anyhow!("max_vips * 2 * table_size overflows"))?
+            .div_ceil(SLOTS_PER_ELEMENT);
         let mut loader = loader();
         loader
             .override_global("TABLE_SIZE", &options.table_size, true)
-            .map_max_entries("MAGLEV", slots)
+            .map_max_entries("MAGLEV", maglev_elements)
             .map_max_entries("VIPS", options.max_vips)
             .map_max_entries("VIP_ADDRS", options.max_vips)
             .map_max_entries("VIP_STATS", options.max_vips)
@@ -216,7 +242,7 @@ impl Balancer {
             .load(object(LB_OBJECT, "lb")?)
             .context("loading the balancer's eBPF object")?;
         if adopted {
-            check_pinned_sizes(&ebpf, &options, slots)?;
+            check_pinned_sizes(&ebpf, &options, maglev_elements)?;
         }
         for name in [
             LB_PROGRAM,
@@ -233,6 +259,12 @@ impl Balancer {
             _ => bail!("map MAGLEV missing or not an array"),
         };
         let tables = TableWriter::new(maglev, options.table_size, options.max_vips)?;
+        let sweeper = Sweeper::new(
+            dup(&ebpf, "CONN_TABLE")?,
+            dup(&ebpf, "BACKENDS")?,
+            dup(&ebpf, "VIPS")?,
+            options.table_size,
+        )?;
         let mut balancer = Self {
             config: take(&mut ebpf, "CONFIG")?,
             vips: take(&mut ebpf, "VIPS")?,
@@ -245,6 +277,7 @@ impl Balancer {
             vip_stats: take(&mut ebpf, "VIP_STATS")?,
             backend_stats: take(&mut ebpf, "BACKEND_STATS")?,
             tables,
+            sweeper: Some(sweeper),
             last_flip: Default::default(),
             options,
             adopted,
@@ -339,8 +372,13 @@ impl Balancer {
             .with_context(|| format!("reading backend {id}"))
     }
 
-    /// Fill the VIP's inactive table with `slots` and make it the live one. The data path
-    /// reads either the old or the new table, never a mix.
+    /// The sweep of the connection table, once: the controller runs it on a blocking thread.
+    pub fn take_sweeper(&mut self) -> Option<Sweeper> {
+        self.sweeper.take()
+    }
+
+    /// Fill the VIP's inactive table with `slots` (`lb_common::Slot` words) and make it the
+    /// live one. The data path reads either the old or the new table, never a mix.
     pub fn publish_table(&mut self, key: &VipKey, slots: &[u32]) -> Result<VipMeta> {
         let mut meta = self.vip(key)?;
         if let Some(at) = self.last_flip.get(&meta.id) {
@@ -439,6 +477,16 @@ impl Balancer {
     /// The connection-table entry of a flow, if any.
     pub fn flow(&self, key: &FlowKey) -> Option<FlowState> {
         self.conn_table.get(key, 0).ok()
+    }
+
+    /// Entries in the connection table (one syscall per entry: for tests and tools).
+    pub fn conn_entries(&self) -> Result<usize> {
+        let mut n = 0;
+        for key in self.conn_table.keys() {
+            key.context("listing CONN_TABLE")?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// Global counters summed over CPUs, in `Stat` order.
@@ -541,20 +589,32 @@ pub fn detach_pinned(pin: &std::path::Path) -> Result<()> {
 
 /// Pinned maps keep the sizes they were created with; adopting them with other sizes would
 /// index past their ends.
-fn check_pinned_sizes(ebpf: &Ebpf, options: &LoadOptions, slots: u32) -> Result<()> {
+fn check_pinned_sizes(ebpf: &Ebpf, options: &LoadOptions, maglev_elements: u32) -> Result<()> {
+    let entry = map_data(ebpf, "CONN_TABLE")?
+        .info()
+        .context("reading map info")?
+        .value_size();
+    if entry as usize != std::mem::size_of::<FlowState>() {
+        bail!(
+            "the pinned maps were made by an agent with another map layout (connection-table \
+             entries of {entry} bytes, this agent's are {}): remove the pin directory {} and \
+             restart (this drops the connection table)",
+            std::mem::size_of::<FlowState>(),
+            options
+                .pin_dir
+                .as_ref()
+                .map_or(String::new(), |d| d.display().to_string())
+        );
+    }
     for (name, want) in [
-        ("MAGLEV", slots),
+        ("MAGLEV", maglev_elements),
         ("VIPS", options.max_vips),
         ("CONN_TABLE", options.conn_table_entries),
     ] {
-        let map = ebpf
-            .map(name)
-            .ok_or_else(|| anyhow!("map {name} missing"))?;
-        let data: &MapData = match map {
-            Map::Array(d) | Map::HashMap(d) | Map::LruHashMap(d) => d,
-            _ => bail!("map {name} has an unexpected type"),
-        };
-        let have = data.info().context("reading map info")?.max_entries();
+        let have = map_data(ebpf, name)?
+            .info()
+            .context("reading map info")?
+            .max_entries();
         if have != want {
             bail!(
                 "the pinned map {name} holds {have} entries but the configuration asks for {want} \

@@ -23,6 +23,8 @@
 use anyhow::{bail, Context, Result};
 use lb_common::NO_BACKEND;
 
+pub mod moves;
+
 /// One backend as Maglev sees it.
 ///
 /// `name` is the stable identity that positions the backend in the table (the agent passes its

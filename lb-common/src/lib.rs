@@ -170,15 +170,92 @@ pub struct FlowKey {
     pub _pad: [u8; 2],
 }
 
-/// Value of `CONN_TABLE`.
+/// Value of `CONN_TABLE`. Entries exist only for flows in moved slots (see [`Slot`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct FlowState {
     pub backend: u32,
     /// The backend's `generation` when the entry was made.
     pub generation: u32,
-    /// The VIP the flow belongs to (for its counters): an established flow needs no VIP lookup.
+    /// The VIP the flow belongs to: the agent's sweep finds the entry's slot through it.
     pub vip_id: u32,
+    /// Seconds of CLOCK_MONOTONIC (coarse) at the flow's last packet; the agent's sweep removes
+    /// entries idle longer than `flow_idle_timeout`.
+    pub last_seen: u32,
+}
+
+// Backend ids must fit below the slot markers.
+const _: () = assert!(MAX_BACKENDS < SLOT_NO_PREVIOUS);
+
+/// One word of a VIP's Maglev table (`MAGLEV`).
+///
+/// Low 16 bits: the backend id new flows go to ([`SLOT_NO_BACKEND`] for none). High 16 bits:
+/// [`SLOT_STABLE`] while no table change has moved the slot away from a backend that is still
+/// up, so every flow of the slot belongs to the slot's backend and the data path needs no
+/// connection table; otherwise the slot is *moved*: the field holds the backend the slot had
+/// before the move ([`SLOT_NO_PREVIOUS`] once that one is gone), and flows of the slot are
+/// looked up in `CONN_TABLE`. The agent returns a slot to stable once no live flow needs the
+/// old backend any more.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Slot(pub u32);
+
+pub const SLOT_NO_BACKEND: u32 = 0xffff;
+pub const SLOT_STABLE: u32 = 0xffff;
+pub const SLOT_NO_PREVIOUS: u32 = 0xfffe;
+
+impl Slot {
+    /// A slot with no backend, stable (what an empty table holds).
+    pub const EMPTY: Slot = Slot(u32::MAX);
+
+    #[inline(always)]
+    fn pack(backend: u32, high: u32) -> Slot {
+        let low = if backend < SLOT_NO_PREVIOUS {
+            backend
+        } else {
+            SLOT_NO_BACKEND
+        };
+        Slot(low | (high << 16))
+    }
+
+    /// A stable slot of `backend` ([`NO_BACKEND`] for none).
+    #[inline(always)]
+    pub fn stable(backend: u32) -> Slot {
+        Slot::pack(backend, SLOT_STABLE)
+    }
+
+    /// A moved slot of `backend` whose flows from before the move belong to `previous`.
+    #[inline(always)]
+    pub fn moved(backend: u32, previous: Option<u32>) -> Slot {
+        let high = match previous {
+            Some(p) if p < SLOT_NO_PREVIOUS => p,
+            _ => SLOT_NO_PREVIOUS,
+        };
+        Slot::pack(backend, high)
+    }
+
+    /// Backend id for new flows, or [`NO_BACKEND`].
+    #[inline(always)]
+    pub fn backend(self) -> u32 {
+        match self.0 & 0xffff {
+            SLOT_NO_BACKEND => NO_BACKEND,
+            id => id,
+        }
+    }
+
+    #[inline(always)]
+    pub fn is_moved(self) -> bool {
+        self.0 >> 16 != SLOT_STABLE
+    }
+
+    /// The backend the slot had before it moved, while that backend is up.
+    #[inline(always)]
+    pub fn previous(self) -> Option<u32> {
+        match self.0 >> 16 {
+            SLOT_STABLE | SLOT_NO_PREVIOUS => None,
+            id => Some(id),
+        }
+    }
 }
 
 /// Single element of the `CONFIG` array, written by the agent before VIPs are added.
@@ -231,13 +308,19 @@ pub enum Stat {
     PassMalformed,
     /// Forwarded (XDP_TX) to a backend, encapsulated.
     Forwarded,
+    /// Routed by a stable slot of the VIP's table: no connection-table access.
+    StableSlot,
+    /// Moved slot: a live connection-table entry gave the backend.
     ConnHit,
-    /// TCP SYN: always a fresh table lookup.
+    /// Moved slot, TCP SYN: the slot's backend, and a new entry.
     ConnMissSyn,
-    /// TCP non-SYN without an entry: a flow moved between balancers or was evicted.
+    /// Moved slot, TCP non-SYN without an entry: a flow from before the move (or one that
+    /// moved between balancers or was evicted).
     ConnMissNonSyn,
     ConnMissUdp,
-    /// An entry whose backend went down or was replaced: re-selected from the table.
+    /// Moved slot, no entry: sent to the slot's previous backend, where it began.
+    MovedToPrevious,
+    /// Moved slot, an entry whose backend went down or was replaced: re-selected from the table.
     ConnStale,
     /// New entry not stored because the per-CPU new-flow rate was above the limit.
     ConnInsertSkipped,
@@ -273,10 +356,12 @@ impl Stat {
         Stat::PassNotVip,
         Stat::PassMalformed,
         Stat::Forwarded,
+        Stat::StableSlot,
         Stat::ConnHit,
         Stat::ConnMissSyn,
         Stat::ConnMissNonSyn,
         Stat::ConnMissUdp,
+        Stat::MovedToPrevious,
         Stat::ConnStale,
         Stat::ConnInsertSkipped,
         Stat::IcmpErrorForwarded,
@@ -300,10 +385,12 @@ impl Stat {
             Stat::PassNotVip => "pass_not_vip",
             Stat::PassMalformed => "pass_malformed",
             Stat::Forwarded => "forwarded",
+            Stat::StableSlot => "stable_slot",
             Stat::ConnHit => "conn_hit",
             Stat::ConnMissSyn => "conn_miss_syn",
             Stat::ConnMissNonSyn => "conn_miss_non_syn",
             Stat::ConnMissUdp => "conn_miss_udp",
+            Stat::MovedToPrevious => "moved_to_previous",
             Stat::ConnStale => "conn_stale",
             Stat::ConnInsertSkipped => "conn_insert_skipped",
             Stat::IcmpErrorForwarded => "icmp_error_forwarded",
@@ -374,7 +461,7 @@ mod tests {
         assert_eq!(size_of::<AddrKey>(), 20);
         assert_eq!(size_of::<Backend>(), 28);
         assert_eq!(size_of::<FlowKey>(), 40);
-        assert_eq!(size_of::<FlowState>(), 12);
+        assert_eq!(size_of::<FlowState>(), 16);
         assert_eq!(size_of::<LbConfig>(), 36);
         assert_eq!(size_of::<TrafficCounters>(), 16);
     }
@@ -388,6 +475,26 @@ mod tests {
             assert_eq!(words_addr(w, f), Some(ip));
         }
         assert_eq!(words_addr([0; 4], 0), None);
+    }
+
+    #[test]
+    fn slot_words_round_trip() {
+        let stable = Slot::stable(7);
+        assert_eq!(
+            (stable.backend(), stable.is_moved(), stable.previous()),
+            (7, false, None)
+        );
+        let moved = Slot::moved(7, Some(3));
+        assert_eq!(
+            (moved.backend(), moved.is_moved(), moved.previous()),
+            (7, true, Some(3))
+        );
+        let orphan = Slot::moved(NO_BACKEND, None);
+        assert_eq!(
+            (orphan.backend(), orphan.is_moved(), orphan.previous()),
+            (NO_BACKEND, true, None)
+        );
+        assert_eq!(Slot::stable(NO_BACKEND), Slot::EMPTY);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use crate::{expect::Outer, run::run_once};
 use anyhow::{anyhow, Context, Result};
 use lb_agent::{
     dataplane::{Balancer, LoadOptions, LB_PROGRAM},
-    maglev::{build_table, MaglevBackend},
+    maglev::{build_table, moves::next_words, MaglevBackend},
 };
 use lb_common::{
     hash::flow_key_hash, words_addr, Backend, FlowKey, LbConfig, VipKey, VipMeta,
@@ -30,6 +30,10 @@ pub struct Lab {
     pub lb: Balancer,
     pub config: LbConfig,
     next_vip_id: u32,
+    /// VIPs with a published table, whose changes therefore move slots.
+    published: std::collections::HashSet<VipKey>,
+    /// Backends taken down (`take_down`): their flows are not kept by moved slots.
+    down: std::collections::HashSet<u32>,
 }
 
 pub fn backend_ip(id: u32) -> IpAddr {
@@ -78,6 +82,8 @@ impl Lab {
             lb,
             config,
             next_vip_id: 0,
+            published: Default::default(),
+            down: Default::default(),
         })
     }
 
@@ -118,15 +124,43 @@ impl Lab {
 
     /// Publish a table built by the agent's Maglev builder for `backends`.
     pub fn set_backends(&mut self, key: &VipKey, backends: &[u32]) -> Result<()> {
-        self.lb.publish_table(key, &equal_table(backends)?)?;
-        Ok(())
+        self.publish_ids(key, &equal_table(backends)?)
     }
 
     /// Publish a table whose every slot holds `id`.
     pub fn fill_table(&mut self, key: &VipKey, id: u32) -> Result<()> {
-        self.lb
-            .publish_table(key, &vec![id; DEFAULT_TABLE_SIZE as usize])
-            .map(|_| ())
+        self.publish_ids(key, &vec![id; DEFAULT_TABLE_SIZE as usize])
+    }
+
+    /// Make every slot of the VIP a moved one (so every flow consults the connection table),
+    /// all of them pointing at `id` for new flows; `id` and `via` must differ.
+    pub fn move_every_slot(&mut self, key: &VipKey, via: u32, id: u32) -> Result<()> {
+        self.fill_table(key, via)?;
+        self.fill_table(key, id)
+    }
+
+    /// Publish a table of backend ids the way the agent does (`maglev::moves`): a slot that
+    /// leaves a backend that is not down becomes a moved slot.
+    pub fn publish_ids(&mut self, key: &VipKey, ids: &[u32]) -> Result<()> {
+        let live = if self.published.contains(key) {
+            Some(self.lb.live_table(&self.lb.vip(key)?)?)
+        } else {
+            None
+        };
+        let words = next_words(live.as_deref(), ids, |id| !self.down.contains(&id));
+        self.lb.publish_table(key, &words)?;
+        self.published.insert(*key);
+        Ok(())
+    }
+
+    /// What the agent does when a backend goes down: bump its generation (its entries go
+    /// stale) and remember it is down for the next publication.
+    pub fn take_down(&mut self, id: u32) -> Result<()> {
+        let mut backend = self.lb.backend(id)?;
+        backend.generation += 1;
+        self.lb.set_backend(id, &backend)?;
+        self.down.insert(id);
+        Ok(())
     }
 
     /// The backend the live table gives `flow`, read back from the kernel's view of the VIP.

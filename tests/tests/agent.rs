@@ -10,7 +10,7 @@ use lb_agent::{
     dataplane::{unpin_all, Balancer, LoadOptions, LB_PROGRAM},
     health::{CheckReport, Health},
 };
-use lb_common::Stat;
+use lb_common::{hash::flow_key_hash, Slot, Stat, VipKey, IPPROTO_TCP};
 use lb_tests::{
     frames::{self, Tcp, L3},
     run::{run_once, XDP_TX},
@@ -208,6 +208,21 @@ impl Agent {
         let (tx, mut rx) = oneshot::channel();
         self.ctl.on_admin(AdminRequest::Reload(tx));
         rx.try_recv()?.map_err(anyhow::Error::msg)
+    }
+
+    /// Whether the flow from `port` to WEB:80 is in a moved slot of the live table.
+    fn in_moved_slot(&mut self, port: u16) -> Result<bool> {
+        let frame = frames::tcp4(CLIENT, port, WEB, 80, Tcp::Ack, &[]);
+        let flow = lb_tests::lab::flow_of(&frame)?;
+        let lb = self.ctl.balancer();
+        let meta = lb.vip(&VipKey::new(WEB.into(), 80, IPPROTO_TCP))?;
+        let words = lb.live_table(&meta)?;
+        let slot = flow_key_hash(&flow, meta.flags) % words.len() as u32;
+        Ok(Slot(words[slot as usize]).is_moved())
+    }
+
+    fn moved_slots(&mut self) -> Result<u64> {
+        Ok(self.status()?.vips[0].moved_slots)
     }
 
     /// A port whose SYN lands on `backend`.
@@ -418,7 +433,11 @@ fn restarted_agent_adopts_the_pinned_maps_and_connection_table() -> Result<()> {
     // every established flow keeps its backend.
     let mut second = start(&pins, &dir, &config_text(true, false, "fail-open", 0))?;
     assert!(second.ctl.balancer().adopted());
-    let hits = second.ctl.balancer().stat(Stat::ConnHit)?;
+    let counted = |a: &mut Agent| -> Result<[u64; 2]> {
+        let lb = a.ctl.balancer();
+        Ok([lb.stat(Stat::StableSlot)?, lb.stat(Stat::MovedToPrevious)?])
+    };
+    let [stable, previous] = counted(&mut second)?;
     for (port, backend) in &flows {
         assert_eq!(
             second.send(WEB, 80, *port, Tcp::Ack)?,
@@ -426,11 +445,15 @@ fn restarted_agent_adopts_the_pinned_maps_and_connection_table() -> Result<()> {
             "port {port}"
         );
     }
+    // Flows whose slot went to the new backend reach their own through the moved slot.
+    let [stable_now, previous_now] = counted(&mut second)?;
+    assert!(previous_now > previous, "no flow was in a moved slot");
     assert_eq!(
-        second.ctl.balancer().stat(Stat::ConnHit)?,
-        hits + flows.len() as u64
+        stable_now - stable + previous_now - previous,
+        flows.len() as u64
     );
     let after = second.status()?;
+    assert!(after.vips[0].moved_slots > 0);
     for b in &before.vips[0].backends {
         let same = after.vips[0]
             .backends
@@ -441,5 +464,101 @@ fn restarted_agent_adopts_the_pinned_maps_and_connection_table() -> Result<()> {
     }
     // Counters live in pinned maps too.
     assert!(after.counters["forwarded"] >= before.counters["forwarded"]);
+    Ok(())
+}
+
+#[test]
+fn moved_slots_settle_once_no_live_flow_needs_its_old_backend() -> Result<()> {
+    let pins = Pins::new();
+    let dir = temp_dir()?;
+    let short = |extra: bool| {
+        config_text(extra, false, "fail-open", 0).replace(
+            "slow_start_ms = 0",
+            "slow_start_ms = 0\nflow_idle_timeout_ms = 1000",
+        )
+    };
+    let mut agent = start(&pins, &dir, &short(false))?;
+    let before: Vec<(u16, Option<IpAddr>)> = (7000..7400)
+        .map(|p| Ok((p, agent.send(WEB, 80, p, Tcp::Syn)?)))
+        .collect::<Result<_>>()?;
+    // A fourth backend takes slots from the three, which stay up: those slots move.
+    agent.reload(&short(true))?;
+    let moved_at_reload = agent.moved_slots()?;
+    assert!(moved_at_reload > 0);
+    let mut in_moved = Vec::new();
+    for (port, backend) in &before {
+        if agent.in_moved_slot(*port)? {
+            in_moved.push((*port, *backend));
+        }
+    }
+    assert!(in_moved.len() >= 2, "too few sample flows in moved slots");
+    let (active, active_backend) = in_moved[0];
+    let (idle, idle_backend) = in_moved[1];
+    // Both flows from before the reload keep their backend and get an entry.
+    assert_eq!(agent.send(WEB, 80, active, Tcp::Ack)?, active_backend);
+    assert_eq!(agent.send(WEB, 80, idle, Tcp::Ack)?, idle_backend);
+    let entry = |a: &mut Agent, port: u16| -> Result<Option<lb_common::FlowState>> {
+        let frame = frames::tcp4(CLIENT, port, WEB, 80, Tcp::Ack, &[]);
+        Ok(a.ctl.balancer().flow(&lb_tests::lab::flow_of(&frame)?))
+    };
+    assert!(entry(&mut agent, idle)?.is_some());
+    // One flow stays active past the idle timeout (the entry's clock has one-second steps).
+    let until = Instant::now() + Duration::from_millis(2600);
+    while Instant::now() < until {
+        assert_eq!(agent.send(WEB, 80, active, Tcp::Ack)?, active_backend);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    agent.ctl.sweep_now()?;
+    assert_eq!(entry(&mut agent, idle)?, None, "the idle entry expired");
+    assert!(
+        entry(&mut agent, active)?.is_some(),
+        "the active entry stays"
+    );
+    // Every moved slot settled but the one the active flow still needs.
+    assert_eq!(agent.moved_slots()?, 1);
+    assert!(agent.in_moved_slot(active)?);
+    assert_eq!(agent.send(WEB, 80, active, Tcp::Ack)?, active_backend);
+    let status = agent.status()?;
+    let sweep = status.conn_sweep.context("sweep summary in the status")?;
+    assert_eq!(sweep.live_entries, 1);
+    // Once that flow is idle too, its slot settles, and the table alone routes it.
+    std::thread::sleep(Duration::from_millis(2600));
+    agent.ctl.sweep_now()?;
+    assert_eq!(agent.moved_slots()?, 0);
+    let stable = agent.ctl.balancer().stat(Stat::StableSlot)?;
+    let now = agent.send(WEB, 80, active, Tcp::Ack)?;
+    assert_eq!(agent.ctl.balancer().stat(Stat::StableSlot)?, stable + 1);
+    assert_ne!(now, active_backend, "a settled slot routes by the table");
+    Ok(())
+}
+
+#[test]
+fn balancer_recovering_from_seeing_every_backend_down_routes_unseen_flows_like_its_peers(
+) -> Result<()> {
+    // A balancer cut off from every backend (fail-open), then seeing them return one at a
+    // time, must not send a flow it has never seen (one ECMP moves to it from a peer) anywhere
+    // but where the full table, and so the peer, sends it.
+    let pins = Pins::new();
+    let mut agent = start(
+        &pins,
+        &temp_dir()?,
+        &config_text(false, false, "fail-open", 0),
+    )?;
+    let full: Vec<(u16, Option<IpAddr>)> = (8000..8300)
+        .map(|p| Ok((p, agent.send(WEB, 80, p, Tcp::Syn)?)))
+        .collect::<Result<_>>()?;
+    for b in [B1, B2, B3] {
+        agent.health(b, Health::Down)?;
+    }
+    for b in [B2, B1, B3] {
+        agent.health(b, Health::Up)?;
+    }
+    for (port, backend) in &full {
+        assert_eq!(
+            agent.send(WEB, 80, *port, Tcp::Ack)?,
+            *backend,
+            "port {port}"
+        );
+    }
     Ok(())
 }

@@ -3,8 +3,7 @@
 
 use anyhow::Result;
 use lb_common::{
-    Backend, Stat, ICMP_V4_QUOTE_LEN, ICMP_V6_QUOTE_LEN, IPPROTO_TCP, IPPROTO_UDP,
-    VIP_F_HASH_SRC_ONLY,
+    Stat, ICMP_V4_QUOTE_LEN, ICMP_V6_QUOTE_LEN, IPPROTO_TCP, IPPROTO_UDP, VIP_F_HASH_SRC_ONLY,
 };
 use lb_tests::{
     expect::{encapsulated, frag_needed_v4, packet_too_big_v6},
@@ -79,7 +78,7 @@ fn ipv4_tcp_syn_is_encapsulated_to_its_maglev_backend() -> Result<()> {
     let frame = frames::tcp4(CLIENT, 40000, WEB, 80, Tcp::Syn, &[]);
     let backend = lab.predict(&key, &flow_of(&frame)?, &V4_BACKENDS)?;
     assert_forwarded_to(&mut lab, &frame, backend)?;
-    assert_eq!(lab.lb.stat(Stat::ConnMissSyn)?, 1);
+    assert_eq!(lab.lb.stat(Stat::StableSlot)?, 1);
     assert_eq!(lab.lb.stat(Stat::Forwarded)?, 1);
     let vip = lab.lb.vip_counters(lab.lb.vip(&key)?.id)?;
     assert_eq!((vip.packets, vip.bytes), (1, frame.len() as u64));
@@ -88,76 +87,117 @@ fn ipv4_tcp_syn_is_encapsulated_to_its_maglev_backend() -> Result<()> {
         (per_backend.packets, per_backend.bytes),
         (1, frame.len() as u64)
     );
-    let entry = lab
-        .lb
-        .flow(&flow_of(&frame)?)
-        .expect("SYN creates an entry");
-    assert_eq!((entry.backend, entry.generation), (backend, 1));
+    // A stable slot's flows all belong to its backend: nothing to remember.
+    assert_eq!(lab.lb.flow(&flow_of(&frame)?), None);
+    assert_eq!(lab.lb.stat(Stat::ConnMissSyn)?, 0);
     Ok(())
 }
 
 #[test]
-fn established_flow_hits_the_connection_table() -> Result<()> {
+fn established_flow_in_a_stable_slot_never_touches_the_connection_table() -> Result<()> {
     let (mut lab, key) = web_lab()?;
     let syn = frames::tcp4(CLIENT, 40001, WEB, 80, Tcp::Syn, &[]);
-    let ack = frames::tcp4(CLIENT, 40001, WEB, 80, Tcp::Ack, b"GET / HTTP/1.1\r\n\r\n");
+    let ack = frames::tcp4(CLIENT, 40001, WEB, 80, Tcp::Ack, b"GET / HTTP/1.1\r\n\n");
     let backend = lab.predict(&key, &flow_of(&syn)?, &V4_BACKENDS)?;
     lab.run(&syn)?;
     assert_forwarded_to(&mut lab, &ack, backend)?;
-    assert_eq!(lab.lb.stat(Stat::ConnHit)?, 1);
-    assert_eq!(lab.lb.stat(Stat::ConnMissNonSyn)?, 0);
+    assert_eq!(lab.lb.stat(Stat::StableSlot)?, 2);
+    for stat in [Stat::ConnHit, Stat::ConnMissNonSyn, Stat::ConnMissSyn] {
+        assert_eq!(lab.lb.stat(stat)?, 0, "{}", stat.name());
+    }
+    assert_eq!(lab.lb.flow(&flow_of(&ack)?), None);
     Ok(())
 }
 
 #[test]
-fn connection_table_keeps_a_flow_when_the_vip_table_changes() -> Result<()> {
+fn flow_from_before_a_table_change_keeps_its_backend_through_the_moved_slot() -> Result<()> {
     let (mut lab, key) = web_lab()?;
     let syn = frames::tcp4(CLIENT, 40002, WEB, 80, Tcp::Syn, &[]);
-    let backend = lab.predict(&key, &flow_of(&syn)?, &V4_BACKENDS)?;
+    let flow = flow_of(&syn)?;
+    let backend = lab.predict(&key, &flow, &V4_BACKENDS)?;
     lab.run(&syn)?;
+    // Every slot now points at `other`; `backend` is still up, so its slots are moved.
     let other = (backend + 1) % 3;
     lab.fill_table(&key, other)?;
     let ack = frames::tcp4(CLIENT, 40002, WEB, 80, Tcp::Ack, &[]);
     assert_forwarded_to(&mut lab, &ack, backend)?;
-    // A new connection follows the new table.
+    assert_eq!(lab.lb.stat(Stat::ConnMissNonSyn)?, 1);
+    assert_eq!(lab.lb.stat(Stat::MovedToPrevious)?, 1);
+    // From then on the flow has an entry, and keeps it through further changes.
+    assert_eq!(lab.lb.flow(&flow).map(|e| e.backend), Some(backend));
+    lab.fill_table(&key, (backend + 2) % 3)?;
+    assert_forwarded_to(&mut lab, &ack, backend)?;
+    assert_eq!(lab.lb.stat(Stat::ConnHit)?, 1);
+    // A new connection follows the table, and is remembered there.
     let new_syn = frames::tcp4(CLIENT, 40003, WEB, 80, Tcp::Syn, &[]);
-    assert_forwarded_to(&mut lab, &new_syn, other)?;
-    // A SYN never trusts the table entry: a reused 5-tuple takes the new table too.
-    assert_forwarded_to(&mut lab, &syn, other)?;
+    let now = (backend + 2) % 3;
+    assert_forwarded_to(&mut lab, &new_syn, now)?;
+    assert_eq!(lab.lb.stat(Stat::ConnMissSyn)?, 1);
+    assert_eq!(
+        lab.lb.flow(&flow_of(&new_syn)?).map(|e| e.backend),
+        Some(now)
+    );
+    // A SYN never trusts an entry: a reused 5-tuple takes the table too.
+    assert_forwarded_to(&mut lab, &syn, now)?;
     Ok(())
 }
 
 #[test]
-fn flow_is_reselected_after_its_backend_is_removed() -> Result<()> {
+fn flows_of_a_backend_that_went_down_take_the_new_table() -> Result<()> {
     let (mut lab, key) = web_lab()?;
     let syn = frames::tcp4(CLIENT, 40004, WEB, 80, Tcp::Syn, &[]);
     let flow = flow_of(&syn)?;
     let dead = lab.predict(&key, &flow, &V4_BACKENDS)?;
     lab.run(&syn)?;
-    // The agent bumps the generation of a backend that goes down and republishes the table.
+    // The agent bumps the generation of a backend that goes down and republishes the table:
+    // a slot leaving a dead backend is not moved, nothing remembers the dead one.
     let remaining: Vec<u32> = V4_BACKENDS.iter().copied().filter(|b| *b != dead).collect();
-    let ip = backend_addr(&lab.lb, dead)?;
-    lab.lb.set_backend(dead, &Backend::new(ip, 2, 0))?;
+    lab.take_down(dead)?;
     lab.set_backends(&key, &remaining)?;
     let survivor = lab.predict(&key, &flow, &remaining)?;
     assert_ne!(survivor, dead);
     let ack = frames::tcp4(CLIENT, 40004, WEB, 80, Tcp::Ack, &[]);
     assert_forwarded_to(&mut lab, &ack, survivor)?;
-    assert_eq!(lab.lb.stat(Stat::ConnStale)?, 1);
-    // The re-selected backend is remembered.
-    assert_eq!(lab.lb.flow(&flow).map(|e| e.backend), Some(survivor));
+    assert_eq!(lab.lb.stat(Stat::StableSlot)?, 2);
+    assert_eq!(lab.lb.flow(&flow), None);
     Ok(())
 }
 
 #[test]
-fn udp_is_encapsulated_and_remembered() -> Result<()> {
+fn entry_of_a_backend_that_went_down_is_reselected() -> Result<()> {
+    let (mut lab, key) = web_lab()?;
+    let syn = frames::tcp4(CLIENT, 40005, WEB, 80, Tcp::Syn, &[]);
+    let ack = frames::tcp4(CLIENT, 40005, WEB, 80, Tcp::Ack, &[]);
+    let flow = flow_of(&syn)?;
+    let first = lab.predict(&key, &flow, &V4_BACKENDS)?;
+    lab.run(&syn)?;
+    let other = (first + 1) % 3;
+    lab.fill_table(&key, other)?;
+    lab.run(&ack)?;
+    assert_eq!(lab.lb.flow(&flow).map(|e| e.backend), Some(first));
+    // `first` dies: its entry goes stale, and the slot forgets it as the previous backend.
+    lab.take_down(first)?;
+    lab.fill_table(&key, other)?;
+    assert_forwarded_to(&mut lab, &ack, other)?;
+    assert_eq!(lab.lb.stat(Stat::ConnStale)?, 1);
+    assert_eq!(lab.lb.flow(&flow).map(|e| e.backend), Some(other));
+    Ok(())
+}
+
+#[test]
+fn udp_flow_keeps_its_backend_through_a_table_change() -> Result<()> {
     let mut lab = Lab::new()?;
     let dns = Ipv4Addr::new(198, 18, 0, 11);
     let key = lab.add_vip(dns.into(), 53, IPPROTO_UDP, 0, &V4_BACKENDS)?;
     let frame = frames::udp4(CLIENT, 5353, dns, 53, b"query");
     let backend = lab.predict(&key, &flow_of(&frame)?, &V4_BACKENDS)?;
     assert_forwarded_to(&mut lab, &frame, backend)?;
+    assert_eq!(lab.lb.stat(Stat::StableSlot)?, 1);
+    lab.fill_table(&key, (backend + 1) % 3)?;
+    // UDP has no SYN: a flow without an entry in a moved slot is taken for one from before.
+    assert_forwarded_to(&mut lab, &frame, backend)?;
     assert_eq!(lab.lb.stat(Stat::ConnMissUdp)?, 1);
+    assert_eq!(lab.lb.stat(Stat::MovedToPrevious)?, 1);
     assert_forwarded_to(&mut lab, &frame, backend)?;
     assert_eq!(lab.lb.stat(Stat::ConnHit)?, 1);
     Ok(())
@@ -172,6 +212,12 @@ fn ipv6_tcp_is_encapsulated_in_ipv6() -> Result<()> {
     assert_forwarded_to(&mut lab, &syn, backend)?;
     let ack = frames::tcp6(CLIENT6, 50000, WEB6, 80, Tcp::Ack, b"data");
     assert_forwarded_to(&mut lab, &ack, backend)?;
+    assert_eq!(lab.lb.stat(Stat::StableSlot)?, 2);
+    // The same through a moved slot, which looks the flow up by its IPv6 5-tuple.
+    lab.fill_table(&key, if backend == 3 { 4 } else { 3 })?;
+    assert_forwarded_to(&mut lab, &ack, backend)?;
+    assert_forwarded_to(&mut lab, &ack, backend)?;
+    assert_eq!(lab.lb.stat(Stat::MovedToPrevious)?, 1);
     assert_eq!(lab.lb.stat(Stat::ConnHit)?, 1);
     Ok(())
 }
@@ -363,7 +409,7 @@ fn icmp_error_follows_the_flow_it_is_about() -> Result<()> {
     let flow = flow_of(&syn)?;
     let backend = lab.predict(&key, &flow, &V4_BACKENDS)?;
     lab.run(&syn)?;
-    // Move the table away: only the connection-table entry still names `backend`.
+    // Move the table away: only the moved slot still names `backend`.
     lab.fill_table(&key, (backend + 1) % 3)?;
     let error = icmp4_error_about(40040);
     let hash = lab.hash(&flow);
@@ -496,6 +542,8 @@ fn vip_without_backends_drops_and_unconfigured_balancer_drops() -> Result<()> {
 #[test]
 fn syn_flood_guard_stops_inserting_but_keeps_forwarding() -> Result<()> {
     let (mut lab, key) = web_lab()?;
+    // Only moved slots insert entries.
+    lab.move_every_slot(&key, 0, 1)?;
     let mut config = lab.config;
     config.new_flows_per_sec = 3;
     lab.set_config(config)?;
@@ -504,8 +552,7 @@ fn syn_flood_guard_stops_inserting_but_keeps_forwarding() -> Result<()> {
     // A burst of new SYNs within the same second: the first two fit the budget of three.
     for port in 41001..41011 {
         let syn = frames::tcp4(CLIENT, port, WEB, 80, Tcp::Syn, &[]);
-        let backend = lab.predict(&key, &flow_of(&syn)?, &V4_BACKENDS)?;
-        assert_forwarded_to(&mut lab, &syn, backend)?;
+        assert_forwarded_to(&mut lab, &syn, 1)?;
     }
     assert_eq!(lab.lb.stat(Stat::ConnInsertSkipped)?, 8);
     assert!(lab.lb.flow(&flow_of(&established)?).is_some());
@@ -520,6 +567,19 @@ fn syn_flood_guard_stops_inserting_but_keeps_forwarding() -> Result<()> {
             &[]
         ))?)
         .is_none());
+    Ok(())
+}
+
+#[test]
+fn syn_flood_on_stable_slots_inserts_nothing() -> Result<()> {
+    let (mut lab, key) = web_lab()?;
+    for port in 42000..42100 {
+        let syn = frames::tcp4(CLIENT, port, WEB, 80, Tcp::Syn, &[]);
+        let backend = lab.predict(&key, &flow_of(&syn)?, &V4_BACKENDS)?;
+        assert_forwarded_to(&mut lab, &syn, backend)?;
+    }
+    assert_eq!(lab.lb.stat(Stat::StableSlot)?, 100);
+    assert_eq!(lab.lb.conn_entries()?, 0);
     Ok(())
 }
 

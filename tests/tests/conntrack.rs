@@ -12,18 +12,19 @@ const SYNS: u32 = 4 * TABLE;
 /// room on one CPU.
 const GUARD: u32 = 1000;
 
-fn flood(new_flows_per_sec: u32) -> Result<lb_tests::flood::Outcome> {
+fn flood(new_flows_per_sec: u32, moved: bool) -> Result<lb_tests::flood::Outcome> {
     run(&Flood {
         conn_table: TABLE,
         established: ESTABLISHED,
         syns: SYNS,
         new_flows_per_sec,
+        moved,
     })
 }
 
 #[test]
 fn guard_keeps_established_flows_through_a_flood_larger_than_the_table() -> Result<()> {
-    let on = flood(GUARD)?;
+    let on = flood(GUARD, true)?;
     assert_eq!(
         on.survivors, ESTABLISHED as u64,
         "established flows lost their entries with the guard on"
@@ -35,7 +36,7 @@ fn guard_keeps_established_flows_through_a_flood_larger_than_the_table() -> Resu
         on.seconds
     );
 
-    let off = flood(0)?;
+    let off = flood(0, true)?;
     assert_eq!(off.skipped, 0, "no guard, no skipped insert");
     assert!(
         off.survivors < ESTABLISHED as u64 / 10,
@@ -43,5 +44,17 @@ fn guard_keeps_established_flows_through_a_flood_larger_than_the_table() -> Resu
          into a table of {TABLE}",
         off.survivors
     );
+    Ok(())
+}
+
+#[test]
+fn flood_into_stable_slots_inserts_nothing_and_keeps_every_flow() -> Result<()> {
+    let stable = flood(0, false)?;
+    assert_eq!(
+        stable.entries_after,
+        Some(0),
+        "a stable slot needs no entry"
+    );
+    assert_eq!(stable.survivors, ESTABLISHED as u64);
     Ok(())
 }

@@ -10,8 +10,9 @@ use anyhow::{bail, Result};
 use aya::maps::MapData;
 use std::os::fd::{AsFd, AsRawFd};
 
-/// BPF array elements are 8-byte aligned, so each u32 slot occupies 8 bytes of the mapping.
-const SLOT_STRIDE: usize = 8;
+/// Slots are packed `SLOTS_PER_ELEMENT` to an 8-byte array element, so the mapping is a dense
+/// array of u32 words.
+const SLOT_STRIDE: usize = 4;
 
 pub struct TableWriter {
     map: MapData,
@@ -103,7 +104,7 @@ impl TableWriter {
         let window = self.window(vip_id, which)?;
         for (i, slot) in slots.iter().enumerate() {
             // SAFETY: start + i * SLOT_STRIDE + 4 <= start + table_bytes <= len, inside the
-            // mapping; slots are 8-byte aligned and the page-aligned base keeps them so.
+            // mapping; slots are 4-byte aligned and the page-aligned base keeps them so.
             unsafe {
                 window
                     .base

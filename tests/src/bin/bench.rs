@@ -28,6 +28,9 @@ const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 7);
 const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 7);
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
 const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10);
+/// A VIP whose every slot is moved: every flow consults the connection table.
+const MOVED_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 12);
+const MOVED_VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x12);
 const BARE_FLOOR: &str = "floor, bare (no harness)";
 const NOT_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 5, 5);
 
@@ -52,6 +55,10 @@ fn main() -> Result<()> {
     let mut lab = Lab::new().context("loading the balancer (run as root)")?;
     lab.add_vip(VIP.into(), 80, IPPROTO_TCP, 0, &[0, 1, 2])?;
     lab.add_vip(VIP6.into(), 80, IPPROTO_TCP, 0, &[3, 4])?;
+    let moved = lab.add_vip(MOVED_VIP.into(), 80, IPPROTO_TCP, 0, &[0, 1, 2])?;
+    lab.move_every_slot(&moved, 0, 1)?;
+    let moved6 = lab.add_vip(MOVED_VIP6.into(), 80, IPPROTO_TCP, 0, &[3, 4])?;
+    lab.move_every_slot(&moved6, 3, 4)?;
 
     let v4_ack = padded(BENCH_VARY_NONE, |p| {
         frames::tcp4(CLIENT, 40000, VIP, 80, Tcp::Ack, p)
@@ -62,13 +69,22 @@ fn main() -> Result<()> {
     let v6_ack = padded(BENCH_VARY_NONE, |p| {
         frames::tcp6(CLIENT6, 40000, VIP6, 80, Tcp::Ack, p)
     })?;
+    let moved_ack = padded(BENCH_VARY_NONE, |p| {
+        frames::tcp4(CLIENT, 40000, MOVED_VIP, 80, Tcp::Ack, p)
+    })?;
+    let moved_syn = padded(BENCH_VARY_V4, |p| {
+        frames::tcp4(CLIENT, 40001, MOVED_VIP, 80, Tcp::Syn, p)
+    })?;
+    let moved6_ack = padded(BENCH_VARY_NONE, |p| {
+        frames::tcp6(CLIENT6, 40000, MOVED_VIP6, 80, Tcp::Ack, p)
+    })?;
     let pass = padded(BENCH_VARY_NONE, |p| {
         frames::tcp4(CLIENT, 40000, NOT_VIP, 80, Tcp::Ack, p)
     })?;
-    // Established flows: one SYN puts them in the connection table (again before every run:
-    // the new-flow case floods the table and may evict them).
-    let v4_prime = Some(frames::tcp4(CLIENT, 40000, VIP, 80, Tcp::Syn, &[]));
-    let v6_prime = Some(frames::tcp6(CLIENT6, 40000, VIP6, 80, Tcp::Syn, &[]));
+    // Established flows of moved slots: one SYN puts them in the connection table (again
+    // before every run: the moved new-flow case floods the table and may evict them).
+    let moved_prime = Some(frames::tcp4(CLIENT, 40000, MOVED_VIP, 80, Tcp::Syn, &[]));
+    let moved6_prime = Some(frames::tcp6(CLIENT6, 40000, MOVED_VIP6, 80, Tcp::Syn, &[]));
 
     let cases = [
         Case {
@@ -81,31 +97,58 @@ fn main() -> Result<()> {
             prime: None,
         },
         Case {
-            name: "IPv4 TCP established (conn-table hit)",
+            name: "IPv4 TCP established, stable slot",
             program: BENCH_LB_PROGRAM,
             frame: v4_ack,
             verdict: XDP_TX,
-            proof: Some(Stat::ConnHit),
-            target: Some(3.5),
-            prime: v4_prime,
-        },
-        Case {
-            name: "IPv4 TCP new flow (SYN, Maglev lookup, insert)",
-            program: BENCH_LB_PROGRAM,
-            frame: v4_syn,
-            verdict: XDP_TX,
-            proof: Some(Stat::ConnMissSyn),
+            proof: Some(Stat::StableSlot),
             target: Some(3.5),
             prime: None,
         },
         Case {
-            name: "IPv6 TCP established (conn-table hit)",
+            name: "IPv4 TCP new flow (SYN), stable slot",
+            program: BENCH_LB_PROGRAM,
+            frame: v4_syn,
+            verdict: XDP_TX,
+            proof: Some(Stat::StableSlot),
+            target: Some(3.5),
+            prime: None,
+        },
+        Case {
+            name: "IPv6 TCP established, stable slot",
             program: BENCH_LB_PROGRAM,
             frame: v6_ack,
             verdict: XDP_TX,
+            proof: Some(Stat::StableSlot),
+            target: Some(4.0),
+            prime: None,
+        },
+        Case {
+            name: "IPv4 TCP established, moved slot (conn-table hit)",
+            program: BENCH_LB_PROGRAM,
+            frame: moved_ack,
+            verdict: XDP_TX,
+            proof: Some(Stat::ConnHit),
+            target: Some(3.5),
+            prime: moved_prime,
+        },
+        Case {
+            name: "IPv4 TCP new flow (SYN), moved slot (insert)",
+            program: BENCH_LB_PROGRAM,
+            frame: moved_syn,
+            verdict: XDP_TX,
+            proof: Some(Stat::ConnMissSyn),
+            target: None,
+            prime: None,
+        },
+        Case {
+            name: "IPv6 TCP established, moved slot (conn-table hit)",
+            program: BENCH_LB_PROGRAM,
+            frame: moved6_ack,
+            verdict: XDP_TX,
             proof: Some(Stat::ConnHit),
             target: Some(4.0),
-            prime: v6_prime,
+            prime: moved6_prime,
         },
         Case {
             name: "non-VIP pass",

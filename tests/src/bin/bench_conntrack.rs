@@ -1,5 +1,6 @@
 //! `cargo xtask bench conntrack`: the connection table as flows grow, above its capacity, and
-//! under a SYN flood. BPF_PROG_TEST_RUN through the benchmark twin (`xdp_bench_lb`), whose
+//! under a SYN flood; flows of stable slots (which never touch the table) beside flows of moved
+//! slots (which look up every packet). BPF_PROG_TEST_RUN through the benchmark twin (`xdp_bench_lb`), whose
 //! template cycles N flows (iteration count modulo N picks the source port and address), side
 //! by side with the MAC-swap floor (`xdp_bench_reflect`) round by round. The thread is pinned to
 //! one CPU: the table's LRU lists are per CPU, so a table holds `capacity / CPUs` flows
@@ -36,15 +37,26 @@ const FLOOD_SYNS: u32 = 4_000_000;
 /// default's do only for floods under ~3 s, and how long 4,000,000 SYNs take depends on load.
 const LOW_GUARD: u32 = 25_000;
 
-fn flows_frame(flows: u32) -> Result<BenchFrame> {
+/// A VIP whose every slot is moved; `VIP` keeps stable slots.
+const MOVED_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 12);
+
+fn flows_frame(vip: Ipv4Addr, flows: u32) -> Result<BenchFrame> {
     template(BENCH_VARY_V4, flows, |p| {
-        frames::tcp4(CLIENT, 0, VIP, 80, Tcp::Ack, p)
+        frames::tcp4(CLIENT, 0, vip, 80, Tcp::Ack, p)
     })
+}
+
+/// A VIP of `BACKENDS` whose every slot is moved, with the equal table's pick as previous.
+fn moved_vip(lab: &mut Lab) -> Result<lb_common::VipKey> {
+    let key = lab.add_vip(MOVED_VIP.into(), 80, IPPROTO_TCP, 0, &BACKENDS)?;
+    lab.move_every_slot(&key, BACKENDS[0], BACKENDS[1])?;
+    Ok(key)
 }
 
 /// Per-round figures of one flow count.
 struct Row {
     flows: u32,
+    moved: bool,
     lb: Vec<f64>,
     floor: Vec<f64>,
     hits: u64,
@@ -55,12 +67,19 @@ impl Row {
     fn print(&self, capacity: &str) {
         let ratio = median((0..ROUNDS).map(|r| self.lb[r] / self.floor[r]).collect());
         let net = median((0..ROUNDS).map(|r| self.lb[r] - self.floor[r]).collect());
+        let (slots, hit) = if self.moved {
+            (
+                "moved",
+                format!("{:.2}%", self.hits as f64 * 100.0 / self.lookups as f64),
+            )
+        } else {
+            ("stable", "no lookup".to_string())
+        };
         println!(
-            "| {} | {capacity} | {:.1} | {:.1} | {ratio:.2}x | {net:.1} | {:.2}% |",
+            "| {} | {slots} | {capacity} | {:.1} | {:.1} | {ratio:.2}x | {net:.1} | {hit} |",
             self.flows,
             median(self.lb.clone()),
             median(self.floor.clone()),
-            self.hits as f64 * 100.0 / self.lookups as f64
         );
     }
 }
@@ -71,46 +90,56 @@ fn main() -> Result<()> {
     eprintln!("conntrack: growth");
     let big = GROWTH[GROWTH.len() - 1];
     let mut lab = Lab::with_conn_table(big * cpus).context("loading the balancer (as root)")?;
-    let key = lab.add_vip(VIP.into(), 80, IPPROTO_TCP, 0, &BACKENDS)?;
+    lab.add_vip(VIP.into(), 80, IPPROTO_TCP, 0, &BACKENDS)?;
+    moved_vip(&mut lab)?;
     let mut growth = Vec::new();
     for flows in GROWTH {
-        growth.push(measure(&mut lab, flows)?);
+        growth.push(measure(&mut lab, flows, false)?);
+        growth.push(measure(&mut lab, flows, true)?);
     }
 
     eprintln!("conntrack: above capacity");
     let mut small = Lab::with_conn_table(SMALL_SHARE * cpus)?;
-    let small_key = small.add_vip(VIP.into(), 80, IPPROTO_TCP, 0, &BACKENDS)?;
+    let small_key = moved_vip(&mut small)?;
     let mut over = Vec::new();
     for flows in OVER {
-        over.push(measure(&mut small, flows)?);
+        over.push(measure(&mut small, flows, true)?);
     }
     let checked = maglev_agrees(&mut small, &small_key, OVER[OVER.len() - 1])?;
     drop(small);
-    drop((lab, key));
+    drop(lab);
 
     eprintln!("conntrack: SYN flood");
     let mut floods = Vec::new();
-    for guard in [0, DEFAULT_NEW_FLOWS_PER_SEC, LOW_GUARD] {
+    for (guard, moved) in [
+        (0, false),
+        (0, true),
+        (DEFAULT_NEW_FLOWS_PER_SEC, true),
+        (LOW_GUARD, true),
+    ] {
         let outcome = flood::run(&Flood {
             conn_table: FLOOD_TABLE,
             established: FLOOD_ESTABLISHED,
             syns: FLOOD_SYNS,
             new_flows_per_sec: guard,
+            moved,
         })?;
-        floods.push((guard, outcome));
+        floods.push((guard, moved, outcome));
     }
 
     println!(
         "BPF_PROG_TEST_RUN through the benchmark twin, {ROUNDS} rounds x {ITERATIONS} iterations \
-         per flow count, one CPU; every packet a non-SYN of one of N flows cycled in order, the \
-         table primed with one pass first. ns per packet; the floor (MAC swap through the same \
-         harness) runs in the same round."
+         per flow count, one CPU; every packet a non-SYN of one of N flows cycled in order. \
+         Stable slots: the Maglev table alone routes the flows. Moved slots (every slot of the VIP \
+         moved): the connection table, primed with one pass first. ns per packet; the floor \
+         (MAC swap through the same harness) runs in the same round."
     );
     println!();
     println!(
-        "| flows | table (flows per CPU) | ns/pkt | floor ns | / floor | minus floor ns | conn hit |"
+        "| flows | slots | table (flows per CPU) | ns/pkt | floor ns | / floor | minus floor ns | \
+         conn hit |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|");
     for row in &growth {
         row.print(&format!("{} ({big})", big * cpus));
     }
@@ -127,26 +156,29 @@ fn main() -> Result<()> {
     println!(
         "SYN flood: {FLOOD_ESTABLISHED} established flows in a table of {FLOOD_TABLE} ({} per \
          CPU), then {FLOOD_SYNS} unique SYNs on the same CPU, then each established flow once \
-         more.",
+         more: in moved slots it must still hit its entry, in stable slots the slot routes it.",
         FLOOD_TABLE / cpus
     );
     println!();
     println!(
-        "| new-flow guard (per CPU per s) | flood ns/SYN | flood s | entries admitted | \
-         established flows still hitting |"
+        "| slots | new-flow guard (per CPU per s) | flood ns/SYN | flood s | entries admitted | \
+         established flows still on their backend |"
     );
-    println!("|---|---:|---:|---:|---:|");
-    for (guard, o) in &floods {
+    println!("|---|---|---:|---:|---:|---:|");
+    for (guard, moved, o) in &floods {
         let guard = if *guard == 0 {
             "off".to_string()
         } else {
             guard.to_string()
         };
+        let slots = if *moved { "moved" } else { "stable" };
+        let admitted = o
+            .entries_after
+            .map_or(FLOOD_SYNS as u64 - o.skipped, |entries| entries as u64);
         println!(
-            "| {guard} | {:.1} | {:.2} | {} | {} of {FLOOD_ESTABLISHED} ({:.1}%) |",
+            "| {slots} | {guard} | {:.1} | {:.2} | {admitted} | {} of {FLOOD_ESTABLISHED} ({:.1}%) |",
             o.ns_per_syn,
             o.seconds,
-            FLOOD_SYNS as u64 - o.skipped,
             o.survivors,
             o.survivors as f64 * 100.0 / FLOOD_ESTABLISHED as f64
         );
@@ -154,11 +186,18 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// Prime `flows` flows, then rounds of floor and balancer; counters must account for every
-/// packet as a hit or a non-SYN miss.
-fn measure(lab: &mut Lab, flows: u32) -> Result<Row> {
-    eprintln!("  {flows} flows");
-    let frame = flows_frame(flows)?;
+/// Rounds of floor and balancer over `flows` flows of the stable or the moved VIP. Moved:
+/// primed first, and counters must account for every packet as a hit or a non-SYN miss.
+/// Stable: every packet must be routed by its stable slot.
+fn measure(lab: &mut Lab, flows: u32, moved: bool) -> Result<Row> {
+    eprintln!(
+        "  {flows} flows, {} slots",
+        if moved { "moved" } else { "stable" }
+    );
+    if !moved {
+        return measure_stable(lab, flows);
+    }
+    let frame = flows_frame(MOVED_VIP, flows)?;
     let seen = |lab: &Lab| -> Result<u64> {
         Ok(lab.lb.stat(Stat::ConnHit)? + lab.lb.stat(Stat::ConnMissNonSyn)?)
     };
@@ -170,6 +209,7 @@ fn measure(lab: &mut Lab, flows: u32) -> Result<Row> {
     );
     let mut row = Row {
         flows,
+        moved,
         lb: Vec::new(),
         floor: Vec::new(),
         hits: 0,
@@ -196,6 +236,31 @@ fn measure(lab: &mut Lab, flows: u32) -> Result<Row> {
     Ok(row)
 }
 
+fn measure_stable(lab: &mut Lab, flows: u32) -> Result<Row> {
+    let frame = flows_frame(VIP, flows)?;
+    let mut row = Row {
+        flows,
+        moved: false,
+        lb: Vec::new(),
+        floor: Vec::new(),
+        hits: 0,
+        lookups: 0,
+    };
+    for _ in 0..ROUNDS {
+        row.floor
+            .push(run_twin(lab, BENCH_REFLECT_PROGRAM, &frame, ITERATIONS)?);
+        let before = lab.lb.stat(Stat::StableSlot)?;
+        row.lb
+            .push(run_twin(lab, BENCH_LB_PROGRAM, &frame, ITERATIONS)?);
+        let stable = lab.lb.stat(Stat::StableSlot)? - before;
+        ensure!(
+            stable == ITERATIONS as u64,
+            "{flows} flows: {stable} of {ITERATIONS} packets routed by a stable slot"
+        );
+    }
+    Ok(row)
+}
+
 /// Send `SAMPLE` flows of the `flows` set (built as the harness builds them) through `xdp_lb`
 /// once each and check each went to Maglev's backend; returns how many were checked.
 fn maglev_agrees(lab: &mut Lab, key: &lb_common::VipKey, flows: u32) -> Result<u32> {
@@ -204,7 +269,8 @@ fn maglev_agrees(lab: &mut Lab, key: &lb_common::VipKey, flows: u32) -> Result<u
         let flow = i * step + i % 7;
         let o = CLIENT.octets();
         let src = Ipv4Addr::new(o[0], o[1], o[2], o[3].wrapping_add((flow >> 16) as u8));
-        let frame = frames::tcp4(src, flow as u16, VIP, 80, Tcp::Ack, &[]);
+        let frame = frames::tcp4(src, flow as u16, MOVED_VIP, 80, Tcp::Ack, &[]);
+        // The previous backend of every moved slot is the equal table's pick.
         let want = lab.predict(key, &flow_of(&frame)?, &BACKENDS)?;
         let want = backend_addr(&lab.lb, want)?;
         let (verdict, out) = lab.run(&frame)?;

@@ -211,7 +211,7 @@ fn publish(out: &mut String) -> Result<()> {
     for k in 0..PUBLISH_ONE_RUNS {
         std::thread::sleep(Duration::from_millis(2));
         let start = Instant::now();
-        lab.lb.publish_table(&keys[0], &tables[k % 2])?;
+        lab.publish_ids(&keys[0], &tables[k % 2])?;
         one.push(ms(start.elapsed()) * 1e3);
     }
     let last_one = &tables[(PUBLISH_ONE_RUNS - 1) % 2];
@@ -220,13 +220,18 @@ fn publish(out: &mut String) -> Result<()> {
     for round in 0..PUBLISH_ALL_ROUNDS {
         let start = Instant::now();
         for key in &keys {
-            lab.lb.publish_table(key, &tables[round % 2])?;
+            lab.publish_ids(key, &tables[round % 2])?;
         }
         all.push(ms(start.elapsed()));
     }
     let last_all = &tables[(PUBLISH_ALL_ROUNDS - 1) % 2];
     for key in &keys {
-        let live = lab.lb.live_table(&lab.lb.vip(key)?)?;
+        let live: Vec<u32> = lab
+            .lb
+            .live_table(&lab.lb.vip(key)?)?
+            .into_iter()
+            .map(|w| lb_common::Slot(w).backend())
+            .collect();
         ensure!(
             &live == last_all,
             "the live table read back differs from the one published"
@@ -238,9 +243,10 @@ fn publish(out: &mut String) -> Result<()> {
     writeln!(out, "\n### Table publication\n")?;
     writeln!(
         out,
-        "`Balancer::publish_table` into a loaded balancer (max_vips = {VIPS}, M = \
-         {DEFAULT_TABLE_SIZE}): write the VIP's inactive table through the `MAGLEV` mapping, \
-         flip `active_table` in `VIPS`. Tables alternate between 100 and 99 backends; every live \
+        "A publication as the agent makes it, into a loaded balancer (max_vips = {VIPS}, M = \
+         {DEFAULT_TABLE_SIZE}): read the live table, mark the moved slots \
+         (`maglev::moves::next_words`), write the VIP's inactive table through the `MAGLEV` \
+         mapping, flip `active_table` in `VIPS`. Tables alternate between 100 and 99 backends; every live \
          table is read back and compared.\n"
     )?;
     writeln!(out, "| publication | median | min | max |")?;

@@ -1,69 +1,95 @@
-//! The connection table: an established flow keeps its backend when the VIP's table changes,
-//! unless that backend went down or was removed (its generation moved on).
+//! The connection table, consulted only in moved slots: there an established flow keeps its
+//! backend while the slot points elsewhere, unless that backend went down or was removed (its
+//! generation moved on).
 
 use crate::{
     counters::count,
+    maglev::Choice,
     maps::{BACKENDS, CONN_TABLE, FLOOD_GUARD},
 };
-use lb_common::{Backend, FlowKey, FlowState, LbConfig, Stat};
+use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
+use lb_common::{FlowKey, FlowState, LbConfig, Stat};
 
 const NS_PER_SEC: u64 = 1_000_000_000;
 
-/// A live entry: backend id, backend, VIP id.
-pub struct Established {
-    pub backend_id: u32,
-    pub backend: Backend,
-    pub vip_id: u32,
+pub enum Lookup {
+    /// A live entry: its backend.
+    Hit(Choice),
+    /// An entry whose backend went down or was replaced.
+    Stale,
+    Miss,
 }
 
-/// The flow's backend if it has a live entry; counts hits and stale entries.
+/// The flow's entry; a hit refreshes its idle clock, once a second at most.
 #[inline(always)]
-pub fn lookup(flow: &FlowKey) -> Option<Established> {
-    // SAFETY: the value is copied out at once.
-    let state = unsafe { CONN_TABLE.get(flow) }.copied()?;
-    if let Some(backend) = BACKENDS.get(state.backend) {
-        if backend.generation == state.generation {
+pub fn lookup(flow: &FlowKey) -> Lookup {
+    let Some(state) = CONN_TABLE.get_ptr_mut(flow) else {
+        return Lookup::Miss;
+    };
+    // SAFETY: a pointer to the entry's value from the lookup above; the entry's fields are
+    // plain integers, and a racing writer on another CPU can at worst tear `last_seen`.
+    let (backend_id, generation, last_seen) =
+        unsafe { ((*state).backend, (*state).generation, (*state).last_seen) };
+    if let Some(backend) = BACKENDS.get(backend_id) {
+        if backend.generation == generation {
+            let now = now_secs();
+            if last_seen != now {
+                // SAFETY: as above.
+                unsafe { (*state).last_seen = now };
+            }
             count(Stat::ConnHit);
-            return Some(Established {
-                backend_id: state.backend,
+            return Lookup::Hit(Choice {
+                id: backend_id,
                 backend: *backend,
-                vip_id: state.vip_id,
             });
         }
     }
     count(Stat::ConnStale);
-    None
+    Lookup::Stale
 }
 
 /// Remember the flow's backend, unless this CPU is above its new-flow rate: then a SYN flood
 /// cannot evict the entries of established flows.
 #[inline(always)]
-pub fn insert(flow: &FlowKey, backend_id: u32, backend: &Backend, vip_id: u32, cfg: &LbConfig) {
-    if !may_insert(cfg.new_flows_per_sec) {
+pub fn insert(flow: &FlowKey, choice: &Choice, vip_id: u32, cfg: &LbConfig) {
+    let now = coarse_ns();
+    if !may_insert(cfg.new_flows_per_sec, now) {
         count(Stat::ConnInsertSkipped);
         return;
     }
     let state = FlowState {
-        backend: backend_id,
-        generation: backend.generation,
+        backend: choice.id,
+        generation: choice.backend.generation,
         vip_id,
+        last_seen: (now / NS_PER_SEC) as u32,
     };
     // An LRU insert only fails on allocation failure; the flow is still forwarded.
     let _ = CONN_TABLE.insert(flow, state, 0);
 }
 
+/// CLOCK_MONOTONIC at jiffies resolution: plenty for second-granular idle times and one-second
+/// guard windows, and cheaper than ktime.
 #[inline(always)]
-fn may_insert(limit: u32) -> bool {
+fn coarse_ns() -> u64 {
+    // SAFETY: helper without arguments.
+    unsafe { bpf_ktime_get_coarse_ns() }
+}
+
+#[inline(always)]
+fn now_secs() -> u32 {
+    (coarse_ns() / NS_PER_SEC) as u32
+}
+
+#[inline(always)]
+fn may_insert(limit: u32, now: u64) -> bool {
     if limit == 0 {
         return true;
     }
     let Some(window) = FLOOD_GUARD.get_ptr_mut(0) else {
         return true;
     };
-    // SAFETY: helper without arguments; per-CPU slot with no concurrent writer. The coarse
-    // clock (jiffies resolution) is plenty for one-second windows and cheaper than ktime.
+    // SAFETY: per-CPU slot with no concurrent writer.
     unsafe {
-        let now = aya_ebpf::helpers::bpf_ktime_get_coarse_ns();
         if now.wrapping_sub((*window).window_start_ns) >= NS_PER_SEC {
             (*window).window_start_ns = now;
             (*window).inserts = 0;

@@ -1,15 +1,18 @@
-//! From a VIP flow to the frame on the wire: the connection table first (never for a SYN), else
-//! the VIP's Maglev table; then the MTU check, counters, encapsulation and transmit.
+//! From a VIP flow to the frame on the wire: the flow's slot in the VIP's Maglev table (and, in a
+//! moved slot only, the connection table), then the MTU check, counters, encapsulation and
+//! transmit.
 
 use crate::{
-    conntrack, counters, encap, icmp, maglev,
+    conntrack::{self, Lookup},
+    counters, encap, icmp,
+    maglev::{self, Choice},
     maps::CONFIG,
     packet::{FlowKind, Packet},
     verdict::{drop, pass, tx},
     vip,
 };
 use aya_ebpf::programs::XdpContext;
-use lb_common::{hash::flow_key_hash, Backend, FlowKey, LbConfig, Stat};
+use lb_common::{hash::flow_key_hash, FlowKey, LbConfig, Slot, Stat};
 
 #[inline(always)]
 pub fn forward<const L3: usize>(
@@ -21,59 +24,91 @@ pub fn forward<const L3: usize>(
     let Some(cfg) = CONFIG.get(0) else {
         return drop(Stat::DropUnconfigured);
     };
-    // The 5-tuple hash also varies the outer header per flow, identically on every packet.
-    let hash = flow_key_hash(flow, 0);
-    if kind != FlowKind::Syn {
-        if let Some(hit) = conntrack::lookup(flow) {
-            return send::<L3>(
-                ctx,
-                pkt,
-                cfg,
-                hit.backend_id,
-                &hit.backend,
-                hit.vip_id,
-                hash,
-                kind,
-            );
-        }
-    }
     let Some(vip) = vip::lookup(flow.dst, flow.family, flow.dst_port, flow.proto) else {
         return pass(Stat::PassNotVip);
     };
-    match kind {
-        FlowKind::Syn => counters::count(Stat::ConnMissSyn),
-        FlowKind::TcpOther => counters::count(Stat::ConnMissNonSyn),
-        FlowKind::Udp => counters::count(Stat::ConnMissUdp),
-        // Routed by the table like the flow's first packet was.
-        FlowKind::IcmpError => {}
-    }
+    // The 5-tuple hash also varies the outer header per flow, identically on every packet.
+    let hash = flow_key_hash(flow, 0);
     let table_hash = if vip.flags == 0 {
         hash
     } else {
         flow_key_hash(flow, vip.flags)
     };
-    let (id, backend) = match maglev::lookup(&vip, table_hash) {
-        Ok(choice) => choice,
+    let slot = match maglev::slot(&vip, table_hash) {
+        Ok(slot) => slot,
         Err(reason) => return drop(reason),
     };
-    if kind != FlowKind::IcmpError {
-        conntrack::insert(flow, id, &backend, vip.id, cfg);
+    let choice = if slot.is_moved() {
+        moved_slot(flow, kind, slot, vip.id, cfg)
+    } else {
+        // Every flow of a stable slot belongs to the slot's backend: no table to consult.
+        counters::count(Stat::StableSlot);
+        maglev::backend(slot.backend())
+    };
+    match choice {
+        Some(choice) => send::<L3>(ctx, pkt, cfg, &choice, vip.id, hash, kind),
+        None => drop(Stat::DropNoBackend),
     }
-    send::<L3>(ctx, pkt, cfg, id, &backend, vip.id, hash, kind)
+}
+
+/// A moved slot: a flow with a live entry keeps that entry's backend. A flow without one began
+/// before the move (every flow since got an entry at its first packet here), so it goes where
+/// the slot pointed then, the previous backend. A SYN, or a flow whose backend is gone, takes
+/// the slot's backend. Either way the flow gets an entry.
+#[inline(always)]
+fn moved_slot(
+    flow: &FlowKey,
+    kind: FlowKind,
+    slot: Slot,
+    vip_id: u32,
+    cfg: &LbConfig,
+) -> Option<Choice> {
+    let found = if kind == FlowKind::Syn {
+        Lookup::Miss
+    } else {
+        conntrack::lookup(flow)
+    };
+    let stale = match found {
+        Lookup::Hit(choice) => return Some(choice),
+        Lookup::Stale => true,
+        Lookup::Miss => false,
+    };
+    match kind {
+        FlowKind::Syn => counters::count(Stat::ConnMissSyn),
+        FlowKind::TcpOther => counters::count(Stat::ConnMissNonSyn),
+        FlowKind::Udp => counters::count(Stat::ConnMissUdp),
+        FlowKind::IcmpError => {}
+    }
+    let previous = if kind == FlowKind::Syn || stale {
+        None
+    } else {
+        slot.previous().and_then(maglev::backend)
+    };
+    let choice = match previous {
+        Some(choice) => {
+            counters::count(Stat::MovedToPrevious);
+            choice
+        }
+        None => maglev::backend(slot.backend())?,
+    };
+    // An ICMP error follows its flow but never speaks for it.
+    if kind != FlowKind::IcmpError {
+        conntrack::insert(flow, &choice, vip_id, cfg);
+    }
+    Some(choice)
 }
 
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn send<const L3: usize>(
     ctx: &XdpContext,
     pkt: &Packet,
     cfg: &LbConfig,
-    backend_id: u32,
-    backend: &Backend,
+    choice: &Choice,
     vip_id: u32,
     hash: u32,
     kind: FlowKind,
 ) -> u32 {
+    let backend = &choice.backend;
     if cfg.ready == 0 {
         return drop(Stat::DropUnconfigured);
     }
@@ -88,7 +123,7 @@ fn send<const L3: usize>(
     // Counted as the frame that arrived, without any Ethernet padding.
     let bytes = L3 + pkt.ip_len;
     counters::vip(vip_id, bytes);
-    counters::backend(backend_id, bytes);
+    counters::backend(choice.id, bytes);
     if !encap::encapsulate::<L3>(ctx, pkt, backend, hash, cfg) {
         return drop(Stat::EncapFailed);
     }

@@ -8,7 +8,7 @@ use aya_ebpf::{
 use lb_common::{
     AddrKey, Backend, BenchFrame, FloodWindow, FlowKey, FlowState, LbConfig, TrafficCounters,
     VipKey, VipMeta, ADDR_FILTER_WORDS, DEFAULT_CONN_TABLE_ENTRIES, DEFAULT_MAX_VIPS,
-    DEFAULT_TABLE_SIZE, MAX_BACKENDS, STAT_COUNT,
+    DEFAULT_TABLE_SIZE, MAX_BACKENDS, SLOTS_PER_ELEMENT, STAT_COUNT,
 };
 
 /// BPF_F_NO_COMMON_LRU: one LRU list per CPU (no shared lock on insert) over one shared key
@@ -44,11 +44,14 @@ pub static VIP_ADDRS: HashMap<AddrKey, u32> = HashMap::with_max_entries(DEFAULT_
 #[map]
 pub static VIPS: HashMap<VipKey, VipMeta> = HashMap::with_max_entries(DEFAULT_MAX_VIPS, 0);
 
-/// Two Maglev tables per VIP: slot `(id * 2 + active_table) * TABLE_SIZE + hash % TABLE_SIZE`
-/// holds a backend id. Sized by the agent to `max_vips * 2 * table_size`.
+/// Two Maglev tables per VIP, packed: slot `n = (id * 2 + active_table) * TABLE_SIZE +
+/// hash % TABLE_SIZE` is word `n % 2` of element `n / 2`, a `lb_common::Slot`. Sized by the
+/// agent to `max_vips * 2 * table_size / 2`, rounded up.
 #[map]
-pub static MAGLEV: Array<u32> =
-    Array::with_max_entries(DEFAULT_MAX_VIPS * 2 * DEFAULT_TABLE_SIZE, BPF_F_MMAPABLE);
+pub static MAGLEV: Array<[u32; SLOTS_PER_ELEMENT as usize]> = Array::with_max_entries(
+    (DEFAULT_MAX_VIPS * 2 * DEFAULT_TABLE_SIZE).div_ceil(SLOTS_PER_ELEMENT),
+    BPF_F_MMAPABLE,
+);
 
 #[map]
 pub static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);

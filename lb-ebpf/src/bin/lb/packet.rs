@@ -17,7 +17,7 @@ pub struct Packet {
 /// How the connection table treats a packet.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum FlowKind {
-    /// TCP SYN: always a fresh table lookup.
+    /// TCP SYN: a new connection, never looked up in the connection table.
     Syn,
     /// TCP segment other than a SYN.
     TcpOther,

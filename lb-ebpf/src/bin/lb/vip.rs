@@ -1,6 +1,6 @@
-//! VIP lookup. Most host traffic is rejected by a bitmap test; established flows never get
-//! here (the connection table names their VIP); new flows look up (address, port, protocol),
-//! then (address, any port, protocol) when the address has such a VIP.
+//! VIP lookup. Most host traffic is rejected by a bitmap test; flows to a VIP address look up
+//! (address, port, protocol), then (address, any port, protocol) when the address has such a
+//! VIP. Both maps are small and stay in cache.
 
 use crate::maps::{ADDR_FILTER, VIPS, VIP_ADDRS};
 use lb_common::{
