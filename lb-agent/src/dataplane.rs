@@ -11,7 +11,7 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use lb_common::{
-    hash::addr_filter_bit, AddrKey, Backend, BenchFrame, FlowKey, FlowState, LbConfig, Stat,
+    hash::addr_filter_bit, AddrKey, Backend, BenchFrame, FlowKey, FlowState, LbConfig, Slot, Stat,
     TrafficCounters, VipKey, VipMeta, ADDR_FILTER_WORDS, ADDR_F_TCP_ANY_PORT, ADDR_F_TCP_PORT,
     ADDR_F_UDP_ANY_PORT, ADDR_F_UDP_PORT, DEFAULT_CONN_TABLE_ENTRIES, DEFAULT_MAX_VIPS,
     DEFAULT_TABLE_SIZE, IPPROTO_TCP, MAX_BACKENDS, SLOTS_PER_ELEMENT,
@@ -80,12 +80,13 @@ impl Default for LoadOptions {
 }
 
 /// Maps that carry the balancer's state across restarts (everything but the bench template).
-const PINNED_MAPS: [&str; 11] = [
+const PINNED_MAPS: [&str; 12] = [
     "CONFIG",
     "ADDR_FILTER",
     "VIP_ADDRS",
     "VIPS",
     "MAGLEV",
+    "MAGLEV_PREVIOUS",
     "BACKENDS",
     "CONN_TABLE",
     "FLOOD_GUARD",
@@ -139,6 +140,7 @@ pub struct Balancer {
     vip_stats: PerCpuArray<MapData, TrafficCounters>,
     backend_stats: PerCpuArray<MapData, TrafficCounters>,
     tables: TableWriter,
+    previous: TableWriter,
     /// Handed to the controller, which runs it off its own task.
     sweeper: Option<Sweeper>,
     /// When each VIP last flipped tables: a table is rewritten only after packets that may
@@ -223,6 +225,7 @@ impl Balancer {
         loader
             .override_global("TABLE_SIZE", &options.table_size, true)
             .map_max_entries("MAGLEV", maglev_elements)
+            .map_max_entries("MAGLEV_PREVIOUS", maglev_elements)
             .map_max_entries("VIPS", options.max_vips)
             .map_max_entries("VIP_ADDRS", options.max_vips)
             .map_max_entries("VIP_STATS", options.max_vips)
@@ -254,11 +257,16 @@ impl Balancer {
         ] {
             load_xdp(&mut ebpf, name)?;
         }
-        let maglev: MapData = match ebpf.take_map("MAGLEV") {
-            Some(Map::Array(data)) => data,
-            _ => bail!("map MAGLEV missing or not an array"),
+        let table_writer = |ebpf: &mut Ebpf, name: &'static str| -> Result<TableWriter> {
+            match ebpf.take_map(name) {
+                Some(Map::Array(data)) => {
+                    TableWriter::new(data, name, options.table_size, options.max_vips)
+                }
+                _ => bail!("map {name} missing or not an array"),
+            }
         };
-        let tables = TableWriter::new(maglev, options.table_size, options.max_vips)?;
+        let tables = table_writer(&mut ebpf, "MAGLEV")?;
+        let previous = table_writer(&mut ebpf, "MAGLEV_PREVIOUS")?;
         let sweeper = Sweeper::new(
             dup(&ebpf, "CONN_TABLE")?,
             dup(&ebpf, "BACKENDS")?,
@@ -277,6 +285,7 @@ impl Balancer {
             vip_stats: take(&mut ebpf, "VIP_STATS")?,
             backend_stats: take(&mut ebpf, "BACKEND_STATS")?,
             tables,
+            previous,
             sweeper: Some(sweeper),
             last_flip: Default::default(),
             options,
@@ -341,7 +350,14 @@ impl Balancer {
 
     /// The VIP's live table as the data path reads it.
     pub fn live_table(&self, meta: &VipMeta) -> Result<Vec<u32>> {
-        self.tables.read(meta.id, meta.active_table & 1)
+        let which = meta.active_table & 1;
+        let tables = self.tables.read(meta.id, which)?;
+        let previous = self.previous.read(meta.id, which)?;
+        Ok(tables
+            .into_iter()
+            .zip(previous)
+            .map(|(t, p)| Slot::from_halves(t, p).0)
+            .collect())
     }
 
     pub fn options(&self) -> &LoadOptions {
@@ -387,7 +403,12 @@ impl Balancer {
             }
         }
         let next = meta.active_table ^ 1;
-        self.tables.write(meta.id, next, slots)?;
+        let halves =
+            |half: fn(Slot) -> u16| -> Vec<u16> { slots.iter().map(|w| half(Slot(*w))).collect() };
+        self.tables
+            .write(meta.id, next, &halves(Slot::table_half))?;
+        self.previous
+            .write(meta.id, next, &halves(Slot::previous_half))?;
         meta.active_table = next;
         self.vips
             .insert(key, meta, 0)
@@ -608,6 +629,7 @@ fn check_pinned_sizes(ebpf: &Ebpf, options: &LoadOptions, maglev_elements: u32) 
     }
     for (name, want) in [
         ("MAGLEV", maglev_elements),
+        ("MAGLEV_PREVIOUS", maglev_elements),
         ("VIPS", options.max_vips),
         ("CONN_TABLE", options.conn_table_entries),
     ] {

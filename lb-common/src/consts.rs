@@ -4,9 +4,10 @@
 pub const DEFAULT_TABLE_SIZE: u32 = 65537;
 /// Default capacity of the VIP maps; each VIP owns two tables of `table_size` slots.
 pub const DEFAULT_MAX_VIPS: u32 = 64;
-/// Slot words per `MAGLEV` array element: the kernel pads array elements to 8 bytes, so one
-/// 4-byte word per element would double the tables' cache and TLB footprint.
-pub const SLOTS_PER_ELEMENT: u32 = 2;
+/// Slots per element of `MAGLEV` and `MAGLEV_PREVIOUS` (2-byte halves, `[u16; 4]`): the kernel
+/// pads array elements to 8 bytes, so one 2-byte half per element would quadruple the tables'
+/// cache and TLB footprint.
+pub const SLOTS_PER_ELEMENT: u32 = 4;
 /// Capacity of the `BACKENDS` array (backend ids are `0..MAX_BACKENDS`).
 pub const MAX_BACKENDS: u32 = 16384;
 /// Default connection-table capacity compiled into the object; the agent sets its own.

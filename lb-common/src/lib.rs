@@ -187,7 +187,7 @@ pub struct FlowState {
 // Backend ids must fit below the slot markers.
 const _: () = assert!(MAX_BACKENDS < SLOT_NO_PREVIOUS);
 
-/// One word of a VIP's Maglev table (`MAGLEV`).
+/// One slot of a VIP's Maglev table, as the agent computes it.
 ///
 /// Low 16 bits: the backend id new flows go to ([`SLOT_NO_BACKEND`] for none). High 16 bits:
 /// [`SLOT_STABLE`] while no table change has moved the slot away from a backend that is still
@@ -196,6 +196,11 @@ const _: () = assert!(MAX_BACKENDS < SLOT_NO_PREVIOUS);
 /// before the move ([`SLOT_NO_PREVIOUS`] once that one is gone), and flows of the slot are
 /// looked up in `CONN_TABLE`. The agent returns a slot to stable once no live flow needs the
 /// old backend any more.
+///
+/// The kernel keeps a slot in two halves ([`Slot::table_half`], [`Slot::previous_half`]) in
+/// two tables of the same geometry: `MAGLEV`, which every packet reads, stays at two bytes a
+/// slot (128 KiB per table), and `MAGLEV_PREVIOUS` is read only for a flow without an entry in
+/// a moved slot.
 #[repr(transparent)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Slot(pub u32);
@@ -256,6 +261,63 @@ impl Slot {
             id => Some(id),
         }
     }
+
+    /// What `MAGLEV` stores: the backend id, and [`TABLE_MOVED`] for a moved slot.
+    pub fn table_half(self) -> u16 {
+        let id = match self.backend() {
+            b if b < TABLE_NO_BACKEND as u32 => b as u16,
+            _ => TABLE_NO_BACKEND,
+        };
+        if self.is_moved() {
+            id | TABLE_MOVED
+        } else {
+            id
+        }
+    }
+
+    /// What `MAGLEV_PREVIOUS` stores.
+    pub fn previous_half(self) -> u16 {
+        match self.previous() {
+            Some(p) if p < TABLE_NO_PREVIOUS as u32 => p as u16,
+            _ => TABLE_NO_PREVIOUS,
+        }
+    }
+
+    pub fn from_halves(table: u16, previous: u16) -> Slot {
+        let backend = table_half_backend(table);
+        if table_half_is_moved(table) {
+            Slot::moved(backend, previous_half_backend(previous))
+        } else {
+            Slot::stable(backend)
+        }
+    }
+}
+
+/// Bit of a `MAGLEV` half marking a moved slot; the other 15 bits are the backend id.
+pub const TABLE_MOVED: u16 = 0x8000;
+pub const TABLE_NO_BACKEND: u16 = 0x7fff;
+pub const TABLE_NO_PREVIOUS: u16 = 0xffff;
+
+const _: () = assert!(MAX_BACKENDS < TABLE_NO_BACKEND as u32);
+
+/// The backend id in a `MAGLEV` half, or [`NO_BACKEND`].
+#[inline(always)]
+pub fn table_half_backend(half: u16) -> u32 {
+    match half & !TABLE_MOVED {
+        TABLE_NO_BACKEND => NO_BACKEND,
+        id => id as u32,
+    }
+}
+
+#[inline(always)]
+pub fn table_half_is_moved(half: u16) -> bool {
+    half & TABLE_MOVED != 0
+}
+
+/// The backend id in a `MAGLEV_PREVIOUS` half.
+#[inline(always)]
+pub fn previous_half_backend(half: u16) -> Option<u32> {
+    (half != TABLE_NO_PREVIOUS).then_some(half as u32)
 }
 
 /// Single element of the `CONFIG` array, written by the agent before VIPs are added.
@@ -495,6 +557,12 @@ mod tests {
             (NO_BACKEND, true, None)
         );
         assert_eq!(Slot::stable(NO_BACKEND), Slot::EMPTY);
+        for slot in [stable, moved, orphan, Slot::EMPTY, Slot::moved(0, Some(0))] {
+            assert_eq!(
+                Slot::from_halves(slot.table_half(), slot.previous_half()),
+                slot
+            );
+        }
     }
 
     #[test]

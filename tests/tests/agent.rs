@@ -225,6 +225,13 @@ impl Agent {
         Ok(self.status()?.vips[0].moved_slots)
     }
 
+    /// Where a SYN from each port of `ports` goes.
+    fn syn_backends(&mut self, ports: std::ops::Range<u16>) -> Result<Vec<(u16, Option<IpAddr>)>> {
+        ports
+            .map(|p| Ok((p, self.send(WEB, 80, p, Tcp::Syn)?)))
+            .collect()
+    }
+
     /// A port whose SYN lands on `backend`.
     fn port_on(&mut self, backend: &str) -> Result<u16> {
         let want: IpAddr = backend.parse()?;
@@ -374,9 +381,7 @@ fn reload_adds_without_disturbing_and_rejects_bad_files() -> Result<()> {
         &temp_dir()?,
         &config_text(false, false, "fail-open", 0),
     )?;
-    let flows: Vec<(u16, Option<IpAddr>)> = (7000..7200)
-        .map(|p| Ok((p, agent.send(WEB, 80, p, Tcp::Syn)?)))
-        .collect::<Result<_>>()?;
+    let flows = agent.syn_backends(7000..7200)?;
     let digest = agent.status()?.vips[0].table_digest.clone();
     // A new VIP: the web VIP's table is untouched.
     let summary = agent.reload(&config_text(false, true, "fail-open", 0))?;
@@ -424,9 +429,7 @@ fn restarted_agent_adopts_the_pinned_maps_and_connection_table() -> Result<()> {
     let dir = temp_dir()?;
     let text = config_text(false, false, "fail-open", 0);
     let mut first = start(&pins, &dir, &text)?;
-    let flows: Vec<(u16, Option<IpAddr>)> = (9000..9100)
-        .map(|p| Ok((p, first.send(WEB, 80, p, Tcp::Syn)?)))
-        .collect::<Result<_>>()?;
+    let flows = first.syn_backends(9000..9100)?;
     let before = first.status()?;
     drop(first);
     // The restarted agent finds the maps pinned; even with a backend added to the file,
@@ -478,9 +481,7 @@ fn moved_slots_settle_once_no_live_flow_needs_its_old_backend() -> Result<()> {
         )
     };
     let mut agent = start(&pins, &dir, &short(false))?;
-    let before: Vec<(u16, Option<IpAddr>)> = (7000..7400)
-        .map(|p| Ok((p, agent.send(WEB, 80, p, Tcp::Syn)?)))
-        .collect::<Result<_>>()?;
+    let before = agent.syn_backends(7000..7400)?;
     // A fourth backend takes slots from the three, which stay up: those slots move.
     agent.reload(&short(true))?;
     let moved_at_reload = agent.moved_slots()?;
@@ -544,9 +545,7 @@ fn balancer_recovering_from_seeing_every_backend_down_routes_unseen_flows_like_i
         &temp_dir()?,
         &config_text(false, false, "fail-open", 0),
     )?;
-    let full: Vec<(u16, Option<IpAddr>)> = (8000..8300)
-        .map(|p| Ok((p, agent.send(WEB, 80, p, Tcp::Syn)?)))
-        .collect::<Result<_>>()?;
+    let full = agent.syn_backends(8000..8300)?;
     for b in [B1, B2, B3] {
         agent.health(b, Health::Down)?;
     }

@@ -1,21 +1,24 @@
-//! Writes Maglev tables straight into the kernel's array through a shared mapping
-//! (BPF_F_MMAPABLE): a 65537-slot table costs microseconds instead of 65537 syscalls.
+//! Writes Maglev tables straight into the kernel's arrays through a shared mapping
+//! (BPF_F_MMAPABLE): a 65537-slot table costs microseconds instead of 65537 syscalls. One writer
+//! per array: `MAGLEV` and `MAGLEV_PREVIOUS` hold the two 16-bit halves of each slot.
 //!
 //! Only the pages of the one table being written or read are mapped, and only while that
 //! happens: the kernel maps a BPF array's pages into the process as soon as it is mmapped, so a
 //! whole-map mapping made the agent's RSS `max_vips × 2 × table_size × 8` bytes (67 MB at the
-//! defaults, 105 MB with 100 VIPs) for memory the kernel holds anyway.
+//! defaults, 105 MB with 100 VIPs, when each slot took an 8-byte element) for memory the kernel
+//! holds anyway.
 
 use anyhow::{bail, Result};
 use aya::maps::MapData;
 use std::os::fd::{AsFd, AsRawFd};
 
 /// Slots are packed `SLOTS_PER_ELEMENT` to an 8-byte array element, so the mapping is a dense
-/// array of u32 words.
-const SLOT_STRIDE: usize = 4;
+/// array of u16 halves.
+const SLOT_STRIDE: usize = 2;
 
 pub struct TableWriter {
     map: MapData,
+    name: &'static str,
     table_size: u32,
     max_vips: u32,
     page: usize,
@@ -37,7 +40,7 @@ impl Drop for Window {
 }
 
 impl TableWriter {
-    pub fn new(map: MapData, table_size: u32, max_vips: u32) -> Result<Self> {
+    pub fn new(map: MapData, name: &'static str, table_size: u32, max_vips: u32) -> Result<Self> {
         // SAFETY: sysconf has no preconditions.
         let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
             .ok()
@@ -45,6 +48,7 @@ impl TableWriter {
             .unwrap_or(4096);
         let writer = Self {
             map,
+            name,
             table_size,
             max_vips,
             page,
@@ -57,7 +61,10 @@ impl TableWriter {
     /// Map the pages of table `which` (0 or 1) of VIP `vip_id`.
     fn window(&self, vip_id: u32, which: u32) -> Result<Window> {
         if vip_id >= self.max_vips || which > 1 {
-            bail!("table {which} of VIP {vip_id} is outside the MAGLEV map");
+            bail!(
+                "table {which} of VIP {vip_id} is outside the {} map",
+                self.name
+            );
         }
         let table_bytes = self.table_size as usize * SLOT_STRIDE;
         let first = (vip_id as usize * 2 + which as usize) * table_bytes;
@@ -81,7 +88,8 @@ impl TableWriter {
         };
         if base == libc::MAP_FAILED {
             bail!(
-                "mmap of table {which} of VIP {vip_id} in the MAGLEV map failed: {}",
+                "mmap of table {which} of VIP {vip_id} in the {} map failed: {}",
+                self.name,
                 std::io::Error::last_os_error()
             );
         }
@@ -93,7 +101,7 @@ impl TableWriter {
     }
 
     /// Write table `which` (0 or 1) of VIP `vip_id`.
-    pub fn write(&mut self, vip_id: u32, which: u32, slots: &[u32]) -> Result<()> {
+    pub fn write(&mut self, vip_id: u32, which: u32, slots: &[u16]) -> Result<()> {
         if slots.len() != self.table_size as usize {
             bail!(
                 "table has {} slots, the data path expects {}",
@@ -103,13 +111,13 @@ impl TableWriter {
         }
         let window = self.window(vip_id, which)?;
         for (i, slot) in slots.iter().enumerate() {
-            // SAFETY: start + i * SLOT_STRIDE + 4 <= start + table_bytes <= len, inside the
-            // mapping; slots are 4-byte aligned and the page-aligned base keeps them so.
+            // SAFETY: start + (i + 1) * SLOT_STRIDE <= start + table_bytes <= len, inside the
+            // mapping; slots are 2-byte aligned and the page-aligned base keeps them so.
             unsafe {
                 window
                     .base
                     .add(window.start + i * SLOT_STRIDE)
-                    .cast::<u32>()
+                    .cast::<u16>()
                     .write_volatile(*slot)
             };
         }
@@ -119,7 +127,7 @@ impl TableWriter {
     }
 
     /// Read table `which` of VIP `vip_id` back.
-    pub fn read(&self, vip_id: u32, which: u32) -> Result<Vec<u32>> {
+    pub fn read(&self, vip_id: u32, which: u32) -> Result<Vec<u16>> {
         let window = self.window(vip_id, which)?;
         Ok((0..self.table_size as usize)
             .map(|i| {
@@ -128,7 +136,7 @@ impl TableWriter {
                     window
                         .base
                         .add(window.start + i * SLOT_STRIDE)
-                        .cast::<u32>()
+                        .cast::<u16>()
                         .read_volatile()
                 }
             })

@@ -64,6 +64,17 @@ struct Row {
 }
 
 impl Row {
+    fn new(flows: u32, moved: bool) -> Self {
+        Self {
+            flows,
+            moved,
+            lb: Vec::new(),
+            floor: Vec::new(),
+            hits: 0,
+            lookups: 0,
+        }
+    }
+
     fn print(&self, capacity: &str) {
         let ratio = median((0..ROUNDS).map(|r| self.lb[r] / self.floor[r]).collect());
         let net = median((0..ROUNDS).map(|r| self.lb[r] - self.floor[r]).collect());
@@ -207,14 +218,7 @@ fn measure(lab: &mut Lab, flows: u32, moved: bool) -> Result<Row> {
         seen(lab)? - before == flows as u64,
         "priming took another path"
     );
-    let mut row = Row {
-        flows,
-        moved,
-        lb: Vec::new(),
-        floor: Vec::new(),
-        hits: 0,
-        lookups: 0,
-    };
+    let mut row = Row::new(flows, true);
     for _ in 0..ROUNDS {
         row.floor
             .push(run_twin(lab, BENCH_REFLECT_PROGRAM, &frame, ITERATIONS)?);
@@ -238,14 +242,7 @@ fn measure(lab: &mut Lab, flows: u32, moved: bool) -> Result<Row> {
 
 fn measure_stable(lab: &mut Lab, flows: u32) -> Result<Row> {
     let frame = flows_frame(VIP, flows)?;
-    let mut row = Row {
-        flows,
-        moved: false,
-        lb: Vec::new(),
-        floor: Vec::new(),
-        hits: 0,
-        lookups: 0,
-    };
+    let mut row = Row::new(flows, false);
     for _ in 0..ROUNDS {
         row.floor
             .push(run_twin(lab, BENCH_REFLECT_PROGRAM, &frame, ITERATIONS)?);

@@ -40,7 +40,7 @@ pub fn lookup(flow: &FlowKey) -> Lookup {
             count(Stat::ConnHit);
             return Lookup::Hit(Choice {
                 id: backend_id,
-                backend: *backend,
+                backend,
             });
         }
     }

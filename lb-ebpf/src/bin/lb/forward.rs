@@ -5,14 +5,14 @@
 use crate::{
     conntrack::{self, Lookup},
     counters, encap, icmp,
-    maglev::{self, Choice},
+    maglev::{self, Choice, Slot},
     maps::CONFIG,
     packet::{FlowKind, Packet},
     verdict::{drop, pass, tx},
     vip,
 };
 use aya_ebpf::programs::XdpContext;
-use lb_common::{hash::flow_key_hash, FlowKey, LbConfig, Slot, Stat};
+use lb_common::{hash::flow_key_hash, FlowKey, LbConfig, Stat};
 
 #[inline(always)]
 pub fn forward<const L3: usize>(
@@ -108,7 +108,7 @@ fn send<const L3: usize>(
     hash: u32,
     kind: FlowKind,
 ) -> u32 {
-    let backend = &choice.backend;
+    let backend = choice.backend;
     if cfg.ready == 0 {
         return drop(Stat::DropUnconfigured);
     }

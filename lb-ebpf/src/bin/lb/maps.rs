@@ -45,10 +45,18 @@ pub static VIP_ADDRS: HashMap<AddrKey, u32> = HashMap::with_max_entries(DEFAULT_
 pub static VIPS: HashMap<VipKey, VipMeta> = HashMap::with_max_entries(DEFAULT_MAX_VIPS, 0);
 
 /// Two Maglev tables per VIP, packed: slot `n = (id * 2 + active_table) * TABLE_SIZE +
-/// hash % TABLE_SIZE` is word `n % 2` of element `n / 2`, a `lb_common::Slot`. Sized by the
-/// agent to `max_vips * 2 * table_size / 2`, rounded up.
+/// hash % TABLE_SIZE` is half `n % 4` of element `n / 4`: the slot's backend id and moved bit
+/// (`lb_common::Slot::table_half`). Sized by the agent to `max_vips * 2 * table_size / 4`,
+/// rounded up.
 #[map]
-pub static MAGLEV: Array<[u32; SLOTS_PER_ELEMENT as usize]> = Array::with_max_entries(
+pub static MAGLEV: Array<[u16; SLOTS_PER_ELEMENT as usize]> = Array::with_max_entries(
+    (DEFAULT_MAX_VIPS * 2 * DEFAULT_TABLE_SIZE).div_ceil(SLOTS_PER_ELEMENT),
+    BPF_F_MMAPABLE,
+);
+
+/// The other half of each slot, same geometry: the backend a moved slot had before it moved.
+#[map]
+pub static MAGLEV_PREVIOUS: Array<[u16; SLOTS_PER_ELEMENT as usize]> = Array::with_max_entries(
     (DEFAULT_MAX_VIPS * 2 * DEFAULT_TABLE_SIZE).div_ceil(SLOTS_PER_ELEMENT),
     BPF_F_MMAPABLE,
 );
