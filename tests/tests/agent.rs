@@ -135,6 +135,15 @@ fn start(pins: &Pins, config_dir: &Path, text: &str) -> Result<Agent> {
     })
 }
 
+/// The standard configuration (three backends, fail-open, no slow start) in a fresh directory.
+fn start_default(pins: &Pins) -> Result<Agent> {
+    start(
+        pins,
+        &temp_dir()?,
+        &config_text(false, false, "fail-open", 0),
+    )
+}
+
 fn temp_dir() -> Result<PathBuf> {
     static N: AtomicU32 = AtomicU32::new(0);
     let dir = std::env::temp_dir().join(format!(
@@ -247,11 +256,7 @@ impl Agent {
 #[test]
 fn agent_programs_the_table_and_new_flows_spread_over_all_backends() -> Result<()> {
     let pins = Pins::new();
-    let mut agent = start(
-        &pins,
-        &temp_dir()?,
-        &config_text(false, false, "fail-open", 0),
-    )?;
+    let mut agent = start_default(&pins)?;
     let seen = agent.spread(WEB, 80, 1000..1600)?;
     assert_eq!(seen.len(), 3, "{seen:?}");
     for (backend, n) in &seen {
@@ -268,11 +273,7 @@ fn agent_programs_the_table_and_new_flows_spread_over_all_backends() -> Result<(
 #[test]
 fn backend_marked_down_vanishes_and_its_flows_move() -> Result<()> {
     let pins = Pins::new();
-    let mut agent = start(
-        &pins,
-        &temp_dir()?,
-        &config_text(false, false, "fail-open", 0),
-    )?;
+    let mut agent = start_default(&pins)?;
     let port = agent.port_on(B2)?;
     agent.health(B2, Health::Down)?;
     let seen = agent.spread(WEB, 80, 1000..1600)?;
@@ -294,11 +295,7 @@ fn backend_marked_down_vanishes_and_its_flows_move() -> Result<()> {
 #[test]
 fn drained_backend_keeps_its_flows_and_takes_no_new_ones() -> Result<()> {
     let pins = Pins::new();
-    let mut agent = start(
-        &pins,
-        &temp_dir()?,
-        &config_text(false, false, "fail-open", 0),
-    )?;
+    let mut agent = start_default(&pins)?;
     let port = agent.port_on(B1)?;
     agent.set_state(B1, AdminState::Drain)?;
     assert_eq!(agent.send(WEB, 80, port, Tcp::Ack)?, Some(B1.parse()?));
@@ -376,11 +373,7 @@ fn slow_start_ramps_a_returning_backend() -> Result<()> {
 #[test]
 fn reload_adds_without_disturbing_and_rejects_bad_files() -> Result<()> {
     let pins = Pins::new();
-    let mut agent = start(
-        &pins,
-        &temp_dir()?,
-        &config_text(false, false, "fail-open", 0),
-    )?;
+    let mut agent = start_default(&pins)?;
     let flows = agent.syn_backends(7000..7200)?;
     let digest = agent.status()?.vips[0].table_digest.clone();
     // A new VIP: the web VIP's table is untouched.
@@ -540,11 +533,7 @@ fn balancer_recovering_from_seeing_every_backend_down_routes_unseen_flows_like_i
     // time, must not send a flow it has never seen (one ECMP moves to it from a peer) anywhere
     // but where the full table, and so the peer, sends it.
     let pins = Pins::new();
-    let mut agent = start(
-        &pins,
-        &temp_dir()?,
-        &config_text(false, false, "fail-open", 0),
-    )?;
+    let mut agent = start_default(&pins)?;
     let full = agent.syn_backends(8000..8300)?;
     for b in [B1, B2, B3] {
         agent.health(b, Health::Down)?;
