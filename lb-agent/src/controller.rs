@@ -53,8 +53,9 @@ struct VipRt {
     slots: HashMap<u32, u32>,
     /// Moved slots of the live table (`maglev::moves`) and when each first moved.
     moved_since: HashMap<u32, Instant>,
-    /// The live table was left by an earlier agent for this VIP: its moved slots carry over.
-    adopted_table: bool,
+    /// The live table is this VIP's (adopted from an earlier agent, or published): its moved
+    /// slots carry over into the next publication.
+    has_live_table: bool,
     /// The live table serves every active backend because all are down (`fail-open`).
     fail_open_live: bool,
     table_generation: u64,
@@ -251,7 +252,7 @@ impl Controller {
                 .find(|i| !used.contains(i) && !vip_ids.values().any(|v| v == i))
                 .ok_or_else(|| anyhow!("no free VIP id: raise agent.max_vips"))?,
         };
-        let (meta, adopted_table) = match self.dp.vip(&key) {
+        let (meta, has_live_table) = match self.dp.vip(&key) {
             // Keep the live table index so an adopted VIP keeps forwarding until republished.
             Ok(old) if old.id == id => (
                 VipMeta {
@@ -279,7 +280,7 @@ impl Controller {
             published: Vec::new(),
             slots: HashMap::new(),
             moved_since: HashMap::new(),
-            adopted_table,
+            has_live_table,
             fail_open_live: false,
             table_generation: 0,
             digest: String::new(),
@@ -481,15 +482,16 @@ impl Controller {
             })
             .map(|b| b.id)
             .collect();
-        let live = if vip.table_generation > 0 || vip.adopted_table {
+        let live = if vip.has_live_table {
             Some(self.dp.live_table(&self.dp.vip(&vip.key)?)?)
         } else {
             None
         };
-        let words = moves::next_words(live.as_deref(), &table, |id| up.contains(&id));
-        self.dp.publish_table(&vip.key, &words)?;
-        note_moves(&mut vip.moved_since, &words, now);
+        let slots = moves::next_slots(live.as_deref(), &table, |id| up.contains(&id));
+        self.dp.publish_table(&vip.key, &slots)?;
+        note_moves(&mut vip.moved_since, &slots, now);
         vip.fail_open_live = fail_open;
+        vip.has_live_table = true;
         vip.published = wanted;
         vip.table_generation += 1;
         vip.serving = serving && !members.is_empty();
@@ -643,20 +645,21 @@ impl Controller {
             if vip.table_generation != generation || vip.moved_since.is_empty() {
                 continue;
             }
-            let words = self.dp.live_table(&self.dp.vip(&vip.key)?)?;
-            let slots = moves::settled(&words, &vip.moved_since, sweep.claims.get(&vip.id), cutoff);
-            if slots.is_empty() {
+            let live = self.dp.live_table(&self.dp.vip(&vip.key)?)?;
+            let settled =
+                moves::settled(&live, &vip.moved_since, sweep.claims.get(&vip.id), cutoff);
+            if settled.is_empty() {
                 continue;
             }
             let span = info_span!("settle", vip = %name);
             let _enter = span.enter();
             self.dp
-                .publish_table(&vip.key, &moves::stabilize(&words, &slots))?;
-            for slot in &slots {
+                .publish_table(&vip.key, &moves::stabilize(&live, &settled))?;
+            for slot in &settled {
                 vip.moved_since.remove(slot);
             }
             info!(
-                settled = slots.len(),
+                settled = settled.len(),
                 still_moved = vip.moved_since.len(),
                 live_entries = sweep.live,
                 "moved slots back to stable"
@@ -1069,20 +1072,20 @@ fn vip_flags(cfg: &VipConfig) -> u32 {
     }
 }
 
-/// FNV-1a over the backend address of every slot: equal on every balancer that has the same
-/// backends, whatever ids each one gave them.
-/// Record when each moved slot of `words` first moved; forget slots that are stable.
-fn note_moves(moved_since: &mut HashMap<u32, Instant>, words: &[u32], now: Instant) {
-    for (slot, word) in words.iter().enumerate() {
-        let slot = slot as u32;
-        if lb_common::Slot(*word).is_moved() {
-            moved_since.entry(slot).or_insert(now);
+/// Record when each moved slot of `slots` first moved; forget slots that are stable.
+fn note_moves(moved_since: &mut HashMap<u32, Instant>, slots: &[lb_common::Slot], now: Instant) {
+    for (index, slot) in slots.iter().enumerate() {
+        let index = index as u32;
+        if slot.is_moved() {
+            moved_since.entry(index).or_insert(now);
         } else {
-            moved_since.remove(&slot);
+            moved_since.remove(&index);
         }
     }
 }
 
+/// FNV-1a over the backend address of every slot: equal on every balancer that has the same
+/// backends, whatever ids each one gave them.
 fn digest(table: &[u32], names: &HashMap<u32, IpAddr>) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut eat = |bytes: &[u8]| {

@@ -349,14 +349,14 @@ impl Balancer {
     }
 
     /// The VIP's live table as the data path reads it.
-    pub fn live_table(&self, meta: &VipMeta) -> Result<Vec<u32>> {
+    pub fn live_table(&self, meta: &VipMeta) -> Result<Vec<Slot>> {
         let which = meta.active_table & 1;
         let tables = self.tables.read(meta.id, which)?;
         let previous = self.previous.read(meta.id, which)?;
         Ok(tables
             .into_iter()
             .zip(previous)
-            .map(|(t, p)| Slot::from_halves(t, p).0)
+            .map(|(table, previous)| Slot { table, previous })
             .collect())
     }
 
@@ -393,9 +393,9 @@ impl Balancer {
         self.sweeper.take()
     }
 
-    /// Fill the VIP's inactive table with `slots` (`lb_common::Slot` words) and make it the
-    /// live one. The data path reads either the old or the new table, never a mix.
-    pub fn publish_table(&mut self, key: &VipKey, slots: &[u32]) -> Result<VipMeta> {
+    /// Fill the VIP's inactive table with `slots` and make it the live one. The data path
+    /// reads either the old or the new table, never a mix.
+    pub fn publish_table(&mut self, key: &VipKey, slots: &[Slot]) -> Result<VipMeta> {
         let mut meta = self.vip(key)?;
         if let Some(at) = self.last_flip.get(&meta.id) {
             if let Some(wait) = FLIP_QUIESCENCE.checked_sub(at.elapsed()) {
@@ -403,12 +403,9 @@ impl Balancer {
             }
         }
         let next = meta.active_table ^ 1;
-        let halves =
-            |half: fn(Slot) -> u16| -> Vec<u16> { slots.iter().map(|w| half(Slot(*w))).collect() };
-        self.tables
-            .write(meta.id, next, &halves(Slot::table_half))?;
-        self.previous
-            .write(meta.id, next, &halves(Slot::previous_half))?;
+        let halves: (Vec<u16>, Vec<u16>) = slots.iter().map(|s| (s.table, s.previous)).unzip();
+        self.tables.write(meta.id, next, &halves.0)?;
+        self.previous.write(meta.id, next, &halves.1)?;
         meta.active_table = next;
         self.vips
             .insert(key, meta, 0)

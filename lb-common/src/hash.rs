@@ -105,6 +105,12 @@ pub fn flow_key_hash(flow: &crate::FlowKey, vip_flags: u32) -> u32 {
     }
 }
 
+/// The slot of a VIP's table of `table_size` slots that `flow` falls in, as the data path picks
+/// it (`maglev::slot` there reuses the hash it already has).
+pub fn table_slot(flow: &crate::FlowKey, vip_flags: u32, table_size: u32) -> u32 {
+    flow_key_hash(flow, vip_flags) % table_size
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -184,113 +184,22 @@ pub struct FlowState {
     pub last_seen: u32,
 }
 
-// Backend ids must fit below the slot markers.
-const _: () = assert!(MAX_BACKENDS < SLOT_NO_PREVIOUS);
-
-/// One slot of a VIP's Maglev table, as the agent computes it.
+/// One slot of a VIP's Maglev table: the backend new flows go to, and whether the slot is
+/// *stable* or *moved*.
 ///
-/// Low 16 bits: the backend id new flows go to ([`SLOT_NO_BACKEND`] for none). High 16 bits:
-/// [`SLOT_STABLE`] while no table change has moved the slot away from a backend that is still
-/// up, so every flow of the slot belongs to the slot's backend and the data path needs no
-/// connection table; otherwise the slot is *moved*: the field holds the backend the slot had
-/// before the move ([`SLOT_NO_PREVIOUS`] once that one is gone), and flows of the slot are
-/// looked up in `CONN_TABLE`. The agent returns a slot to stable once no live flow needs the
-/// old backend any more.
+/// Stable: no table change has moved the slot away from a backend that is still up, so every
+/// flow of the slot belongs to the slot's backend and the data path needs no connection
+/// table. Moved: flows of the slot are looked up in `CONN_TABLE`, and one without an entry
+/// goes to the backend the slot had before the move (none once that one is gone). The agent
+/// returns a slot to stable once no live flow needs the old backend any more.
 ///
-/// The kernel keeps a slot in two halves ([`Slot::table_half`], [`Slot::previous_half`]) in
-/// two tables of the same geometry: `MAGLEV`, which every packet reads, stays at two bytes a
-/// slot (128 KiB per table), and `MAGLEV_PREVIOUS` is read only for a flow without an entry in
-/// a moved slot.
-#[repr(transparent)]
+/// The two halves live in two tables of the same geometry: `MAGLEV` holds `table` (backend id
+/// and [`TABLE_MOVED`]), which every packet reads, at two bytes a slot (128 KiB per table);
+/// `MAGLEV_PREVIOUS` holds `previous`, read only for a flow without an entry in a moved slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Slot(pub u32);
-
-pub const SLOT_NO_BACKEND: u32 = 0xffff;
-pub const SLOT_STABLE: u32 = 0xffff;
-pub const SLOT_NO_PREVIOUS: u32 = 0xfffe;
-
-impl Slot {
-    /// A slot with no backend, stable (what an empty table holds).
-    pub const EMPTY: Slot = Slot(u32::MAX);
-
-    #[inline(always)]
-    fn pack(backend: u32, high: u32) -> Slot {
-        let low = if backend < SLOT_NO_PREVIOUS {
-            backend
-        } else {
-            SLOT_NO_BACKEND
-        };
-        Slot(low | (high << 16))
-    }
-
-    /// A stable slot of `backend` ([`NO_BACKEND`] for none).
-    #[inline(always)]
-    pub fn stable(backend: u32) -> Slot {
-        Slot::pack(backend, SLOT_STABLE)
-    }
-
-    /// A moved slot of `backend` whose flows from before the move belong to `previous`.
-    #[inline(always)]
-    pub fn moved(backend: u32, previous: Option<u32>) -> Slot {
-        let high = match previous {
-            Some(p) if p < SLOT_NO_PREVIOUS => p,
-            _ => SLOT_NO_PREVIOUS,
-        };
-        Slot::pack(backend, high)
-    }
-
-    /// Backend id for new flows, or [`NO_BACKEND`].
-    #[inline(always)]
-    pub fn backend(self) -> u32 {
-        match self.0 & 0xffff {
-            SLOT_NO_BACKEND => NO_BACKEND,
-            id => id,
-        }
-    }
-
-    #[inline(always)]
-    pub fn is_moved(self) -> bool {
-        self.0 >> 16 != SLOT_STABLE
-    }
-
-    /// The backend the slot had before it moved, while that backend is up.
-    #[inline(always)]
-    pub fn previous(self) -> Option<u32> {
-        match self.0 >> 16 {
-            SLOT_STABLE | SLOT_NO_PREVIOUS => None,
-            id => Some(id),
-        }
-    }
-
-    /// What `MAGLEV` stores: the backend id, and [`TABLE_MOVED`] for a moved slot.
-    pub fn table_half(self) -> u16 {
-        let id = match self.backend() {
-            b if b < TABLE_NO_BACKEND as u32 => b as u16,
-            _ => TABLE_NO_BACKEND,
-        };
-        if self.is_moved() {
-            id | TABLE_MOVED
-        } else {
-            id
-        }
-    }
-
-    /// What `MAGLEV_PREVIOUS` stores.
-    pub fn previous_half(self) -> u16 {
-        match self.previous() {
-            Some(p) if p < TABLE_NO_PREVIOUS as u32 => p as u16,
-            _ => TABLE_NO_PREVIOUS,
-        }
-    }
-
-    pub fn from_halves(table: u16, previous: u16) -> Slot {
-        let backend = table_half_backend(table);
-        if table_half_is_moved(table) {
-            Slot::moved(backend, previous_half_backend(previous))
-        } else {
-            Slot::stable(backend)
-        }
-    }
+pub struct Slot {
+    pub table: u16,
+    pub previous: u16,
 }
 
 /// Bit of a `MAGLEV` half marking a moved slot; the other 15 bits are the backend id.
@@ -299,6 +208,59 @@ pub const TABLE_NO_BACKEND: u16 = 0x7fff;
 pub const TABLE_NO_PREVIOUS: u16 = 0xffff;
 
 const _: () = assert!(MAX_BACKENDS < TABLE_NO_BACKEND as u32);
+
+impl Slot {
+    /// A slot with no backend, stable (what an empty table holds).
+    pub const EMPTY: Slot = Slot {
+        table: TABLE_NO_BACKEND,
+        previous: TABLE_NO_PREVIOUS,
+    };
+
+    /// A stable slot of `backend` ([`NO_BACKEND`] for none).
+    pub fn stable(backend: u32) -> Slot {
+        Slot {
+            table: backend_half(backend),
+            previous: TABLE_NO_PREVIOUS,
+        }
+    }
+
+    /// A moved slot of `backend` whose flows from before the move belong to `previous`.
+    pub fn moved(backend: u32, previous: Option<u32>) -> Slot {
+        Slot {
+            table: backend_half(backend) | TABLE_MOVED,
+            previous: match previous {
+                Some(p) if p < TABLE_NO_BACKEND as u32 => p as u16,
+                _ => TABLE_NO_PREVIOUS,
+            },
+        }
+    }
+
+    /// Backend id for new flows, or [`NO_BACKEND`].
+    pub fn backend(self) -> u32 {
+        table_half_backend(self.table)
+    }
+
+    pub fn is_moved(self) -> bool {
+        table_half_is_moved(self.table)
+    }
+
+    /// The backend the slot had before it moved, while that backend is up.
+    pub fn previous(self) -> Option<u32> {
+        if self.is_moved() {
+            previous_half_backend(self.previous)
+        } else {
+            None
+        }
+    }
+}
+
+fn backend_half(backend: u32) -> u16 {
+    if backend < TABLE_NO_BACKEND as u32 {
+        backend as u16
+    } else {
+        TABLE_NO_BACKEND
+    }
+}
 
 /// The backend id in a `MAGLEV` half, or [`NO_BACKEND`].
 #[inline(always)]
@@ -540,7 +502,7 @@ mod tests {
     }
 
     #[test]
-    fn slot_words_round_trip() {
+    fn slots_keep_their_backend_and_previous() {
         let stable = Slot::stable(7);
         assert_eq!(
             (stable.backend(), stable.is_moved(), stable.previous()),
@@ -557,12 +519,8 @@ mod tests {
             (NO_BACKEND, true, None)
         );
         assert_eq!(Slot::stable(NO_BACKEND), Slot::EMPTY);
-        for slot in [stable, moved, orphan, Slot::EMPTY, Slot::moved(0, Some(0))] {
-            assert_eq!(
-                Slot::from_halves(slot.table_half(), slot.previous_half()),
-                slot
-            );
-        }
+        assert_eq!(Slot::moved(0, Some(0)).previous(), Some(0));
+        assert_eq!(Slot::moved(0, Some(NO_BACKEND)).previous(), None);
     }
 
     #[test]

@@ -5,11 +5,11 @@ use crate::{expect::Outer, run::run_once};
 use anyhow::{anyhow, Context, Result};
 use lb_agent::{
     dataplane::{Balancer, LoadOptions, LB_PROGRAM},
-    maglev::{build_table, moves::next_words, MaglevBackend},
+    maglev::{build_table, moves::next_slots, MaglevBackend},
 };
 use lb_common::{
-    hash::flow_key_hash, words_addr, Backend, FlowKey, LbConfig, VipKey, VipMeta,
-    DEFAULT_OUTER_TTL, DEFAULT_TABLE_SIZE,
+    hash::{flow_key_hash, table_slot},
+    words_addr, Backend, FlowKey, LbConfig, VipKey, VipMeta, DEFAULT_OUTER_TTL, DEFAULT_TABLE_SIZE,
 };
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -147,8 +147,8 @@ impl Lab {
         } else {
             None
         };
-        let words = next_words(live.as_deref(), ids, |id| !self.down.contains(&id));
-        self.lb.publish_table(key, &words)?;
+        let slots = next_slots(live.as_deref(), ids, |id| !self.down.contains(&id));
+        self.lb.publish_table(key, &slots)?;
         self.published.insert(*key);
         Ok(())
     }
@@ -166,8 +166,7 @@ impl Lab {
     /// The backend the live table gives `flow`, read back from the kernel's view of the VIP.
     pub fn table_backend(&self, key: &VipKey, flow: &FlowKey, table: &[u32]) -> Result<u32> {
         let meta = self.lb.vip(key)?;
-        let hash = flow_key_hash(flow, meta.flags);
-        Ok(table[(hash % DEFAULT_TABLE_SIZE) as usize])
+        Ok(table[table_slot(flow, meta.flags, DEFAULT_TABLE_SIZE) as usize])
     }
 
     /// Maglev's choice for `flow` among `backends` (what a fresh lookup must return).

@@ -10,7 +10,7 @@ use lb_agent::{
     dataplane::{unpin_all, Balancer, LoadOptions, LB_PROGRAM},
     health::{CheckReport, Health},
 };
-use lb_common::{hash::flow_key_hash, Slot, Stat, VipKey, IPPROTO_TCP};
+use lb_common::{hash::table_slot, Stat, VipKey, IPPROTO_TCP};
 use lb_tests::{
     frames::{self, Tcp, L3},
     run::{run_once, XDP_TX},
@@ -225,9 +225,9 @@ impl Agent {
         let flow = lb_tests::lab::flow_of(&frame)?;
         let lb = self.ctl.balancer();
         let meta = lb.vip(&VipKey::new(WEB.into(), 80, IPPROTO_TCP))?;
-        let words = lb.live_table(&meta)?;
-        let slot = flow_key_hash(&flow, meta.flags) % words.len() as u32;
-        Ok(Slot(words[slot as usize]).is_moved())
+        let live = lb.live_table(&meta)?;
+        let slot = table_slot(&flow, meta.flags, live.len() as u32);
+        Ok(live[slot as usize].is_moved())
     }
 
     fn moved_slots(&mut self) -> Result<u64> {

@@ -8,7 +8,7 @@
 use crate::maglev::moves::Claim;
 use anyhow::{Context, Result};
 use aya::maps::{Array, HashMap, Map, MapData, MapError};
-use lb_common::{hash::flow_key_hash, Backend, FlowKey, FlowState, VipKey, VipMeta};
+use lb_common::{hash::table_slot, Backend, FlowKey, FlowState, VipKey, VipMeta};
 use std::time::{Duration, Instant};
 
 pub struct Sweeper {
@@ -74,13 +74,13 @@ impl Sweeper {
                     .map(|b| b.generation)
             });
             let vip_flags = flags.get(&state.vip_id);
-            let (Some(vip_flags), true) = (vip_flags, generation == Some(state.generation)) else {
+            let Some(vip_flags) = vip_flags.filter(|_| generation == Some(state.generation)) else {
                 sweep.stale += 1;
                 remove.push(flow);
                 continue;
             };
             sweep.live += 1;
-            let slot = flow_key_hash(&flow, *vip_flags) % self.table_size;
+            let slot = table_slot(&flow, *vip_flags, self.table_size);
             let slots = sweep.claims.entry(state.vip_id).or_default();
             let claim = Claim::add(slots.get(&slot).copied(), state.backend);
             slots.insert(slot, claim);

@@ -7,34 +7,34 @@
 //! whose old backend went down is not moved: its flows have nowhere better to go than the new
 //! backend.
 //!
-//! A moved slot stays moved until the agent's sweep (`settle`) finds that no live flow still
+//! A moved slot stays moved until the agent's sweep (`settled`) finds that no live flow still
 //! needs anything but the slot's backend, and at least `flow_idle_timeout` has passed since
 //! the move (a flow idle that long is treated as gone, as conntrack and IPVS treat it).
 
 use lb_common::{Slot, NO_BACKEND};
 use std::collections::HashMap;
 
-/// The words to publish for a freshly built table of backend `ids`.
+/// The slots to publish for a freshly built table of backend `ids`.
 ///
-/// `live`: the words the data path reads now, if they belong to this VIP. `up(id)`: whether
+/// `live`: the slots the data path reads now, if they belong to this VIP. `up(id)`: whether
 /// the established flows of backend `id` must stay on it (up and not disabled).
-pub fn next_words(live: Option<&[u32]>, ids: &[u32], up: impl Fn(u32) -> bool) -> Vec<u32> {
+pub fn next_slots(live: Option<&[Slot]>, ids: &[u32], up: impl Fn(u32) -> bool) -> Vec<Slot> {
     ids.iter()
         .enumerate()
         .map(|(i, &id)| {
-            let Some(old) = live.and_then(|l| l.get(i)).map(|w| Slot(*w)) else {
-                return Slot::stable(id).0;
+            let Some(old) = live.and_then(|l| l.get(i)).copied() else {
+                return Slot::stable(id);
             };
             if old.is_moved() {
                 // Keep the backend from before the first move: flows from before it have no
                 // entry, and every flow since has one.
-                return Slot::moved(id, old.previous().filter(|p| up(*p))).0;
+                return Slot::moved(id, old.previous().filter(|p| up(*p)));
             }
             let was = old.backend();
             if was != id && was != NO_BACKEND && up(was) {
-                Slot::moved(id, Some(was)).0
+                Slot::moved(id, Some(was))
             } else {
-                Slot::stable(id).0
+                Slot::stable(id)
             }
         })
         .collect()
@@ -61,7 +61,7 @@ impl Claim {
 /// Moved slots that may become stable: moved before `cutoff` (idle timeout ago, measured from
 /// the sweep's start), and no live entry names a backend other than the slot's.
 pub fn settled(
-    words: &[u32],
+    slots: &[Slot],
     moved_since: &HashMap<u32, std::time::Instant>,
     claims: Option<&HashMap<u32, Claim>>,
     cutoff: std::time::Instant,
@@ -71,13 +71,13 @@ pub fn settled(
         .filter(|(_, at)| **at <= cutoff)
         .map(|(slot, _)| *slot)
         .filter(|slot| {
-            let Some(word) = words.get(*slot as usize).map(|w| Slot(*w)) else {
+            let Some(live) = slots.get(*slot as usize) else {
                 return false;
             };
-            word.is_moved()
+            live.is_moved()
                 && match claims.and_then(|c| c.get(slot)) {
                     None => true,
-                    Some(Claim::One(b)) => *b == word.backend(),
+                    Some(Claim::One(b)) => *b == live.backend(),
                     Some(Claim::Several) => false,
                 }
         })
@@ -86,12 +86,12 @@ pub fn settled(
     out
 }
 
-/// `words` with the `slots` made stable.
-pub fn stabilize(words: &[u32], slots: &[u32]) -> Vec<u32> {
-    let mut out = words.to_vec();
-    for &s in slots {
-        if let Some(w) = out.get_mut(s as usize) {
-            *w = Slot::stable(Slot(*w).backend()).0;
+/// `live` with the slots numbered `settled` made stable.
+pub fn stabilize(live: &[Slot], settled: &[u32]) -> Vec<Slot> {
+    let mut out = live.to_vec();
+    for &s in settled {
+        if let Some(slot) = out.get_mut(s as usize) {
+            *slot = Slot::stable(slot.backend());
         }
     }
     out
@@ -102,21 +102,20 @@ mod tests {
     use super::*;
     use std::time::{Duration, Instant};
 
-    fn stable(ids: &[u32]) -> Vec<u32> {
-        ids.iter().map(|id| Slot::stable(*id).0).collect()
+    fn stable(ids: &[u32]) -> Vec<Slot> {
+        ids.iter().map(|id| Slot::stable(*id)).collect()
     }
 
     #[test]
     fn first_table_is_stable() {
-        assert_eq!(next_words(None, &[1, 2, 1], |_| true), stable(&[1, 2, 1]));
+        assert_eq!(next_slots(None, &[1, 2, 1], |_| true), stable(&[1, 2, 1]));
     }
 
     #[test]
     fn slot_moves_only_away_from_a_backend_that_is_up() {
         let live = stable(&[1, 2, 3, NO_BACKEND]);
         // 2 went down (its slot took 1), 3 stays up but lost its slot to 4, the empty slot got 4.
-        let words = next_words(Some(&live), &[1, 1, 4, 4], |id| id != 2);
-        let slots: Vec<Slot> = words.into_iter().map(Slot).collect();
+        let slots = next_slots(Some(&live), &[1, 1, 4, 4], |id| id != 2);
         assert_eq!(slots[0], Slot::stable(1));
         assert_eq!(
             slots[1],
@@ -129,12 +128,12 @@ mod tests {
 
     #[test]
     fn moved_slot_keeps_its_first_previous_until_that_goes_down() {
-        let live = vec![Slot::moved(2, Some(1)).0];
-        let again = next_words(Some(&live), &[3], |_| true);
-        assert_eq!(Slot(again[0]), Slot::moved(3, Some(1)));
-        let gone = next_words(Some(&again), &[3], |id| id != 1);
+        let live = vec![Slot::moved(2, Some(1))];
+        let again = next_slots(Some(&live), &[3], |_| true);
+        assert_eq!(again[0], Slot::moved(3, Some(1)));
+        let gone = next_slots(Some(&again), &[3], |id| id != 1);
         assert_eq!(
-            Slot(gone[0]),
+            gone[0],
             Slot::moved(3, None),
             "stays moved: entries may name 2"
         );
@@ -142,12 +141,12 @@ mod tests {
 
     #[test]
     fn settles_old_moves_that_no_live_entry_contradicts() {
-        let words = vec![
-            Slot::moved(5, Some(1)).0,
-            Slot::moved(5, Some(1)).0,
-            Slot::moved(5, Some(1)).0,
-            Slot::moved(5, Some(1)).0,
-            Slot::stable(5).0,
+        let live = vec![
+            Slot::moved(5, Some(1)),
+            Slot::moved(5, Some(1)),
+            Slot::moved(5, Some(1)),
+            Slot::moved(5, Some(1)),
+            Slot::stable(5),
         ];
         let now = Instant::now();
         let old = now - Duration::from_secs(10);
@@ -157,14 +156,11 @@ mod tests {
             [(0, Claim::One(5)), (1, Claim::One(1)), (2, Claim::Several)].into();
         let cutoff = now - Duration::from_secs(5);
         // 0: entries agree; 1: a flow still on 1; 2: mixed; 3: too recent; 4: not moved.
-        assert_eq!(
-            settled(&words, &moved_since, Some(&claims), cutoff),
-            vec![0]
-        );
-        assert_eq!(settled(&words, &moved_since, None, cutoff), vec![0, 1, 2]);
-        let out = stabilize(&words, &[0]);
-        assert_eq!(Slot(out[0]), Slot::stable(5));
-        assert_eq!(out[1..], words[1..]);
+        assert_eq!(settled(&live, &moved_since, Some(&claims), cutoff), vec![0]);
+        assert_eq!(settled(&live, &moved_since, None, cutoff), vec![0, 1, 2]);
+        let out = stabilize(&live, &[0]);
+        assert_eq!(out[0], Slot::stable(5));
+        assert_eq!(out[1..], live[1..]);
     }
 
     #[test]

@@ -60,27 +60,27 @@ fn main() -> Result<()> {
     let moved6 = lab.add_vip(MOVED_VIP6.into(), 80, IPPROTO_TCP, 0, &[3, 4])?;
     lab.move_every_slot(&moved6, 3, 4)?;
 
-    let v4_ack = padded(BENCH_VARY_NONE, |p| {
-        frames::tcp4(CLIENT, 40000, VIP, 80, Tcp::Ack, p)
-    })?;
-    let v4_syn = padded(BENCH_VARY_V4, |p| {
-        frames::tcp4(CLIENT, 40001, VIP, 80, Tcp::Syn, p)
-    })?;
-    let v6_ack = padded(BENCH_VARY_NONE, |p| {
-        frames::tcp6(CLIENT6, 40000, VIP6, 80, Tcp::Ack, p)
-    })?;
-    let moved_ack = padded(BENCH_VARY_NONE, |p| {
-        frames::tcp4(CLIENT, 40000, MOVED_VIP, 80, Tcp::Ack, p)
-    })?;
-    let moved_syn = padded(BENCH_VARY_V4, |p| {
-        frames::tcp4(CLIENT, 40001, MOVED_VIP, 80, Tcp::Syn, p)
-    })?;
-    let moved6_ack = padded(BENCH_VARY_NONE, |p| {
-        frames::tcp6(CLIENT6, 40000, MOVED_VIP6, 80, Tcp::Ack, p)
-    })?;
-    let pass = padded(BENCH_VARY_NONE, |p| {
-        frames::tcp4(CLIENT, 40000, NOT_VIP, 80, Tcp::Ack, p)
-    })?;
+    // The same segment to different VIPs: an ACK of one established flow, or a SYN with a new
+    // source port every iteration.
+    let ack4 = |vip| {
+        padded(BENCH_VARY_NONE, |p| {
+            frames::tcp4(CLIENT, 40000, vip, 80, Tcp::Ack, p)
+        })
+    };
+    let syn4 = |vip| {
+        padded(BENCH_VARY_V4, |p| {
+            frames::tcp4(CLIENT, 40001, vip, 80, Tcp::Syn, p)
+        })
+    };
+    let ack6 = |vip| {
+        padded(BENCH_VARY_NONE, |p| {
+            frames::tcp6(CLIENT6, 40000, vip, 80, Tcp::Ack, p)
+        })
+    };
+    let (v4_ack, v4_syn, v6_ack) = (ack4(VIP)?, syn4(VIP)?, ack6(VIP6)?);
+    let (moved_ack, moved_syn, moved6_ack) =
+        (ack4(MOVED_VIP)?, syn4(MOVED_VIP)?, ack6(MOVED_VIP6)?);
+    let pass = ack4(NOT_VIP)?;
     // Established flows of moved slots: one SYN puts them in the connection table (again
     // before every run: the moved new-flow case floods the table and may evict them).
     let moved_prime = Some(frames::tcp4(CLIENT, 40000, MOVED_VIP, 80, Tcp::Syn, &[]));

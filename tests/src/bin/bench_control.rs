@@ -230,7 +230,7 @@ fn publish(out: &mut String) -> Result<()> {
             .lb
             .live_table(&lab.lb.vip(key)?)?
             .into_iter()
-            .map(|w| lb_common::Slot(w).backend())
+            .map(|slot| slot.backend())
             .collect();
         ensure!(
             &live == last_all,
@@ -245,7 +245,7 @@ fn publish(out: &mut String) -> Result<()> {
         out,
         "A publication as the agent makes it, into a loaded balancer (max_vips = {VIPS}, M = \
          {DEFAULT_TABLE_SIZE}): read the live table, mark the moved slots \
-         (`maglev::moves::next_words`), write the VIP's inactive table through the `MAGLEV` \
+         (`maglev::moves::next_slots`), write the VIP's inactive table through the `MAGLEV` \
          mapping, flip `active_table` in `VIPS`. Tables alternate between 100 and 99 backends; every live \
          table is read back and compared.\n"
     )?;

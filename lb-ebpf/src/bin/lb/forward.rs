@@ -82,7 +82,7 @@ fn moved_slot(
     let previous = if kind == FlowKind::Syn || stale {
         None
     } else {
-        slot.previous().and_then(maglev::backend)
+        slot.previous()
     };
     let choice = match previous {
         Some(choice) => {

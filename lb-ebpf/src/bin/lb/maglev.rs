@@ -35,16 +35,13 @@ impl Slot {
 
     /// The backend a moved slot had before it moved (read only when needed).
     #[inline(always)]
-    pub fn previous(&self) -> Option<u32> {
-        match previous_of(self.index) {
-            NO_BACKEND => None,
-            id => Some(id),
-        }
+    pub fn previous(&self) -> Option<Choice> {
+        backend(previous_of(self.index))
     }
 }
 
-/// Out of line: the rare path's stack stays out of the common one's frame (the benchmark twin
-/// inlines everything into one 512-byte stack).
+/// The previous backend's id, or `NO_BACKEND`. Out of line: the rare path's stack stays out of
+/// the common one's frame (the benchmark twin inlines everything into one 512-byte stack).
 #[inline(never)]
 fn previous_of(index: u32) -> u32 {
     half(&MAGLEV_PREVIOUS, index)
