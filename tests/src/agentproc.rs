@@ -7,7 +7,7 @@ use lb_agent::admin::{self, StatusReport};
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Stdio},
     time::{Duration, Instant},
 };
 
@@ -56,10 +56,7 @@ impl Agent {
             .create(true)
             .append(true)
             .open(&log)?;
-        let child = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{ns}"))
-            .arg("--")
-            .arg(agent_binary()?)
+        let child = crate::netns::command(ns, agent_binary()?)
             .arg("run")
             .arg("--config")
             .arg(config)

@@ -47,9 +47,8 @@ impl Bird {
         std::fs::write(&conf, format!("log \"{}\" all;\n{config}", log.display()))?;
         // Errors before the log is open (configuration) go to stderr.
         let stderr = std::fs::File::create(dir.join(format!("{name}.stderr")))?;
-        let child = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{ns}"))
-            .args(["--", "bird", "-f", "-c"])
+        let child = crate::netns::command(ns, "bird")
+            .args(["-f", "-c"])
             .arg(&conf)
             .arg("-s")
             .arg(&socket)

@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use std::{
     net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Stdio},
     time::{Duration, Instant},
 };
 
@@ -53,9 +53,8 @@ impl HaProxy {
             .with_context(|| format!("writing {}", cfg.display()))?;
         let log = dir.join(format!("{name}.log"));
         let out = std::fs::File::create(&log)?;
-        let child = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{ns}"))
-            .args(["--", "haproxy", "-db", "-f"])
+        let child = crate::netns::command(ns, "haproxy")
+            .args(["-db", "-f"])
             .arg(&cfg)
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)

@@ -45,25 +45,27 @@ where
     })
 }
 
-/// Run a command (`ip`, `sysctl`, `ethtool`, `nft`) in `ns` via nsenter (network only).
+/// `program` run in `ns`'s network namespace only, through nsenter, which execs it: the child's
+/// pid is the program's, and /sys with the bpffs pins stays visible.
+pub fn command(ns: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut command = Command::new("nsenter");
+    command
+        .arg(format!("--net=/run/netns/{ns}"))
+        .arg("--")
+        .arg(program);
+    command
+}
+
+/// Run a command (`ip`, `sysctl`, `ethtool`, `nft`) in `ns` (network only), or on the host.
 pub fn sh(ns: Option<&str>, cmd: &str) -> Result<String> {
-    let mut args: Vec<String> = Vec::new();
-    let program = match ns {
-        Some(ns) => {
-            args.push(format!("--net=/run/netns/{ns}"));
-            args.push("--".into());
-            args.extend(cmd.split_whitespace().map(String::from));
-            "nsenter".to_string()
-        }
-        None => {
-            let mut parts = cmd.split_whitespace().map(String::from);
-            let program = parts.next().unwrap_or_default();
-            args.extend(parts);
-            program
-        }
+    let mut parts = cmd.split_whitespace();
+    let program = parts.next().unwrap_or_default();
+    let mut command = match ns {
+        Some(ns) => self::command(ns, program),
+        None => Command::new(program),
     };
-    let out = Command::new(&program)
-        .args(&args)
+    let out = command
+        .args(parts)
         .output()
         .with_context(|| format!("running {cmd}"))?;
     if !out.status.success() {

@@ -14,7 +14,6 @@ use crate::{
     topo::{remove_stale, PREFIX},
 };
 use anyhow::{bail, Context, Result};
-use std::process::Command;
 
 /// Interfaces inside the two namespaces; names no other harness uses, because NAPI threads are
 /// found by device name across all namespaces.
@@ -75,9 +74,8 @@ impl Pair {
 /// Turn on threaded NAPI for `dev` in `ns`. /sys shows the namespace's devices only when
 /// mounted from inside it: a private mount namespace for this one command.
 fn set_threaded(ns: &str, dev: &str) -> Result<()> {
-    let out = Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{ns}"))
-        .args(["unshare", "-m", "sh", "-c"])
+    let out = crate::netns::command(ns, "unshare")
+        .args(["-m", "sh", "-c"])
         .arg(format!(
             "mount -t sysfs sysfs /sys && echo 1 > /sys/class/net/{dev}/threaded"
         ))

@@ -7,7 +7,7 @@ use std::{
     io::Read,
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Stdio,
     time::{Duration, Instant},
 };
 
@@ -79,9 +79,8 @@ pub fn run(
 ) -> Result<WrkResult> {
     let path: PathBuf = dir.join("wrk.lua");
     std::fs::write(&path, script(targets, load.delay_ms)).context("writing the wrk script")?;
-    let mut child = Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{ns}"))
-        .args(["--", "wrk", "--timeout", "2s"])
+    let mut child = crate::netns::command(ns, "wrk")
+        .args(["--timeout", "2s"])
         .arg(format!("-t{}", load.threads))
         .arg(format!("-c{}", load.connections))
         .arg(format!("-d{}s", load.duration.as_secs()))
