@@ -145,6 +145,7 @@ pub async fn run(config_path: &Path, iface: Option<String>, detach_on_exit: bool
             error!("{e:#}");
         }
         ctl.sync_announcements();
+        ctl.share();
     }
     info!("stopping");
     // Withdraw first: routers move the traffic away while this host still forwards it.

@@ -1,6 +1,7 @@
 //! The only code that touches BPF maps and programs: loading the embedded objects, programming
 //! the balancer's maps, reading its counters.
 
+mod counters;
 mod sweep;
 mod table;
 
@@ -20,9 +21,11 @@ use std::{
     net::IpAddr,
     os::fd::AsFd,
     path::PathBuf,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
+pub use counters::Counters;
 pub use sweep::{Sweep, Sweeper};
 pub use table::TableWriter;
 
@@ -136,9 +139,7 @@ pub struct Balancer {
     addr_filter_words: Vec<u64>,
     backends: Array<MapData, Backend>,
     conn_table: HashMap<MapData, FlowKey, FlowState>,
-    stats: PerCpuArray<MapData, u64>,
-    vip_stats: PerCpuArray<MapData, TrafficCounters>,
-    backend_stats: PerCpuArray<MapData, TrafficCounters>,
+    counters: Arc<Counters>,
     tables: TableWriter,
     previous: TableWriter,
     /// Handed to the controller, which runs it off its own task.
@@ -281,9 +282,11 @@ impl Balancer {
             addr_filter_words: vec![0; ADDR_FILTER_WORDS as usize],
             backends: take(&mut ebpf, "BACKENDS")?,
             conn_table: take(&mut ebpf, "CONN_TABLE")?,
-            stats: take(&mut ebpf, "STATS")?,
-            vip_stats: take(&mut ebpf, "VIP_STATS")?,
-            backend_stats: take(&mut ebpf, "BACKEND_STATS")?,
+            counters: Arc::new(Counters::new(
+                take(&mut ebpf, "STATS")?,
+                take(&mut ebpf, "VIP_STATS")?,
+                take(&mut ebpf, "BACKEND_STATS")?,
+            )),
             tables,
             previous,
             sweeper: Some(sweeper),
@@ -330,14 +333,15 @@ impl Balancer {
 
     /// All backend slots in use: id and entry.
     pub fn backends_in_use(&self) -> Result<Vec<(u32, Backend)>> {
-        let mut used = Vec::new();
-        for id in 0..MAX_BACKENDS {
-            let b = self.backend(id)?;
-            if !b.is_free() {
-                used.push((id, b));
-            }
-        }
-        Ok(used)
+        Ok((0..MAX_BACKENDS)
+            .zip(self.backend_entries()?)
+            .filter(|(_, b)| !b.is_free())
+            .collect())
+    }
+
+    /// Every entry of BACKENDS, id 0 first.
+    pub fn backend_entries(&self) -> Result<Vec<Backend>> {
+        (0..MAX_BACKENDS).map(|id| self.backend(id)).collect()
     }
 
     /// Every VIP in the map with its metadata.
@@ -509,22 +513,24 @@ impl Balancer {
 
     /// Global counters summed over CPUs, in `Stat` order.
     pub fn stats(&self) -> Result<Vec<(Stat, u64)>> {
-        Stat::ALL
-            .iter()
-            .map(|s| Ok((*s, sum_u64(&self.stats, *s as u32)?)))
-            .collect()
+        self.counters.stats()
+    }
+
+    /// The counters, for readers on other threads.
+    pub fn counters(&self) -> Arc<Counters> {
+        self.counters.clone()
     }
 
     pub fn stat(&self, stat: Stat) -> Result<u64> {
-        sum_u64(&self.stats, stat as u32)
+        self.counters.stat(stat)
     }
 
     pub fn vip_counters(&self, vip_id: u32) -> Result<TrafficCounters> {
-        sum_traffic(&self.vip_stats, vip_id)
+        self.counters.vip(vip_id)
     }
 
     pub fn backend_counters(&self, backend_id: u32) -> Result<TrafficCounters> {
-        sum_traffic(&self.backend_stats, backend_id)
+        self.counters.backend(backend_id)
     }
 
     /// Benchmark harness: the frame every iteration starts from.

@@ -1,0 +1,333 @@
+//! Carrying out configuration: the VIPs and backends of the file at start, and the plan of a
+//! reload (`reload::plan`). Writes the VIPS and BACKENDS maps and starts or stops checkers;
+//! tables are published afterwards by the caller.
+
+use super::{
+    ids,
+    reload::{self, KeptBackend, VipChange, VipUpdate},
+    BackendRt, Controller, VipRt,
+};
+use crate::{
+    config::{self, BackendConfig, CheckKind, VipConfig},
+    health::{self, CheckSpec, Health},
+};
+use anyhow::{anyhow, Context, Result};
+use lb_common::{words_addr, Backend, VipKey, VipMeta, MAX_BACKENDS};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, info_span};
+
+/// Ids an earlier agent used, found in the pinned maps.
+#[derive(Default)]
+struct Adopted {
+    vips: HashMap<VipKey, u32>,
+    /// (VIP id, backend address) -> backend id.
+    backends: HashMap<(u32, IpAddr), u32>,
+}
+
+impl Controller {
+    /// Configure `vips`, reusing the ids of what an earlier agent left pinned, then remove what
+    /// it left that the configuration no longer has.
+    pub(super) fn adopt_and_configure(&mut self, vips: &[VipConfig]) -> Result<()> {
+        let adopted = self.adopted()?;
+        for vip in vips {
+            self.add_vip(vip, &adopted)?;
+        }
+        let wanted: HashSet<VipKey> = self.vips.values().map(|v| v.key).collect();
+        for (key, meta) in self.dp.vips()? {
+            if !wanted.contains(&key) {
+                info!(
+                    vip_id = meta.id,
+                    "removing a VIP the configuration no longer has"
+                );
+                self.dp.remove_vip(&key)?;
+            }
+        }
+        let used: HashSet<u32> = self.used_backend_ids().collect();
+        let stale: Vec<u32> = self.ids.taken().filter(|id| !used.contains(id)).collect();
+        for id in stale {
+            self.free_backend(id)?;
+        }
+        Ok(())
+    }
+
+    fn adopted(&self) -> Result<Adopted> {
+        let mut adopted = Adopted::default();
+        if !self.dp.adopted() {
+            return Ok(adopted);
+        }
+        for (key, meta) in self.dp.vips()? {
+            adopted.vips.insert(key, meta.id);
+        }
+        for (id, b) in self.dp.backends_in_use()? {
+            if let Some(ip) = words_addr(b.addr, b.family) {
+                adopted.backends.insert((b.vip_id, ip), id);
+            }
+        }
+        info!(
+            vips = adopted.vips.len(),
+            backends = adopted.backends.len(),
+            "adopted the pinned data plane: connection table and tables kept"
+        );
+        Ok(adopted)
+    }
+
+    fn used_backend_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.vips
+            .values()
+            .flat_map(|v| v.backends.values().map(|b| b.id))
+    }
+
+    fn add_vip(&mut self, cfg: &VipConfig, adopted: &Adopted) -> Result<()> {
+        let key = reload::vip_key(cfg);
+        let used: BTreeSet<u32> = self.vips.values().map(|v| v.id).collect();
+        let reserved: BTreeSet<u32> = adopted.vips.values().copied().collect();
+        let id = ids::vip_id(
+            adopted.vips.get(&key).copied(),
+            &used,
+            &reserved,
+            self.dp.options().max_vips,
+        )
+        .ok_or_else(|| anyhow!("no free VIP id: raise agent.max_vips"))?;
+        let flags = reload::vip_flags(cfg);
+        let (meta, has_live_table) = match self.dp.vip(&key) {
+            // Keep the live table index so an adopted VIP keeps forwarding until republished.
+            Ok(old) if old.id == id => (VipMeta { flags, ..old }, true),
+            _ => (
+                VipMeta {
+                    id,
+                    flags,
+                    active_table: 0,
+                    _reserved: 0,
+                },
+                false,
+            ),
+        };
+        self.dp.set_vip(&key, &meta)?;
+        let mut vip = VipRt {
+            cfg: cfg.clone(),
+            key,
+            id,
+            backends: BTreeMap::new(),
+            published: Vec::new(),
+            slots: HashMap::new(),
+            moved_since: HashMap::new(),
+            has_live_table,
+            fail_open_live: false,
+            table_generation: 0,
+            digest: String::new(),
+            serving: false,
+        };
+        for b in &cfg.backends {
+            let bid = match adopted.backends.get(&(id, b.address)) {
+                Some(bid) if self.ids.is_taken(*bid) => *bid,
+                _ => self.allocate_backend(id, b.address)?,
+            };
+            let rt = self.backend_rt(cfg, b, bid, Health::Up);
+            vip.backends.insert(b.address, rt);
+        }
+        info!(vip = %cfg.name, address = %cfg.address, port = cfg.port, id, "VIP configured");
+        self.shared.changed(&cfg.name);
+        self.vips.insert(cfg.name.clone(), vip);
+        Ok(())
+    }
+
+    /// A new backend id for `addr` of VIP `vip_id`, written into BACKENDS.
+    fn allocate_backend(&mut self, vip_id: u32, addr: IpAddr) -> Result<u32> {
+        let (id, generation) = self
+            .ids
+            .allocate()
+            .ok_or_else(|| anyhow!("all {MAX_BACKENDS} backend slots are in use"))?;
+        self.dp
+            .set_backend(id, &Backend::new(addr, generation, vip_id))?;
+        Ok(id)
+    }
+
+    /// Release a backend id; its flows stop matching at once.
+    fn free_backend(&mut self, id: u32) -> Result<()> {
+        let generation = self.ids.free(id);
+        self.dp.set_backend(
+            id,
+            &Backend {
+                generation,
+                ..Backend::default()
+            },
+        )
+    }
+
+    /// A configured backend; optimistic start (as keepalived): a dead backend is found after
+    /// `fall` checks, and a restarted agent does not disturb flows while its checks warm up.
+    fn backend_rt(
+        &self,
+        vip: &VipConfig,
+        b: &BackendConfig,
+        id: u32,
+        initial: Health,
+    ) -> BackendRt {
+        BackendRt {
+            cfg: b.clone(),
+            id,
+            admin: b.state,
+            health: initial,
+            up_since: None,
+            checks_ok: 0,
+            checks_failed: 0,
+            last_latency: None,
+            last_change: "configured".to_string(),
+            checker: self.start_checker(vip, b.address, initial),
+        }
+    }
+
+    /// `initial`: the health the checker starts from (a replaced checker keeps the old one, so
+    /// a backend that is down must still rise to come back).
+    fn start_checker(
+        &self,
+        vip: &VipConfig,
+        backend: IpAddr,
+        initial: Health,
+    ) -> Option<CancellationToken> {
+        let hc = &vip.health_check;
+        if hc.kind == CheckKind::None {
+            return None;
+        }
+        let spec = CheckSpec {
+            kind: hc.kind,
+            target: SocketAddr::new(backend, vip.check_port()),
+            path: hc.path.clone(),
+            expect_status: hc.expect_status,
+            interval: Duration::from_millis(hc.interval_ms),
+            timeout: Duration::from_millis(hc.timeout_ms),
+            rise: hc.rise,
+            fall: hc.fall,
+        };
+        let token = CancellationToken::new();
+        health::spawn_checker(
+            vip.name.clone(),
+            backend,
+            spec,
+            initial,
+            self.reports.clone(),
+            token.clone(),
+        );
+        Some(token)
+    }
+
+    /// Re-read the configuration file and apply the difference with the least disturbance.
+    pub fn reload(&mut self) -> Result<String> {
+        let span = info_span!("reload", path = %self.config_path.display());
+        let _enter = span.enter();
+        let mut new = config::load(&self.config_path).context("the running configuration stays")?;
+        if let Some(iface) = &self.interface_override {
+            new.agent.interface = iface.clone();
+        }
+        let plan = reload::plan(&self.config, &new)?;
+        if plan.agent_changed {
+            self.write_lb_config(&new.agent)?;
+        }
+        if let (Some(speaker), Some(bgp)) = (&self.bgp, &new.bgp) {
+            speaker.reconfigure(bgp.clone());
+        }
+        for change in &plan.vips {
+            match change {
+                VipChange::Remove(name) => self.remove_vip(name)?,
+                VipChange::Add(cfg) => self.add_vip(cfg, &Adopted::default())?,
+                VipChange::Replace(cfg) => {
+                    self.remove_vip(&cfg.name)?;
+                    self.add_vip(cfg, &Adopted::default())?;
+                }
+                VipChange::Update(update) => self.update_vip(update)?,
+            }
+        }
+        self.config = new;
+        let names: Vec<String> = self.vips.keys().cloned().collect();
+        for name in names {
+            self.publish(&name, None)?;
+        }
+        let summary = plan.summary();
+        info!("{summary}");
+        Ok(summary)
+    }
+
+    fn remove_vip(&mut self, name: &str) -> Result<()> {
+        let Some(mut vip) = self.vips.remove(name) else {
+            return Ok(());
+        };
+        for b in vip.backends.values_mut() {
+            b.stop_checker();
+            self.free_backend(b.id)?;
+        }
+        self.dp.remove_vip(&vip.key)?;
+        self.shared.removed(name);
+        info!(vip = %name, "VIP removed");
+        Ok(())
+    }
+
+    /// Same VIP key: keep its id and tables; apply flags and the backend difference.
+    fn update_vip(&mut self, update: &VipUpdate) -> Result<()> {
+        let name = &update.cfg.name;
+        let mut vip = self
+            .vips
+            .remove(name)
+            .ok_or_else(|| anyhow!("VIP {name} vanished"))?;
+        // Taken out of the map while it changes, and put back whatever happens.
+        let result = self.update_backends(&mut vip, update);
+        vip.cfg = update.cfg.clone();
+        self.vips.insert(name.clone(), vip);
+        self.shared.changed(name);
+        result
+    }
+
+    fn update_backends(&mut self, vip: &mut VipRt, update: &VipUpdate) -> Result<()> {
+        if update.flags_changed {
+            let meta = self.dp.vip(&vip.key)?;
+            let flags = reload::vip_flags(&update.cfg);
+            self.dp.set_vip(&vip.key, &VipMeta { flags, ..meta })?;
+        }
+        for addr in &update.removed {
+            if let Some(mut b) = vip.backends.remove(addr) {
+                b.stop_checker();
+                self.free_backend(b.id)?;
+                info!(vip = %vip.cfg.name, backend = %addr, "backend removed");
+            }
+        }
+        for b in &update.added {
+            let id = self.allocate_backend(vip.id, b.address)?;
+            let rt = self.backend_rt(&update.cfg, b, id, Health::Up);
+            vip.backends.insert(b.address, rt);
+            info!(vip = %vip.cfg.name, backend = %b.address, "backend added");
+        }
+        for kept in &update.kept {
+            self.update_backend(vip, &update.cfg, kept)?;
+        }
+        Ok(())
+    }
+
+    fn update_backend(
+        &mut self,
+        vip: &mut VipRt,
+        cfg: &VipConfig,
+        kept: &KeptBackend,
+    ) -> Result<()> {
+        let addr = kept.cfg.address;
+        let Some(b) = vip.backends.get_mut(&addr) else {
+            return Ok(());
+        };
+        if let Some(state) = kept.admin {
+            b.admin = state;
+        }
+        b.cfg = kept.cfg.clone();
+        if kept.restart_check {
+            b.stop_checker();
+            b.checker = self.start_checker(cfg, addr, b.health);
+        }
+        if kept.disables() {
+            let id = b.id;
+            self.new_generation(vip.id, id, addr)?;
+        }
+        Ok(())
+    }
+}

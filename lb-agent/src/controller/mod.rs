@@ -1,0 +1,359 @@
+//! The agent's state and the single task that changes it. Health reports, admin requests,
+//! reloads and the slow-start tick arrive as typed messages; every decision ends in `publish`,
+//! which asks `policy` for a VIP's table and flips it into the data plane. After each change
+//! the controller shares a snapshot (`status`), which status and metrics read without it.
+//!
+//! | module    | job                                                          | pure |
+//! |-----------|--------------------------------------------------------------|------|
+//! | `ids`     | backend and VIP id allocation and generations                | yes  |
+//! | `policy`  | a VIP's table members and weights                            | yes  |
+//! | `reload`  | what a new configuration changes                             | yes  |
+//! | `apply`   | adding, updating and removing VIPs and backends (maps, checkers) | no |
+//! | `publish` | building and publishing a VIP's table                        | no   |
+//! | `sweep`   | connection-table sweeps and settling moved slots             | no   |
+//! | `status`  | the shared snapshot and the report built from it             | no   |
+
+mod apply;
+mod ids;
+mod policy;
+mod publish;
+mod reload;
+mod status;
+mod sweep;
+
+pub use reload::{vip_flags, vip_key};
+pub use status::{Snapshot, StatusSource};
+pub use sweep::{SweepDone, SweepJob, SweepSummary};
+
+use crate::{
+    admin::AdminRequest,
+    bgp::Speaker,
+    config::{self, AdminState, AgentConfig, Config, VipConfig},
+    dataplane::{Attachment, Balancer, Sweeper},
+    health::{CheckReport, Health},
+};
+use anyhow::{anyhow, Result};
+use ids::BackendIds;
+use lb_common::{LbConfig, VipKey};
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+/// One backend of one VIP, as the agent tracks it. Its generation lives in `BackendIds`.
+struct BackendRt {
+    cfg: config::BackendConfig,
+    /// Index into the data plane's BACKENDS array (per VIP and backend).
+    id: u32,
+    /// Operator's wish: the file's `state`, changed at run time by the admin endpoint.
+    admin: AdminState,
+    health: Health,
+    /// When the backend last came up (slow start ramps from here); None: up since start.
+    up_since: Option<Instant>,
+    checks_ok: u64,
+    checks_failed: u64,
+    last_latency: Option<Duration>,
+    last_change: String,
+    checker: Option<CancellationToken>,
+}
+
+impl BackendRt {
+    fn stop_checker(&mut self) {
+        if let Some(t) = self.checker.take() {
+            t.cancel();
+        }
+    }
+}
+
+struct VipRt {
+    cfg: VipConfig,
+    key: VipKey,
+    id: u32,
+    backends: BTreeMap<IpAddr, BackendRt>,
+    /// (backend id, weight) of the published table; a publish is skipped when unchanged.
+    published: Vec<(u32, u32)>,
+    /// Slots each backend id holds in the published table.
+    slots: HashMap<u32, u32>,
+    /// Moved slots of the live table (`maglev::moves`) and when each first moved.
+    moved_since: HashMap<u32, Instant>,
+    /// The live table is this VIP's (adopted from an earlier agent, or published): its moved
+    /// slots carry over into the next publication.
+    has_live_table: bool,
+    /// The live table serves every active backend because all are down (`fail-open`).
+    fail_open_live: bool,
+    table_generation: u64,
+    digest: String,
+    serving: bool,
+}
+
+/// Everything the controller needs from `run`.
+pub struct Setup {
+    pub config: Config,
+    pub config_path: PathBuf,
+    /// `--iface`, which replaces agent.interface of every (re)loaded file.
+    pub interface_override: Option<String>,
+    pub interface: String,
+    pub gateway_mac: [u8; 6],
+}
+
+pub struct Controller {
+    dp: Balancer,
+    config: Config,
+    config_path: PathBuf,
+    interface_override: Option<String>,
+    gateway_mac: [u8; 6],
+    attachment: Option<Attachment>,
+    vips: BTreeMap<String, VipRt>,
+    ids: BackendIds,
+    reports: mpsc::Sender<CheckReport>,
+    bgp: Option<Speaker>,
+    /// None while a sweep runs.
+    sweeper: Option<Sweeper>,
+    last_sweep: Option<Instant>,
+    sweep_summary: Option<SweepSummary>,
+    shared: status::Shared,
+}
+
+/// Least time between slow-start table updates.
+pub const TICK: Duration = Duration::from_millis(500);
+
+impl Controller {
+    /// Take over the data plane (adopting what an earlier agent left pinned) and program it
+    /// from `setup.config`.
+    pub fn new(dp: Balancer, setup: Setup, reports: mpsc::Sender<CheckReport>) -> Result<Self> {
+        let ids = BackendIds::from_entries(
+            dp.backend_entries()?
+                .into_iter()
+                .map(|b| (!b.is_free(), b.generation)),
+        );
+        let shared = status::Shared::new(&setup, dp.options().table_size, dp.counters());
+        let mut ctl = Self {
+            dp,
+            config: setup.config.clone(),
+            config_path: setup.config_path,
+            interface_override: setup.interface_override,
+            gateway_mac: setup.gateway_mac,
+            attachment: None,
+            vips: BTreeMap::new(),
+            ids,
+            reports,
+            bgp: None,
+            sweeper: None,
+            last_sweep: None,
+            sweep_summary: None,
+            shared,
+        };
+        ctl.sweeper = ctl.dp.take_sweeper();
+        ctl.write_lb_config(&setup.config.agent)?;
+        ctl.adopt_and_configure(&setup.config.vips)?;
+        let names: Vec<String> = ctl.vips.keys().cloned().collect();
+        for name in names {
+            ctl.publish(&name, None)?;
+        }
+        ctl.share_now();
+        Ok(ctl)
+    }
+
+    fn write_lb_config(&mut self, agent: &AgentConfig) -> Result<()> {
+        let bits = agent.encap_source_hash_bits;
+        let cfg = LbConfig {
+            gateway_mac: self.gateway_mac,
+            mtu: agent.mtu,
+            encap_src_v4: agent
+                .encap_source_v4
+                .map_or(0, |a| u32::from_ne_bytes(a.octets())),
+            encap_src_v6: agent.encap_source_v6.map_or([0; 4], lb_common::v6_words),
+            src_hash_bits_v4: bits,
+            src_hash_bits_v6: bits,
+            outer_ttl: agent.outer_ttl,
+            ready: 1,
+            new_flows_per_sec: agent.new_flows_per_sec,
+        };
+        self.dp.set_config(&cfg)
+    }
+
+    /// A finished health check.
+    pub fn on_check(&mut self, report: CheckReport) -> Result<()> {
+        let Some(b) = self
+            .vips
+            .get_mut(&report.vip)
+            .and_then(|v| v.backends.get_mut(&report.backend))
+        else {
+            // A checker of a backend removed by a reload, reporting once more.
+            return Ok(());
+        };
+        if report.ok {
+            b.checks_ok += 1;
+        } else {
+            b.checks_failed += 1;
+        }
+        b.last_latency = Some(report.latency);
+        let Some(transition) = report.transition else {
+            self.shared.touch(&report.vip);
+            return Ok(());
+        };
+        b.health = transition;
+        b.last_change = match transition {
+            Health::Up => "up: checks passing".to_string(),
+            Health::Down => format!("down: {}", report.detail),
+        };
+        if transition == Health::Up {
+            b.up_since = (self.config.agent.slow_start_ms > 0).then_some(Instant::now());
+        }
+        info!(
+            vip = %report.vip,
+            backend = %report.backend,
+            state = ?transition,
+            reason = %report.detail,
+            "backend health changed"
+        );
+        if transition == Health::Down {
+            self.invalidate_flows(&report.vip, report.backend)?;
+        }
+        self.shared.changed(&report.vip);
+        self.publish(&report.vip, Some(report.finished_at))
+    }
+
+    /// Slow start: republish VIPs whose backends are still ramping up.
+    pub fn on_tick(&mut self) -> Result<()> {
+        let window = Duration::from_millis(self.config.agent.slow_start_ms);
+        // Every VIP with a backend still marked as ramping is republished, including one whose
+        // window just ended: that publish gives it full weight, however late the tick came.
+        let ramping: Vec<String> = self
+            .vips
+            .iter()
+            .filter(|(_, v)| v.backends.values().any(|b| b.up_since.is_some()))
+            .map(|(n, _)| n.clone())
+            .collect();
+        // Taken before the publishes, which therefore saw at least this much of the window.
+        let now = Instant::now();
+        for name in ramping {
+            self.publish(&name, None)?;
+        }
+        for v in self.vips.values_mut() {
+            for b in v.backends.values_mut() {
+                if b.up_since
+                    .is_some_and(|at| now.duration_since(at) >= window)
+                {
+                    b.up_since = None;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A request of the control API; status and metrics never come here.
+    pub fn on_admin(&mut self, request: AdminRequest) {
+        match request {
+            AdminRequest::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            AdminRequest::SetBackendState {
+                vip,
+                backend,
+                state,
+                reply,
+            } => {
+                let result = self.set_admin_state(&vip, backend, state);
+                let _ = reply.send(result.map_err(|e| format!("{e:#}")));
+            }
+            AdminRequest::Reload(reply) => {
+                let result = self.reload();
+                let _ = reply.send(result.map_err(|e| format!("{e:#}")));
+            }
+        }
+    }
+
+    fn set_admin_state(&mut self, vip: &str, addr: IpAddr, state: AdminState) -> Result<()> {
+        let v = self
+            .vips
+            .get_mut(vip)
+            .ok_or_else(|| anyhow!("no VIP named {vip}"))?;
+        let b = v
+            .backends
+            .get_mut(&addr)
+            .ok_or_else(|| anyhow!("VIP {vip} has no backend {addr}"))?;
+        if b.admin == state {
+            return Ok(());
+        }
+        let before = b.admin;
+        b.admin = state;
+        b.last_change = format!("admin: {state:?} (was {before:?})").to_lowercase();
+        info!(vip, backend = %addr, from = ?before, to = ?state, "backend admin state changed");
+        if state == AdminState::Disabled {
+            self.invalidate_flows(vip, addr)?;
+        }
+        self.shared.changed(vip);
+        self.publish(vip, None)
+    }
+
+    /// Bump a backend's generation: connection-table entries pointing at it are ignored from
+    /// their next packet on (a dead or disabled backend).
+    fn invalidate_flows(&mut self, vip: &str, addr: IpAddr) -> Result<()> {
+        let Some(v) = self.vips.get(vip) else {
+            return Ok(());
+        };
+        match v.backends.get(&addr) {
+            Some(b) => self.new_generation(v.id, b.id, addr),
+            None => Ok(()),
+        }
+    }
+
+    fn new_generation(&mut self, vip_id: u32, id: u32, addr: IpAddr) -> Result<()> {
+        let generation = self.ids.bump(id);
+        self.dp
+            .set_backend(id, &lb_common::Backend::new(addr, generation, vip_id))
+    }
+
+    /// Announce over BGP from now on; called once the tables are published.
+    pub fn set_speaker(&mut self, speaker: Speaker) {
+        self.bgp = Some(speaker);
+        self.sync_announcements();
+        self.share_now();
+    }
+
+    pub fn take_speaker(&mut self) -> Option<Speaker> {
+        self.bgp.take()
+    }
+
+    /// Tell the speaker which VIP addresses can serve (at least one of their VIPs has a
+    /// published table with backends); it acts only on a change.
+    pub fn sync_announcements(&self) {
+        if let Some(speaker) = &self.bgp {
+            speaker.announce(
+                self.vips
+                    .values()
+                    .filter(|v| v.serving && v.table_generation > 0)
+                    .map(|v| v.cfg.address)
+                    .collect(),
+            );
+        }
+    }
+
+    /// The data plane, for tests and benchmarks that run packets through it.
+    pub fn balancer(&mut self) -> &mut Balancer {
+        &mut self.dp
+    }
+
+    /// Attach (or swap into the pinned link) once the maps are programmed.
+    pub fn attach(&mut self, iface: &str, mode: config::XdpMode) -> Result<Attachment> {
+        let how = self.dp.attach(iface, mode)?;
+        self.attachment = Some(how);
+        self.share_now();
+        Ok(how)
+    }
+
+    /// Stop every health checker (the data plane is left as it is).
+    pub fn stop_checkers(&mut self) {
+        for v in self.vips.values_mut() {
+            for b in v.backends.values_mut() {
+                b.stop_checker();
+            }
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! What a reload changes: the difference between the running configuration and a new one, as a
+//! plan of VIP and backend changes that `apply` carries out with the least disturbance. Pure.
+
+use crate::config::{self, AdminState, BackendConfig, Config, HashMode, VipConfig};
+use anyhow::{bail, Result};
+use lb_common::{VipKey, IPPROTO_TCP, IPPROTO_UDP, VIP_F_HASH_SRC_ONLY};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
+
+/// The changes a reload makes, in the order they are applied.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ReloadPlan {
+    /// `[agent]` settings changed that reload may apply (the data path's CONFIG is rewritten).
+    pub agent_changed: bool,
+    pub vips: Vec<VipChange>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum VipChange {
+    Remove(String),
+    Add(VipConfig),
+    /// Address, port or protocol changed: a new VIP under the old name.
+    Replace(VipConfig),
+    Update(VipUpdate),
+}
+
+/// Same VIP key: it keeps its id and tables.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VipUpdate {
+    pub cfg: VipConfig,
+    pub flags_changed: bool,
+    pub removed: Vec<IpAddr>,
+    pub added: Vec<BackendConfig>,
+    /// Backends in both whose settings changed, or whose checker must restart.
+    pub kept: Vec<KeptBackend>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeptBackend {
+    pub cfg: BackendConfig,
+    /// The file's admin state changed to this (it replaces one set at run time).
+    pub admin: Option<AdminState>,
+    /// The check definition or the VIP's port changed: the checker restarts.
+    pub restart_check: bool,
+}
+
+impl KeptBackend {
+    /// The backend's flows must be re-selected at once.
+    pub fn disables(&self) -> bool {
+        self.admin == Some(AdminState::Disabled)
+    }
+}
+
+impl ReloadPlan {
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        !self.agent_changed && self.vips.is_empty()
+    }
+
+    /// One line for the log and the reply to `reload`.
+    pub fn summary(&self) -> String {
+        let changes: Vec<String> = self
+            .vips
+            .iter()
+            .map(|c| match c {
+                VipChange::Remove(name) => format!("removed VIP {name}"),
+                VipChange::Add(cfg) => format!("added VIP {}", cfg.name),
+                VipChange::Replace(cfg) => format!("replaced VIP {}", cfg.name),
+                VipChange::Update(u) => format!("updated VIP {}", u.cfg.name),
+            })
+            .collect();
+        if changes.is_empty() {
+            "configuration reloaded: no change".to_string()
+        } else {
+            format!("configuration reloaded: {}", changes.join(", "))
+        }
+    }
+}
+
+/// The plan that turns `old` into `new`; an error when `new` changes what only a restart can.
+pub fn plan(old: &Config, new: &Config) -> Result<ReloadPlan> {
+    restart_only_fields_unchanged(old, new)?;
+    let running: BTreeMap<&str, &VipConfig> =
+        old.vips.iter().map(|v| (v.name.as_str(), v)).collect();
+    let wanted: BTreeSet<&str> = new.vips.iter().map(|v| v.name.as_str()).collect();
+    let mut vips: Vec<VipChange> = running
+        .keys()
+        .filter(|name| !wanted.contains(*name))
+        .map(|name| VipChange::Remove(name.to_string()))
+        .collect();
+    for cfg in &new.vips {
+        match running.get(cfg.name.as_str()) {
+            None => vips.push(VipChange::Add(cfg.clone())),
+            Some(before) if vip_key(before) != vip_key(cfg) => {
+                vips.push(VipChange::Replace(cfg.clone()))
+            }
+            Some(before) if *before != cfg => vips.push(VipChange::Update(update(before, cfg))),
+            Some(_) => {}
+        }
+    }
+    Ok(ReloadPlan {
+        agent_changed: old.agent != new.agent,
+        vips,
+    })
+}
+
+fn update(old: &VipConfig, new: &VipConfig) -> VipUpdate {
+    let checks_changed = old.health_check != new.health_check || old.port != new.port;
+    let before: BTreeMap<IpAddr, &BackendConfig> =
+        old.backends.iter().map(|b| (b.address, b)).collect();
+    let after: BTreeSet<IpAddr> = new.backends.iter().map(|b| b.address).collect();
+    let mut added = Vec::new();
+    let mut kept = Vec::new();
+    for b in &new.backends {
+        match before.get(&b.address) {
+            None => added.push(b.clone()),
+            Some(was) if **was != *b || checks_changed => kept.push(KeptBackend {
+                cfg: b.clone(),
+                admin: (was.state != b.state).then_some(b.state),
+                restart_check: checks_changed,
+            }),
+            Some(_) => {}
+        }
+    }
+    VipUpdate {
+        cfg: new.clone(),
+        flags_changed: vip_flags(old) != vip_flags(new),
+        removed: before
+            .keys()
+            .filter(|a| !after.contains(a))
+            .copied()
+            .collect(),
+        added,
+        kept,
+    }
+}
+
+/// Settings that shape maps, sockets or devices cannot change without a restart.
+pub fn restart_only_fields_unchanged(old_config: &Config, new_config: &Config) -> Result<()> {
+    let (old, new) = (&old_config.agent, &new_config.agent);
+    let mut changed = Vec::new();
+    match (&old_config.bgp, &new_config.bgp) {
+        (Some(a), Some(b)) if a.announce_interface != b.announce_interface => {
+            changed.push("bgp.announce_interface")
+        }
+        (Some(_), None) | (None, Some(_)) => changed.push("the [bgp] section"),
+        _ => {}
+    }
+    let fields = [
+        (old.interface != new.interface, "agent.interface"),
+        (old.xdp_mode != new.xdp_mode, "agent.xdp_mode"),
+        (old.pin_path != new.pin_path, "agent.pin_path"),
+        (old.admin_listen != new.admin_listen, "agent.admin_listen"),
+        (old.table_size != new.table_size, "agent.table_size"),
+        (old.max_vips != new.max_vips, "agent.max_vips"),
+        (
+            old.conn_table_size != new.conn_table_size,
+            "agent.conn_table_size",
+        ),
+        (old.gateway_mac != new.gateway_mac, "agent.gateway_mac"),
+    ];
+    changed.extend(fields.iter().filter(|(c, _)| *c).map(|(_, name)| *name));
+    if !changed.is_empty() {
+        bail!(
+            "{} changed: restart the agent to apply (the running configuration stays)",
+            changed.join(", ")
+        );
+    }
+    Ok(())
+}
+
+pub fn vip_key(cfg: &VipConfig) -> VipKey {
+    let proto = match cfg.protocol {
+        config::Protocol::Tcp => IPPROTO_TCP,
+        config::Protocol::Udp => IPPROTO_UDP,
+    };
+    VipKey::new(cfg.address, cfg.port, proto)
+}
+
+pub fn vip_flags(cfg: &VipConfig) -> u32 {
+    match cfg.hash {
+        HashMode::FiveTuple => 0,
+        HashMode::SourceIp => VIP_F_HASH_SRC_ONLY,
+    }
+}
+
+#[cfg(test)]
+#[path = "tests/reload.rs"]
+mod tests;

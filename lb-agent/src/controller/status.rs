@@ -1,0 +1,252 @@
+//! What the controller shows of itself. After each change it shares a snapshot of its state
+//! (a `watch` channel); status and metrics readers combine the latest snapshot with counters
+//! they read themselves, so a scrape never waits on the controller and never delays a
+//! failover. Check counters alone are shared at most every `SHARE_EVERY`.
+
+use super::{sweep::SweepSummary, BackendRt, Controller, Setup, VipRt};
+use crate::{
+    admin::{BackendStatus, ConnSweepStatus, StatusReport, VipStatus},
+    bgp::BgpStatus,
+    config::CheckKind,
+    dataplane::Counters,
+    health::Health,
+};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+use tokio::sync::watch;
+
+/// Longest the snapshot lags behind check counters (state changes are shared at once).
+const SHARE_EVERY: Duration = Duration::from_millis(250);
+
+/// The controller's state as of `at`, without data-path counters.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub interface: String,
+    pub xdp_mode: String,
+    pub table_size: u32,
+    pub config_path: String,
+    pub started: Instant,
+    /// Each VIP's id and status (zero packets and bytes); shared between snapshots until it
+    /// changes.
+    pub vips: BTreeMap<String, (u32, Arc<VipStatus>)>,
+    pub bgp: Option<BgpStatus>,
+    pub sweep: Option<(SweepSummary, Instant)>,
+    pub at: Instant,
+}
+
+/// The read side: the latest snapshot and the counters. Cheap to clone, usable on any thread.
+#[derive(Clone)]
+pub struct StatusSource {
+    snapshot: watch::Receiver<Arc<Snapshot>>,
+    counters: Arc<Counters>,
+}
+
+impl StatusSource {
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.borrow().clone()
+    }
+
+    /// The full report: the latest snapshot with counters read now (one lookup per VIP and
+    /// backend: run it where blocking is allowed).
+    pub fn report(&self) -> StatusReport {
+        let snap = self.snapshot();
+        let c = &self.counters;
+        let counters = c
+            .stats()
+            .map(|all| {
+                all.into_iter()
+                    .map(|(s, v)| (s.name().to_string(), v))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let vips = snap
+            .vips
+            .values()
+            .map(|(id, v)| {
+                let mut v = VipStatus::clone(v);
+                let traffic = c.vip(*id).unwrap_or_default();
+                (v.packets, v.bytes) = (traffic.packets, traffic.bytes);
+                for b in &mut v.backends {
+                    let t = c.backend(b.id).unwrap_or_default();
+                    (b.packets, b.bytes) = (t.packets, t.bytes);
+                }
+                v
+            })
+            .collect();
+        StatusReport {
+            interface: snap.interface.clone(),
+            xdp_mode: snap.xdp_mode.clone(),
+            table_size: snap.table_size,
+            uptime_secs: snap.started.elapsed().as_secs(),
+            config_path: snap.config_path.clone(),
+            vips,
+            counters,
+            bgp: snap.bgp.clone(),
+            conn_sweep: snap.sweep.map(|(s, at)| ConnSweepStatus {
+                live_entries: s.live,
+                removed_entries: s.removed,
+                took_ms: s.took.as_millis() as u64,
+                secs_ago: at.elapsed().as_secs(),
+            }),
+        }
+    }
+}
+
+/// The controller's side: what changed since the last snapshot.
+pub(super) struct Shared {
+    tx: watch::Sender<Arc<Snapshot>>,
+    counters: Arc<Counters>,
+    vips: BTreeMap<String, (u32, Arc<VipStatus>)>,
+    /// VIPs whose status changed since the last snapshot.
+    dirty: BTreeSet<String>,
+    /// A change readers must see at once (health, admin state, table, reload).
+    urgent: bool,
+}
+
+impl Shared {
+    pub(super) fn new(setup: &Setup, table_size: u32, counters: Arc<Counters>) -> Self {
+        let now = Instant::now();
+        let (tx, _) = watch::channel(Arc::new(Snapshot {
+            interface: setup.interface.clone(),
+            xdp_mode: "detached".to_string(),
+            table_size,
+            config_path: setup.config_path.display().to_string(),
+            started: now,
+            vips: BTreeMap::new(),
+            bgp: None,
+            sweep: None,
+            at: now,
+        }));
+        Self {
+            tx,
+            counters,
+            vips: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            urgent: true,
+        }
+    }
+
+    /// Check counters of the VIP changed.
+    pub(super) fn touch(&mut self, vip: &str) {
+        if !self.dirty.contains(vip) {
+            self.dirty.insert(vip.to_string());
+        }
+    }
+
+    /// The VIP's state changed.
+    pub(super) fn changed(&mut self, vip: &str) {
+        self.touch(vip);
+        self.urgent = true;
+    }
+
+    pub(super) fn removed(&mut self, vip: &str) {
+        self.vips.remove(vip);
+        self.dirty.remove(vip);
+        self.urgent = true;
+    }
+
+    pub(super) fn sweep_changed(&mut self) {
+        self.urgent = true;
+    }
+}
+
+impl Controller {
+    /// Share a snapshot if readers must see a change now, or the last one is older than
+    /// `SHARE_EVERY` (check counters, BGP sessions). Called after every event.
+    pub fn share(&mut self) {
+        if self.shared.urgent || self.shared.tx.borrow().at.elapsed() >= SHARE_EVERY {
+            self.share_now();
+        }
+    }
+
+    pub(super) fn share_now(&mut self) {
+        let dirty = std::mem::take(&mut self.shared.dirty);
+        for name in dirty {
+            if let Some(v) = self.vips.get(&name) {
+                self.shared
+                    .vips
+                    .insert(name, (v.id, Arc::new(vip_status(v))));
+            }
+        }
+        self.shared.urgent = false;
+        let before = self.shared.tx.borrow().clone();
+        let snapshot = Snapshot {
+            xdp_mode: self
+                .attachment
+                .map_or("detached".to_string(), |a| a.to_string()),
+            vips: self.shared.vips.clone(),
+            bgp: self.bgp.as_ref().map(|s| s.status()),
+            sweep: self.sweep_summary.zip(self.last_sweep),
+            at: Instant::now(),
+            ..Snapshot::clone(&before)
+        };
+        self.shared.tx.send_replace(Arc::new(snapshot));
+    }
+
+    /// Readers of the snapshots this controller shares.
+    pub fn status_source(&self) -> StatusSource {
+        StatusSource {
+            snapshot: self.shared.tx.subscribe(),
+            counters: self.shared.counters.clone(),
+        }
+    }
+
+    /// A report of the current state (shares a snapshot first): for tests and tools that own
+    /// the controller.
+    pub fn status(&mut self) -> StatusReport {
+        self.share_now();
+        self.status_source().report()
+    }
+}
+
+fn vip_status(v: &VipRt) -> VipStatus {
+    let checked = v.cfg.health_check.kind != CheckKind::None;
+    VipStatus {
+        name: v.cfg.name.clone(),
+        address: v.cfg.address,
+        port: v.cfg.port,
+        protocol: v.cfg.protocol,
+        hash: v.cfg.hash,
+        all_down: v.cfg.all_down,
+        table_generation: v.table_generation,
+        table_digest: v.digest.clone(),
+        moved_slots: v.moved_since.len() as u64,
+        serving: v.serving,
+        packets: 0,
+        bytes: 0,
+        backends: v
+            .backends
+            .values()
+            .map(|b| backend_status(v, b, checked))
+            .collect(),
+    }
+}
+
+fn backend_status(v: &VipRt, b: &BackendRt, checked: bool) -> BackendStatus {
+    BackendStatus {
+        address: b.cfg.address,
+        id: b.id,
+        weight: b.cfg.weight,
+        effective_weight: v
+            .published
+            .iter()
+            .find(|(id, _)| *id == b.id)
+            .map_or(0, |(_, w)| *w),
+        admin_state: b.admin,
+        health: if !checked && b.health == Health::Up {
+            "unchecked".to_string()
+        } else {
+            format!("{:?}", b.health).to_lowercase()
+        },
+        slots: v.slots.get(&b.id).copied().unwrap_or(0),
+        packets: 0,
+        bytes: 0,
+        checks_ok: b.checks_ok,
+        checks_failed: b.checks_failed,
+        last_check_latency_ms: b.last_latency.map(|d| d.as_secs_f64() * 1000.0),
+        last_change: b.last_change.clone(),
+    }
+}
