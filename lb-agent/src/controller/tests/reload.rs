@@ -126,8 +126,11 @@ fn vip_key_follows_protocol_and_port() {
     assert_eq!(vip_key(&v), tcp);
 }
 
+/// A VIP's port and its backends: (last address byte, weight, admin state index).
+type VipSpec = (u16, Vec<(u8, u32, u8)>);
+
 /// Random VIPs named v0..vN, each over a few of 16 backend addresses.
-fn vips() -> impl Strategy<Value = Vec<(u16, Vec<(u8, u32, u8)>)>> {
+fn vips() -> impl Strategy<Value = Vec<VipSpec>> {
     proptest::collection::vec(
         (
             prop_oneof![Just(80u16), Just(443)],
@@ -137,7 +140,7 @@ fn vips() -> impl Strategy<Value = Vec<(u16, Vec<(u8, u32, u8)>)>> {
     )
 }
 
-fn build(spec: &[(u16, Vec<(u8, u32, u8)>)]) -> Config {
+fn build(spec: &[VipSpec]) -> Config {
     let mut c = config("");
     for (i, (port, backends)) in spec.iter().enumerate() {
         let mut text = format!(
