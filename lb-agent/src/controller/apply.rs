@@ -30,22 +30,35 @@ struct Adopted {
 }
 
 impl Controller {
-    /// Configure `vips`, reusing the ids of what an earlier agent left pinned, then remove what
+    /// Configure `vips`, reusing the ids of what an earlier agent left pinned, and remove what
     /// it left that the configuration no longer has.
     pub(super) fn adopt_and_configure(&mut self, vips: &[VipConfig]) -> Result<()> {
         let adopted = self.adopted()?;
-        for vip in vips {
-            self.add_vip(vip, &adopted)?;
-        }
-        let wanted: HashSet<VipKey> = self.vips.values().map(|v| v.key).collect();
+        let wanted: Vec<VipKey> = vips.iter().map(reload::vip_key).collect();
+        let ids = ids::assign_vip_ids(&adopted.vips, &wanted, self.dp.options().max_vips)
+            .ok_or_else(|| too_many_vips(wanted.len(), self.dp.options().max_vips))?;
+        // First, so that a VIP whose key changed can take the id its old key had.
+        let wanted_keys: HashSet<VipKey> = wanted.iter().copied().collect();
         for (key, meta) in self.dp.vips()? {
-            if !wanted.contains(&key) {
+            if !wanted_keys.contains(&key) {
                 info!(
                     vip_id = meta.id,
                     "removing a VIP the configuration no longer has"
                 );
                 self.dp.remove_vip(&key)?;
             }
+        }
+        for (vip, key) in vips.iter().zip(&wanted) {
+            let id = ids[key];
+            // Backends are adopted only by the VIP that owned them, never by one that took
+            // over the id of a removed VIP.
+            let owned = adopted.vips.get(key) == Some(&id);
+            let backends = if owned {
+                &adopted.backends
+            } else {
+                &HashMap::new()
+            };
+            self.add_vip(vip, id, backends)?;
         }
         let used: HashSet<u32> = self.used_backend_ids().collect();
         let stale: Vec<u32> = self.ids.taken().filter(|id| !used.contains(id)).collect();
@@ -82,17 +95,15 @@ impl Controller {
             .flat_map(|v| v.backends.values().map(|b| b.id))
     }
 
-    fn add_vip(&mut self, cfg: &VipConfig, adopted: &Adopted) -> Result<()> {
+    /// Configure a VIP under `id`; `adopted`: (VIP id, address) -> backend id an earlier
+    /// agent gave this VIP's backends.
+    fn add_vip(
+        &mut self,
+        cfg: &VipConfig,
+        id: u32,
+        adopted: &HashMap<(u32, IpAddr), u32>,
+    ) -> Result<()> {
         let key = reload::vip_key(cfg);
-        let used: BTreeSet<u32> = self.vips.values().map(|v| v.id).collect();
-        let reserved: BTreeSet<u32> = adopted.vips.values().copied().collect();
-        let id = ids::vip_id(
-            adopted.vips.get(&key).copied(),
-            &used,
-            &reserved,
-            self.dp.options().max_vips,
-        )
-        .ok_or_else(|| anyhow!("no free VIP id: raise agent.max_vips"))?;
         let flags = reload::vip_flags(cfg);
         let (meta, has_live_table) = match self.dp.vip(&key) {
             // Keep the live table index so an adopted VIP keeps forwarding until republished.
@@ -123,7 +134,7 @@ impl Controller {
             serving: false,
         };
         for b in &cfg.backends {
-            let bid = match adopted.backends.get(&(id, b.address)) {
+            let bid = match adopted.get(&(id, b.address)) {
                 Some(bid) if self.ids.is_taken(*bid) => *bid,
                 _ => self.allocate_backend(id, b.address)?,
             };
@@ -234,10 +245,10 @@ impl Controller {
         for change in &plan.vips {
             match change {
                 VipChange::Remove(name) => self.remove_vip(name)?,
-                VipChange::Add(cfg) => self.add_vip(cfg, &Adopted::default())?,
+                VipChange::Add(cfg) => self.add_new_vip(cfg)?,
                 VipChange::Replace(cfg) => {
                     self.remove_vip(&cfg.name)?;
-                    self.add_vip(cfg, &Adopted::default())?;
+                    self.add_new_vip(cfg)?;
                 }
                 VipChange::Update(update) => self.update_vip(update)?,
             }
@@ -250,6 +261,14 @@ impl Controller {
         let summary = plan.summary();
         info!("{summary}");
         Ok(summary)
+    }
+
+    /// A VIP a reload added, under the lowest free id.
+    fn add_new_vip(&mut self, cfg: &VipConfig) -> Result<()> {
+        let used: BTreeSet<u32> = self.vips.values().map(|v| v.id).collect();
+        let max = self.dp.options().max_vips;
+        let id = ids::next_vip_id(&used, max).ok_or_else(|| too_many_vips(used.len() + 1, max))?;
+        self.add_vip(cfg, id, &HashMap::new())
     }
 
     fn remove_vip(&mut self, name: &str) -> Result<()> {
@@ -330,4 +349,11 @@ impl Controller {
         }
         Ok(())
     }
+}
+
+fn too_many_vips(count: usize, max: u32) -> anyhow::Error {
+    anyhow!(
+        "{count} VIPs do not fit in agent.max_vips = {max}: remove VIPs, or raise max_vips and \
+         restart with a new agent.pin_path (the VIP maps are sized at creation)"
+    )
 }

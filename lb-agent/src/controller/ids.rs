@@ -2,7 +2,10 @@
 //! its rules (ids never collide; a reused id never matches an old flow) are tested without a
 //! kernel. The caller writes every change into the maps at once.
 
-use std::collections::BTreeSet;
+use std::{
+    collections::{BTreeSet, HashMap},
+    hash::Hash,
+};
 
 /// Which backend ids are taken and the generation each id's BACKENDS entry holds. Connection-
 /// table entries remember the generation they were made with: bumping it on every free, reuse
@@ -83,18 +86,41 @@ impl BackendIds {
     }
 }
 
-/// The id for a VIP: the one an earlier agent gave it (`adopted`) if no other VIP took it since,
-/// else the lowest id that is neither in use nor an adopted id another VIP may still claim.
-pub fn vip_id(
-    adopted: Option<u32>,
-    used: &BTreeSet<u32>,
-    reserved: &BTreeSet<u32>,
+/// Ids for the configured VIPs `wanted` (in order), given the ids an earlier agent left for
+/// VIP keys (`adopted`): a VIP still configured keeps its id (its tables and flows stay valid);
+/// the others take the lowest ids left, including those of adopted VIPs the configuration no
+/// longer has. So a restart accepts every configuration a reload of the running one would.
+/// None: more VIPs than `max_vips`.
+pub fn assign_vip_ids<K: Hash + Eq + Copy>(
+    adopted: &HashMap<K, u32>,
+    wanted: &[K],
     max_vips: u32,
-) -> Option<u32> {
-    match adopted {
-        Some(id) if !used.contains(&id) => Some(id),
-        _ => (0..max_vips).find(|i| !used.contains(i) && !reserved.contains(i)),
+) -> Option<HashMap<K, u32>> {
+    let mut ids = HashMap::new();
+    let mut used = BTreeSet::new();
+    for k in wanted {
+        // First come keeps an id, should a damaged map name one twice.
+        if let Some(id) = adopted
+            .get(k)
+            .filter(|id| **id < max_vips && !used.contains(*id))
+        {
+            used.insert(*id);
+            ids.insert(*k, *id);
+        }
     }
+    for k in wanted {
+        if !ids.contains_key(k) {
+            let id = next_vip_id(&used, max_vips)?;
+            used.insert(id);
+            ids.insert(*k, id);
+        }
+    }
+    Some(ids)
+}
+
+/// The lowest VIP id not in `used`.
+pub fn next_vip_id(used: &BTreeSet<u32>, max_vips: u32) -> Option<u32> {
+    (0..max_vips).find(|i| !used.contains(i))
 }
 
 #[cfg(test)]

@@ -14,6 +14,8 @@ use std::{
 pub struct ReloadPlan {
     /// `[agent]` settings changed that reload may apply (the data path's CONFIG is rewritten).
     pub agent_changed: bool,
+    /// Every `[agent]` and `[bgp]` key that changed, as `agent.KEY` / `bgp.KEY`.
+    pub settings: Vec<String>,
     pub vips: Vec<VipChange>,
 }
 
@@ -61,16 +63,13 @@ impl ReloadPlan {
 
     /// One line for the log and the reply to `reload`.
     pub fn summary(&self) -> String {
-        let changes: Vec<String> = self
-            .vips
-            .iter()
-            .map(|c| match c {
-                VipChange::Remove(name) => format!("removed VIP {name}"),
-                VipChange::Add(cfg) => format!("added VIP {}", cfg.name),
-                VipChange::Replace(cfg) => format!("replaced VIP {}", cfg.name),
-                VipChange::Update(u) => format!("updated VIP {}", u.cfg.name),
-            })
-            .collect();
+        let vips = self.vips.iter().map(|c| match c {
+            VipChange::Remove(name) => format!("removed VIP {name}"),
+            VipChange::Add(cfg) => format!("added VIP {}", cfg.name),
+            VipChange::Replace(cfg) => format!("replaced VIP {}", cfg.name),
+            VipChange::Update(u) => format!("updated VIP {}", u.cfg.name),
+        });
+        let changes: Vec<String> = self.settings.iter().cloned().chain(vips).collect();
         if changes.is_empty() {
             "configuration reloaded: no change".to_string()
         } else {
@@ -100,10 +99,29 @@ pub fn plan(old: &Config, new: &Config) -> Result<ReloadPlan> {
             Some(_) => {}
         }
     }
+    let mut settings = changed_keys("agent", &old.agent, &new.agent);
+    settings.extend(changed_keys("bgp", &old.bgp, &new.bgp));
     Ok(ReloadPlan {
         agent_changed: old.agent != new.agent,
+        settings,
         vips,
     })
+}
+
+/// `SECTION.KEY` of every top-level key whose value differs between two serializations of a
+/// section: the list follows the schema without naming its fields here.
+fn changed_keys<T: serde::Serialize>(section: &str, old: &T, new: &T) -> Vec<String> {
+    use serde_json::{Map, Value};
+    let table = |v: &T| match serde_json::to_value(v) {
+        Ok(Value::Object(map)) => map,
+        _ => Map::new(),
+    };
+    let (old, new) = (table(old), table(new));
+    let keys: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    keys.into_iter()
+        .filter(|k| old.get(*k) != new.get(*k))
+        .map(|k| format!("{section}.{k}"))
+        .collect()
 }
 
 fn update(old: &VipConfig, new: &VipConfig) -> VipUpdate {

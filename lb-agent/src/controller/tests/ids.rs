@@ -49,21 +49,31 @@ fn out_of_range_ids_are_harmless() {
 }
 
 #[test]
-fn vip_keeps_its_adopted_id_unless_taken() {
-    let used: BTreeSet<u32> = [0].into();
-    let reserved: BTreeSet<u32> = [1, 3].into();
-    assert_eq!(vip_id(Some(3), &used, &reserved, 8), Some(3));
+fn vips_keep_adopted_ids_and_new_ones_reuse_those_of_removed_vips() {
+    // 60 VIPs left by an earlier agent in a map of 64; 5 of them changed port (new keys).
+    let adopted: HashMap<u32, u32> = (0..60).map(|k| (k, k)).collect();
+    let wanted: Vec<u32> = (0..55).chain(100..105).collect();
+    let ids = assign_vip_ids(&adopted, &wanted, 64).expect("60 VIPs fit in 64");
+    assert!((0..55).all(|k| ids[&k] == k), "kept VIPs keep their ids");
+    let new: BTreeSet<u32> = (100..105).map(|k| ids[&k]).collect();
     assert_eq!(
-        vip_id(Some(0), &used, &reserved, 8),
-        Some(2),
-        "0 is taken: lowest unreserved"
+        new,
+        (55..60).collect(),
+        "ids of the removed VIPs are reused first"
     );
-    assert_eq!(vip_id(None, &used, &reserved, 8), Some(2));
     assert_eq!(
-        vip_id(None, &used, &reserved, 2),
-        None,
-        "0 used, 1 reserved"
+        assign_vip_ids(&adopted, &(0..65).collect::<Vec<_>>(), 64),
+        None
     );
+}
+
+#[test]
+fn an_adopted_id_beyond_the_map_is_replaced() {
+    let adopted: HashMap<u32, u32> = [(7, 9)].into();
+    let ids = assign_vip_ids(&adopted, &[7], 4).unwrap();
+    assert_eq!(ids[&7], 0);
+    assert_eq!(next_vip_id(&[0, 1].into(), 3), Some(2));
+    assert_eq!(next_vip_id(&[0, 1].into(), 2), None);
 }
 
 #[derive(Clone, Debug)]
@@ -82,6 +92,38 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 proptest! {
+    /// VIP ids are distinct and below the map's size, and a VIP kept keeps its id.
+    #[test]
+    fn vip_ids_never_collide(
+        adopted in proptest::collection::hash_map(0u32..40, 0u32..40, 0..30),
+        wanted in proptest::collection::btree_set(0u32..60, 0..40),
+        max in 1u32..48,
+    ) {
+        let wanted: Vec<u32> = wanted.into_iter().collect();
+        match assign_vip_ids(&adopted, &wanted, max) {
+            Some(ids) => {
+                let distinct: BTreeSet<u32> = ids.values().copied().collect();
+                prop_assert_eq!(distinct.len(), wanted.len());
+                prop_assert!(distinct.iter().all(|id| *id < max));
+                // Adopted ids may collide in a corrupt map; among distinct ones, each is kept.
+                let mut counts = std::collections::HashMap::new();
+                for k in &wanted {
+                    if let Some(id) = adopted.get(k) {
+                        *counts.entry(*id).or_insert(0) += 1;
+                    }
+                }
+                for k in &wanted {
+                    if let Some(id) = adopted.get(k) {
+                        if *id < max && counts[id] == 1 {
+                            prop_assert_eq!(ids[k], *id);
+                        }
+                    }
+                }
+            }
+            None => prop_assert!(wanted.len() as u32 > max),
+        }
+    }
+
     /// Whatever the order of allocations, frees and bumps: no two live backends share an id,
     /// an adopted taken id is never handed out, and every (id, generation) a backend is given
     /// is new, so no flow of an earlier user of the id can match it.

@@ -112,8 +112,13 @@ fn restart_only_settings_are_refused_with_their_names() {
     );
     let mut new = old.clone();
     new.agent.slow_start_ms += 1;
+    new.agent.new_flows_per_sec += 1;
     let p = plan(&old, &new).unwrap();
     assert!(p.agent_changed && p.vips.is_empty());
+    assert_eq!(
+        p.summary(),
+        "configuration reloaded: agent.new_flows_per_sec, agent.slow_start_ms"
+    );
 }
 
 #[test]
