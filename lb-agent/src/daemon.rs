@@ -9,7 +9,7 @@ use crate::{
     dataplane::{self, Balancer, LoadOptions},
     netinfo,
 };
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use std::path::Path;
 use tokio::{
     signal::unix::{signal, SignalKind},
@@ -18,40 +18,11 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-const BPFFS: &str = "/sys/fs/bpf";
 /// Longest a shutdown waits for BIRD to confirm the withdrawal.
 const BGP_WITHDRAW_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// Mount bpffs at /sys/fs/bpf when it is not (pins need it).
-pub fn ensure_bpffs() -> Result<()> {
-    let mounts = std::fs::read_to_string("/proc/mounts").context("reading /proc/mounts")?;
-    if mounts.lines().any(|l| {
-        l.split_whitespace().nth(1) == Some(BPFFS) && l.split_whitespace().nth(2) == Some("bpf")
-    }) {
-        return Ok(());
-    }
-    std::fs::create_dir_all(BPFFS).with_context(|| format!("creating {BPFFS}"))?;
-    let c = |s: &str| std::ffi::CString::new(s).context("mount argument");
-    let (src, target, fstype) = (c("bpf")?, c(BPFFS)?, c("bpf")?);
-    // SAFETY: valid NUL-terminated strings; no data argument.
-    let rc = unsafe {
-        libc::mount(
-            src.as_ptr(),
-            target.as_ptr(),
-            fstype.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        bail!(
-            "mounting bpffs at {BPFFS} failed: {} (run as root, or `mount -t bpf bpf {BPFFS}`)",
-            std::io::Error::last_os_error()
-        );
-    }
-    info!("mounted bpffs at {BPFFS}");
-    Ok(())
-}
+/// Kept under its old name for the callers in cli.rs and the tests crate.
+pub use crate::bpffs::ensure as ensure_bpffs;
 
 pub async fn run(config_path: &Path, iface: Option<String>, detach_on_exit: bool) -> Result<()> {
     let mut cfg = config::load(config_path)?;

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod bgp;
+pub mod bpffs;
 pub mod cli;
 pub mod config;
 pub mod controller;

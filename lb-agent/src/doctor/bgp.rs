@@ -103,38 +103,3 @@ fn include_dir(cfg: &BgpConfig) -> Finding {
         ),
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::doctor::Verdict;
-
-    fn config(socket: &str, include: &str) -> BgpConfig {
-        toml::from_str(&format!(
-            "local_as = 65010\nbird_socket = \"{socket}\"\ninclude_file = \"{include}\"\n\
-             [[neighbor]]\naddress = \"198.18.0.1\"\nremote_as = 65000\n"
-        ))
-        .unwrap()
-    }
-
-    #[tokio::test]
-    async fn no_bird_and_no_directory_are_failures_with_fixes() {
-        let cfg = config("/nonexistent/bird.ctl", "/nonexistent/lb/vips.conf");
-        let findings = checks(&cfg).await;
-        let dir = findings
-            .iter()
-            .find(|f| f.check == "BIRD include directory")
-            .unwrap();
-        assert_eq!(dir.verdict, Verdict::Fail);
-        assert!(dir
-            .fix
-            .as_deref()
-            .unwrap()
-            .contains("mkdir -p /nonexistent/lb"));
-        let bird = findings.iter().find(|f| f.check == "BIRD").unwrap();
-        assert_eq!(bird.verdict, Verdict::Fail, "{bird:?}");
-        assert!(bird.fix.as_deref().unwrap().contains("bgp.bird_socket"));
-        // Nothing about sessions when BIRD cannot be asked.
-        assert!(!findings.iter().any(|f| f.check.starts_with("BGP session")));
-    }
-}
