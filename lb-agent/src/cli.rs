@@ -292,7 +292,7 @@ async fn decap(action: DecapAction) -> Result<()> {
             mode,
             pin_dir,
         } => {
-            daemon::ensure_bpffs()?;
+            crate::bpffs::ensure()?;
             let mut addrs = netinfo::interface(&iface).await?.addrs;
             addrs.extend(address);
             if addrs.is_empty() {

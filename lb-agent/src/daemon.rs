@@ -22,7 +22,6 @@ use tracing::{error, info, warn};
 const BGP_WITHDRAW_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Kept under its old name for the callers in cli.rs and the tests crate.
-pub use crate::bpffs::ensure as ensure_bpffs;
 
 pub async fn run(config_path: &Path, iface: Option<String>, detach_on_exit: bool) -> Result<()> {
     let mut cfg = config::load(config_path)?;
@@ -31,7 +30,7 @@ pub async fn run(config_path: &Path, iface: Option<String>, detach_on_exit: bool
     }
     let agent = cfg.agent.clone();
     let bgp = cfg.bgp.clone();
-    ensure_bpffs()?;
+    crate::bpffs::ensure()?;
     let gateway_mac = match agent.gateway_mac {
         GatewayMac::Fixed(mac) => mac,
         GatewayMac::Auto => {

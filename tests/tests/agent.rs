@@ -107,7 +107,7 @@ fn write_config(dir: &Path, text: &str) -> Result<PathBuf> {
 }
 
 fn start(pins: &Pins, config_dir: &Path, text: &str) -> Result<Agent> {
-    lb_agent::daemon::ensure_bpffs()?;
+    lb_agent::bpffs::ensure()?;
     let config_path = write_config(config_dir, text)?;
     let config = config::load(&config_path)?;
     let dp = Balancer::load(LoadOptions {
