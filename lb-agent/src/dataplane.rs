@@ -1,31 +1,35 @@
 //! The only code that touches BPF maps and programs: loading the embedded objects, programming
-//! the balancer's maps, reading its counters.
+//! the balancer's maps, reading its counters. Every map is defined once, in `maps`.
 
+mod attach;
 mod counters;
+mod decap;
+mod load;
+pub mod maps;
 mod sweep;
 mod table;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use aya::{
-    maps::{Array, HashMap, Map, MapData, PerCpuArray},
+    maps::{Array, HashMap, MapData, PerCpuArray},
     programs::Xdp,
-    Ebpf, EbpfLoader,
+    Ebpf,
 };
 use lb_common::{
-    hash::addr_filter_bit, AddrKey, Backend, BenchFrame, FlowKey, FlowState, LbConfig, Slot, Stat,
-    TrafficCounters, VipKey, VipMeta, ADDR_FILTER_WORDS, ADDR_F_TCP_ANY_PORT, ADDR_F_TCP_PORT,
-    ADDR_F_UDP_ANY_PORT, ADDR_F_UDP_PORT, DEFAULT_CONN_TABLE_ENTRIES, DEFAULT_MAX_VIPS,
-    DEFAULT_TABLE_SIZE, IPPROTO_TCP, MAX_BACKENDS, SLOTS_PER_ELEMENT,
+    hash::addr_filter_bit, AddrKey, Backend, BenchFrame, BenchStat, FlowKey, FlowState, LbConfig,
+    Slot, Stat, TrafficCounters, VipKey, VipMeta, ADDR_FILTER_WORDS, ADDR_F_TCP_ANY_PORT,
+    ADDR_F_TCP_PORT, ADDR_F_UDP_ANY_PORT, ADDR_F_UDP_PORT, DEFAULT_CONN_TABLE_ENTRIES,
+    DEFAULT_MAX_VIPS, DEFAULT_TABLE_SIZE, IPPROTO_TCP, MAX_BACKENDS,
 };
 use std::{
-    net::IpAddr,
-    os::fd::AsFd,
     path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
 };
 
+pub use attach::{detach_pinned, link_pin, unpin_all, Attachment};
 pub use counters::Counters;
+pub use decap::{Decap, DECAP_PROGRAM, PASS_PROGRAM};
 pub use sweep::{Sweep, Sweeper};
 pub use table::TableWriter;
 
@@ -39,9 +43,16 @@ pub const BENCH_REFLECT_PROGRAM: &str = "xdp_bench_reflect";
 /// agent).
 pub const BENCH_GEN_PROGRAM: &str = "xdp_bench_gen";
 pub const BENCH_SINK_PROGRAM: &str = "xdp_bench_sink";
-/// The backend side's programs.
-pub const DECAP_PROGRAM: &str = "xdp_decap";
-pub const PASS_PROGRAM: &str = "xdp_pass";
+
+/// Every program of the balancer object, loaded together.
+const LB_PROGRAMS: [&str; 6] = [
+    LB_PROGRAM,
+    REFLECT_PROGRAM,
+    BENCH_LB_PROGRAM,
+    BENCH_REFLECT_PROGRAM,
+    BENCH_GEN_PROGRAM,
+    BENCH_SINK_PROGRAM,
+];
 
 #[cfg(not(lb_ebpf_missing))]
 static LB_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb.o"));
@@ -51,13 +62,6 @@ static DECAP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR")
 static LB_OBJECT: &[u8] = &[];
 #[cfg(lb_ebpf_missing)]
 static DECAP_OBJECT: &[u8] = &[];
-
-fn object(bytes: &'static [u8], name: &str) -> Result<&'static [u8]> {
-    if bytes.is_empty() {
-        bail!("this lb-agent was built without its eBPF object `{name}`: build it with `cargo xtask build`");
-    }
-    Ok(bytes)
-}
 
 /// Sizes fixed when the balancer program is loaded, and where its state is pinned.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,49 +86,6 @@ impl Default for LoadOptions {
     }
 }
 
-/// Maps that carry the balancer's state across restarts (everything but the bench template).
-const PINNED_MAPS: [&str; 12] = [
-    "CONFIG",
-    "ADDR_FILTER",
-    "VIP_ADDRS",
-    "VIPS",
-    "MAGLEV",
-    "MAGLEV_PREVIOUS",
-    "BACKENDS",
-    "CONN_TABLE",
-    "FLOOD_GUARD",
-    "STATS",
-    "VIP_STATS",
-    "BACKEND_STATS",
-];
-
-/// The pinned XDP link inside the pin directory is named after its interface, so a restart on
-/// another interface attaches afresh instead of adopting a link that serves the old one.
-const LINK_PIN_PREFIX: &str = "xdp_link_";
-
-pub fn link_pin(dir: &std::path::Path, iface: &str) -> PathBuf {
-    dir.join(format!("{LINK_PIN_PREFIX}{iface}"))
-}
-
-/// How the program ended up attached.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Attachment {
-    Native,
-    Skb,
-    /// A pinned link from an earlier agent now runs this program (mode unchanged).
-    Adopted,
-}
-
-impl std::fmt::Display for Attachment {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Attachment::Native => "native",
-            Attachment::Skb => "skb",
-            Attachment::Adopted => "adopted",
-        })
-    }
-}
-
 /// The loaded balancer program and its maps.
 pub struct Balancer {
     ebpf: Ebpf,
@@ -140,6 +101,8 @@ pub struct Balancer {
     backends: Array<MapData, Backend>,
     conn_table: HashMap<MapData, FlowKey, FlowState>,
     counters: Arc<Counters>,
+    bench_frame: Array<MapData, BenchFrame>,
+    bench_stats: PerCpuArray<MapData, u64>,
     tables: TableWriter,
     previous: TableWriter,
     /// Handed to the controller, which runs it off its own task.
@@ -152,155 +115,7 @@ pub struct Balancer {
 /// Least time between two table publications of one VIP.
 const FLIP_QUIESCENCE: Duration = Duration::from_millis(1);
 
-/// A loader; `LB_VERIFIER_LOG=1` asks the verifier for its full instruction-level log, which
-/// load errors then carry (for debugging a rejected program).
-fn loader() -> EbpfLoader<'static> {
-    let mut loader = EbpfLoader::new();
-    if std::env::var_os("LB_VERIFIER_LOG").is_some_and(|v| v == "1") {
-        loader.verifier_log_level(aya::VerifierLogLevel::VERBOSE | aya::VerifierLogLevel::STATS);
-    }
-    loader
-}
-
-fn take<T: TryFrom<Map, Error = aya::maps::MapError>>(ebpf: &mut Ebpf, name: &str) -> Result<T> {
-    let map = ebpf
-        .take_map(name)
-        .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))?;
-    T::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
-}
-
-/// A second handle on a map (a duplicated descriptor), for a reader on another thread.
-fn dup(ebpf: &Ebpf, name: &str) -> Result<Map> {
-    let data = map_data(ebpf, name)?;
-    let fd = data
-        .fd()
-        .as_fd()
-        .try_clone_to_owned()
-        .with_context(|| format!("duplicating the descriptor of map {name}"))?;
-    let data = MapData::from_fd(fd).with_context(|| format!("reopening map {name}"))?;
-    Map::from_map_data(data).with_context(|| format!("map {name} has an unexpected type"))
-}
-
-fn map_data<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a MapData> {
-    match ebpf.map(name) {
-        Some(Map::Array(d) | Map::HashMap(d) | Map::LruHashMap(d)) => Ok(d),
-        Some(_) => bail!("map {name} has an unexpected type"),
-        None => bail!("map {name} missing from the eBPF object"),
-    }
-}
-
-fn load_xdp(ebpf: &mut Ebpf, name: &str) -> Result<()> {
-    let prog = xdp(ebpf, name)?;
-    // The error's Display carries the verifier log, so a rejected change fails with it.
-    prog.load()
-        .with_context(|| format!("the verifier rejected {name}"))
-}
-
-fn xdp<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
-    ebpf.program_mut(name)
-        .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
-        .try_into()
-        .with_context(|| format!("{name} is not an XDP program"))
-}
-
 impl Balancer {
-    /// Load the balancer object and its programs (through the verifier).
-    pub fn load(options: LoadOptions) -> Result<Self> {
-        if !crate::maglev::is_prime(options.table_size) {
-            bail!("table_size {} is not a prime", options.table_size);
-        }
-        if options.max_vips == 0 || options.conn_table_entries == 0 {
-            bail!("max_vips and conn_table_entries must be positive");
-        }
-        let adopted = options
-            .pin_dir
-            .as_ref()
-            .is_some_and(|dir| dir.join("VIPS").exists());
-        let maglev_elements = options
-            .max_vips
-            .checked_mul(2)
-            .and_then(|n| n.checked_mul(options.table_size))
-            .ok_or_else(|| anyhow!("max_vips * 2 * table_size overflows"))?
-            .div_ceil(SLOTS_PER_ELEMENT);
-        let mut loader = loader();
-        loader
-            .override_global("TABLE_SIZE", &options.table_size, true)
-            .map_max_entries("MAGLEV", maglev_elements)
-            .map_max_entries("MAGLEV_PREVIOUS", maglev_elements)
-            .map_max_entries("VIPS", options.max_vips)
-            .map_max_entries("VIP_ADDRS", options.max_vips)
-            .map_max_entries("VIP_STATS", options.max_vips)
-            .map_max_entries("CONN_TABLE", options.conn_table_entries);
-        let pins: Vec<(&str, PathBuf)> = match &options.pin_dir {
-            Some(dir) => {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("creating the pin directory {}", dir.display()))?;
-                PINNED_MAPS.iter().map(|m| (*m, dir.join(m))).collect()
-            }
-            None => Vec::new(),
-        };
-        for (name, path) in &pins {
-            loader.map_pin_path(name, path.as_path());
-        }
-        let mut ebpf = loader
-            .load(object(LB_OBJECT, "lb")?)
-            .context("loading the balancer's eBPF object")?;
-        if adopted {
-            check_pinned_sizes(&ebpf, &options, maglev_elements)?;
-        }
-        for name in [
-            LB_PROGRAM,
-            REFLECT_PROGRAM,
-            BENCH_LB_PROGRAM,
-            BENCH_REFLECT_PROGRAM,
-            BENCH_GEN_PROGRAM,
-            BENCH_SINK_PROGRAM,
-        ] {
-            load_xdp(&mut ebpf, name)?;
-        }
-        let table_writer = |ebpf: &mut Ebpf, name: &'static str| -> Result<TableWriter> {
-            match ebpf.take_map(name) {
-                Some(Map::Array(data)) => {
-                    TableWriter::new(data, name, options.table_size, options.max_vips)
-                }
-                _ => bail!("map {name} missing or not an array"),
-            }
-        };
-        let tables = table_writer(&mut ebpf, "MAGLEV")?;
-        let previous = table_writer(&mut ebpf, "MAGLEV_PREVIOUS")?;
-        let sweeper = Sweeper::new(
-            dup(&ebpf, "CONN_TABLE")?,
-            dup(&ebpf, "BACKENDS")?,
-            dup(&ebpf, "VIPS")?,
-            options.table_size,
-        )?;
-        let mut balancer = Self {
-            config: take(&mut ebpf, "CONFIG")?,
-            vips: take(&mut ebpf, "VIPS")?,
-            vip_addrs: take(&mut ebpf, "VIP_ADDRS")?,
-            addr_filter: take(&mut ebpf, "ADDR_FILTER")?,
-            addr_filter_words: vec![0; ADDR_FILTER_WORDS as usize],
-            backends: take(&mut ebpf, "BACKENDS")?,
-            conn_table: take(&mut ebpf, "CONN_TABLE")?,
-            counters: Arc::new(Counters::new(
-                take(&mut ebpf, "STATS")?,
-                take(&mut ebpf, "VIP_STATS")?,
-                take(&mut ebpf, "BACKEND_STATS")?,
-            )),
-            tables,
-            previous,
-            sweeper: Some(sweeper),
-            last_flip: Default::default(),
-            options,
-            adopted,
-            ebpf,
-        };
-        if adopted {
-            balancer.addr_filter_words = balancer.read_filter()?;
-        }
-        Ok(balancer)
-    }
-
     /// Whether the maps came from an earlier agent's pins.
     pub fn adopted(&self) -> bool {
         self.adopted
@@ -318,7 +133,7 @@ impl Balancer {
     pub fn attach(&mut self, iface: &str, mode: crate::config::XdpMode) -> Result<Attachment> {
         let pin = self.options.pin_dir.as_ref().map(|d| link_pin(d, iface));
         if let Some(dir) = &self.options.pin_dir {
-            for other in pinned_links(dir)? {
+            for other in attach::pinned_links(dir)? {
                 if Some(&other) != pin.as_ref() {
                     tracing::warn!(
                         link = %other.display(),
@@ -328,7 +143,7 @@ impl Balancer {
                 }
             }
         }
-        attach_xdp(self.program(LB_PROGRAM)?, iface, mode, pin.as_deref())
+        attach::attach_xdp(self.program(LB_PROGRAM)?, iface, mode, pin.as_deref())
     }
 
     /// All backend slots in use: id and entry.
@@ -370,7 +185,7 @@ impl Balancer {
 
     /// One of the loaded programs (`LB_PROGRAM`, `REFLECT_PROGRAM`, `BENCH_*`).
     pub fn program(&mut self, name: &str) -> Result<&mut Xdp> {
-        xdp(&mut self.ebpf, name)
+        load::xdp(&mut self.ebpf, name)
     }
 
     pub fn set_config(&mut self, config: &LbConfig) -> Result<()> {
@@ -535,150 +350,15 @@ impl Balancer {
 
     /// Benchmark harness: the frame every iteration starts from.
     pub fn set_bench_frame(&mut self, frame: &BenchFrame) -> Result<()> {
-        let mut frames: Array<&mut MapData, BenchFrame> = Array::try_from(
-            self.ebpf
-                .map_mut("BENCH_FRAME")
-                .ok_or_else(|| anyhow!("map BENCH_FRAME missing"))?,
-        )?;
-        frames.set(0, frame, 0).context("writing BENCH_FRAME")
+        self.bench_frame
+            .set(0, frame, 0)
+            .context("writing BENCH_FRAME")
     }
 
-    /// Benchmark harness: frames the forwarding benchmark's sink has received, over all CPUs.
-    pub fn bench_sunk(&self) -> Result<u64> {
-        let map = self
-            .ebpf
-            .map("BENCH_SINK")
-            .ok_or_else(|| anyhow!("map BENCH_SINK missing"))?;
-        sum_u64(&PerCpuArray::try_from(map)?, 0)
+    /// Benchmark harness: one of its counters (frames restored, frames sunk), over all CPUs.
+    pub fn bench_stat(&self, stat: BenchStat) -> Result<u64> {
+        sum_u64(&self.bench_stats, stat as u32)
     }
-}
-
-/// Attach `prog` to `iface`, adopting the link pinned at `link_pin` when there is one.
-fn attach_xdp(
-    prog: &mut Xdp,
-    iface: &str,
-    mode: crate::config::XdpMode,
-    link_pin: Option<&std::path::Path>,
-) -> Result<Attachment> {
-    use crate::config::XdpMode as Mode;
-    use aya::programs::{links::FdLink, links::PinnedLink, xdp::XdpLink, XdpMode as Flags};
-    if let Some(pin) = link_pin.filter(|p| p.exists()) {
-        let pinned = PinnedLink::from_pin(pin)
-            .with_context(|| format!("opening the pinned link {}", pin.display()))?;
-        let link = XdpLink::try_from(FdLink::from(pinned))
-            .context("the pinned link is not an XDP link")?;
-        prog.attach_to_link(link)
-            .context("swapping the new program into the pinned link")?;
-        return Ok(Attachment::Adopted);
-    }
-    let (id, how) = match mode {
-        Mode::Native => (prog.attach(iface, Flags::Driver), Attachment::Native),
-        Mode::Skb => (prog.attach(iface, Flags::Skb), Attachment::Skb),
-        Mode::Auto => match prog.attach(iface, Flags::Driver) {
-            Ok(id) => (Ok(id), Attachment::Native),
-            Err(native) => {
-                tracing::warn!(
-                    %iface,
-                    error = %native,
-                    "native XDP failed, falling back to skb (generic) mode: much slower; \
-                     check the driver's XDP support with `lb-agent doctor`"
-                );
-                (prog.attach(iface, Flags::Skb), Attachment::Skb)
-            }
-        },
-    };
-    let id = id.with_context(|| format!("attaching to {iface} ({how} mode)"))?;
-    if let Some(pin) = link_pin {
-        let link = prog.take_link(id).context("taking the XDP link")?;
-        let fd_link = FdLink::try_from(link)
-            .context("the kernel gave no bpf_link for XDP (kernel too old to pin it)")?;
-        if let Some(dir) = pin.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
-        fd_link
-            .pin(pin)
-            .with_context(|| format!("pinning the XDP link at {}", pin.display()))?;
-    }
-    Ok(how)
-}
-
-/// Detach the program behind the link pinned at `pin` by removing the pin (the last reference).
-pub fn detach_pinned(pin: &std::path::Path) -> Result<()> {
-    use aya::programs::links::PinnedLink;
-    let pinned = PinnedLink::from_pin(pin)
-        .with_context(|| format!("opening the pinned link {}", pin.display()))?;
-    drop(pinned.unpin().context("unpinning the XDP link")?);
-    Ok(())
-}
-
-/// Pinned maps keep the sizes they were created with; adopting them with other sizes would
-/// index past their ends.
-fn check_pinned_sizes(ebpf: &Ebpf, options: &LoadOptions, maglev_elements: u32) -> Result<()> {
-    let entry = map_data(ebpf, "CONN_TABLE")?
-        .info()
-        .context("reading map info")?
-        .value_size();
-    if entry as usize != std::mem::size_of::<FlowState>() {
-        bail!(
-            "the pinned maps were made by an agent with another map layout (connection-table \
-             entries of {entry} bytes, this agent's are {}): remove the pin directory {} and \
-             restart (this drops the connection table)",
-            std::mem::size_of::<FlowState>(),
-            options
-                .pin_dir
-                .as_ref()
-                .map_or(String::new(), |d| d.display().to_string())
-        );
-    }
-    for (name, want) in [
-        ("MAGLEV", maglev_elements),
-        ("MAGLEV_PREVIOUS", maglev_elements),
-        ("VIPS", options.max_vips),
-        ("CONN_TABLE", options.conn_table_entries),
-    ] {
-        let have = map_data(ebpf, name)?
-            .info()
-            .context("reading map info")?
-            .max_entries();
-        if have != want {
-            bail!(
-                "the pinned map {name} holds {have} entries but the configuration asks for {want} \
-                 (table_size, max_vips or conn_table_size changed): keep the old sizes, or remove \
-                 the pin directory {} to start afresh (this drops the connection table)",
-                options
-                    .pin_dir
-                    .as_ref()
-                    .map_or(String::new(), |d| d.display().to_string())
-            );
-        }
-    }
-    Ok(())
-}
-
-/// Balancer links pinned in `dir`, whatever their interface.
-fn pinned_links(dir: &std::path::Path) -> Result<Vec<PathBuf>> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Ok(Vec::new());
-    };
-    Ok(entries
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(LINK_PIN_PREFIX))
-        .map(|e| e.path())
-        .collect())
-}
-
-/// Remove the pinned links (detaching the program) and the pinned maps.
-pub fn unpin_all(pin_dir: &std::path::Path) -> Result<()> {
-    for link in pinned_links(pin_dir)? {
-        detach_pinned(&link)?;
-    }
-    for name in PINNED_MAPS {
-        let path = pin_dir.join(name);
-        if path.exists() {
-            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
-        }
-    }
-    Ok(())
 }
 
 fn sum_u64<T: std::borrow::Borrow<MapData>>(map: &PerCpuArray<T, u64>, index: u32) -> Result<u64> {
@@ -698,53 +378,4 @@ fn sum_traffic(map: &PerCpuArray<MapData, TrafficCounters>, index: u32) -> Resul
             packets: acc.packets + v.packets,
             bytes: acc.bytes + v.bytes,
         }))
-}
-
-/// The backend-side decapsulation program.
-pub struct Decap {
-    ebpf: Ebpf,
-    locals: HashMap<MapData, AddrKey, u32>,
-    stats: PerCpuArray<MapData, u64>,
-}
-
-impl Decap {
-    pub fn load() -> Result<Self> {
-        let mut ebpf = loader()
-            .load(object(DECAP_OBJECT, "decap")?)
-            .context("loading the decap eBPF object")?;
-        for name in [DECAP_PROGRAM, PASS_PROGRAM] {
-            load_xdp(&mut ebpf, name)?;
-        }
-        Ok(Self {
-            locals: take(&mut ebpf, "DECAP_DSTS")?,
-            stats: take(&mut ebpf, "STATS")?,
-            ebpf,
-        })
-    }
-
-    pub fn program(&mut self, name: &str) -> Result<&mut Xdp> {
-        xdp(&mut self.ebpf, name)
-    }
-
-    /// Attach `xdp_decap` to `iface`, pinning its link at `link_pin` so it stays after this
-    /// process exits; an existing pin is reused (the program is swapped in place).
-    pub fn attach(
-        &mut self,
-        iface: &str,
-        mode: crate::config::XdpMode,
-        link_pin: &std::path::Path,
-    ) -> Result<Attachment> {
-        attach_xdp(self.program(DECAP_PROGRAM)?, iface, mode, Some(link_pin))
-    }
-
-    /// Decapsulate tunnel packets addressed to `addr`.
-    pub fn add_local(&mut self, addr: IpAddr) -> Result<()> {
-        self.locals
-            .insert(AddrKey::new(addr), 1, 0)
-            .with_context(|| format!("adding {addr} to DECAP_DSTS"))
-    }
-
-    pub fn stat(&self, stat: Stat) -> Result<u64> {
-        sum_u64(&self.stats, stat as u32)
-    }
 }

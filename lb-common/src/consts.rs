@@ -1,5 +1,14 @@
 //! Every constant the data path and the agent agree on, in one place.
 
+use network_types::{
+    eth::{EthHdr, EtherType},
+    icmp::Icmpv4Hdr,
+    ip::{IpProto, Ipv4Hdr, Ipv6Hdr},
+    tcp::TcpHdr,
+    udp::UdpHdr,
+    vlan::VlanHdr,
+};
+
 /// Default Maglev table size per VIP (prime). A deployment may choose another prime at load time.
 pub const DEFAULT_TABLE_SIZE: u32 = 65537;
 /// Default capacity of the VIP maps; each VIP owns two tables of `table_size` slots.
@@ -12,6 +21,8 @@ pub const SLOTS_PER_ELEMENT: u32 = 4;
 pub const MAX_BACKENDS: u32 = 16384;
 /// Default connection-table capacity compiled into the object; the agent sets its own.
 pub const DEFAULT_CONN_TABLE_ENTRIES: u32 = 65536;
+/// Capacity of the decap program's `DECAP_DSTS` (the backend's own tunnel addresses).
+pub const DECAP_MAX_LOCALS: u32 = 64;
 /// Words of the `ADDR_FILTER` bitmap (64 bits each): 65536 bits, so a few hundred VIP addresses
 /// leave well under 1% of other addresses to a false positive (which costs one lookup).
 pub const ADDR_FILTER_WORDS: u32 = 1024;
@@ -23,26 +34,38 @@ pub const DEFAULT_OUTER_TTL: u8 = 64;
 /// Length of the frame the bench harness restores before each iteration.
 pub const BENCH_FRAME_LEN: usize = 128;
 
-// Wire constants.
-pub const ETH_HDR_LEN: usize = 14;
-pub const VLAN_HDR_LEN: usize = 4;
-pub const IPV4_HDR_LEN: usize = 20;
-pub const IPV6_HDR_LEN: usize = 40;
-pub const TCP_HDR_LEN: usize = 20;
-pub const UDP_HDR_LEN: usize = 8;
-pub const ICMP_HDR_LEN: usize = 8;
+// Wire constants, taken from `network-types` (constants only: its header structs keep
+// multi-byte fields as byte arrays, which the BPF backend reads byte by byte; see
+// docs/design.md). EtherTypes are host order here; the data path compares `.to_be()`.
+pub const ETH_HDR_LEN: usize = EthHdr::LEN;
+pub const VLAN_HDR_LEN: usize = VlanHdr::LEN;
+pub const IPV4_HDR_LEN: usize = Ipv4Hdr::LEN;
+pub const IPV6_HDR_LEN: usize = Ipv6Hdr::LEN;
+pub const TCP_HDR_LEN: usize = TcpHdr::LEN;
+pub const UDP_HDR_LEN: usize = UdpHdr::LEN;
+pub const ICMP_HDR_LEN: usize = Icmpv4Hdr::LEN;
 
-pub const ETH_P_IP: u16 = 0x0800;
-pub const ETH_P_IPV6: u16 = 0x86dd;
-pub const ETH_P_8021Q: u16 = 0x8100;
-pub const ETH_P_8021AD: u16 = 0x88a8;
+pub const ETH_P_IP: u16 = u16::from_be(EtherType::Ipv4 as u16);
+pub const ETH_P_IPV6: u16 = u16::from_be(EtherType::Ipv6 as u16);
+pub const ETH_P_8021Q: u16 = u16::from_be(EtherType::Ieee8021q as u16);
+pub const ETH_P_8021AD: u16 = u16::from_be(EtherType::Ieee8021ad as u16);
 
-pub const IPPROTO_IPIP: u8 = 4;
-pub const IPPROTO_TCP: u8 = 6;
-pub const IPPROTO_UDP: u8 = 17;
-pub const IPPROTO_IPV6: u8 = 41;
-pub const IPPROTO_ICMP: u8 = 1;
-pub const IPPROTO_ICMPV6: u8 = 58;
+pub const IPPROTO_IPIP: u8 = IpProto::Ipv4 as u8;
+pub const IPPROTO_TCP: u8 = IpProto::Tcp as u8;
+pub const IPPROTO_UDP: u8 = IpProto::Udp as u8;
+pub const IPPROTO_IPV6: u8 = IpProto::Ipv6 as u8;
+pub const IPPROTO_ICMP: u8 = IpProto::Icmp as u8;
+pub const IPPROTO_ICMPV6: u8 = IpProto::Ipv6Icmp as u8;
+
+/// IPv6 extension headers the balancer drops in front of the transport header.
+pub const NEXTHDR_HOP: u8 = IpProto::HopOpt as u8;
+pub const NEXTHDR_ROUTING: u8 = IpProto::Ipv6Route as u8;
+pub const NEXTHDR_FRAGMENT: u8 = IpProto::Ipv6Frag as u8;
+pub const NEXTHDR_AUTH: u8 = IpProto::Ah as u8;
+pub const NEXTHDR_DEST: u8 = IpProto::Ipv6Opts as u8;
+pub const NEXTHDR_MOBILITY: u8 = IpProto::MobilityHeader as u8;
+pub const NEXTHDR_HIP: u8 = IpProto::Hip as u8;
+pub const NEXTHDR_SHIM6: u8 = IpProto::Shim6 as u8;
 
 /// IPv4 flags/fragment-offset field: MF bit and offset mask (host order).
 pub const IPV4_MF: u16 = 0x2000;
@@ -67,3 +90,47 @@ pub const ICMPV6_PARAM_PROB: u8 = 4;
 pub const ICMP_V4_QUOTE_LEN: usize = 64;
 /// Bytes quoted in a generated ICMPv6 "packet too big".
 pub const ICMP_V6_QUOTE_LEN: usize = 128;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The values the data path was written against (network-types is pinned, but a header
+    /// length or protocol number changing under us must not go unnoticed).
+    #[test]
+    fn wire_constants_are_the_standard_ones() {
+        assert_eq!(
+            [ETH_HDR_LEN, VLAN_HDR_LEN, IPV4_HDR_LEN, IPV6_HDR_LEN],
+            [14, 4, 20, 40]
+        );
+        assert_eq!([TCP_HDR_LEN, UDP_HDR_LEN, ICMP_HDR_LEN], [20, 8, 8]);
+        assert_eq!(
+            [ETH_P_IP, ETH_P_IPV6, ETH_P_8021Q, ETH_P_8021AD],
+            [0x0800, 0x86dd, 0x8100, 0x88a8]
+        );
+        assert_eq!(
+            [
+                IPPROTO_ICMP,
+                IPPROTO_IPIP,
+                IPPROTO_TCP,
+                IPPROTO_UDP,
+                IPPROTO_IPV6,
+                IPPROTO_ICMPV6
+            ],
+            [1, 4, 6, 17, 41, 58]
+        );
+        assert_eq!(
+            [
+                NEXTHDR_HOP,
+                NEXTHDR_ROUTING,
+                NEXTHDR_FRAGMENT,
+                NEXTHDR_AUTH,
+                NEXTHDR_DEST,
+                NEXTHDR_MOBILITY,
+                NEXTHDR_HIP,
+                NEXTHDR_SHIM6
+            ],
+            [0, 43, 44, 51, 60, 135, 139, 140]
+        );
+    }
+}

@@ -8,10 +8,13 @@
 
 pub mod consts;
 pub mod hash;
+pub mod maps;
+mod stats;
 
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 pub use consts::*;
+pub use stats::{BenchStat, DecapStat, Stat, BENCH_STAT_COUNT, DECAP_STAT_COUNT, STAT_COUNT};
 
 /// Address family tag stored in keys and backends.
 pub const FAMILY_V4: u8 = 4;
@@ -170,6 +173,29 @@ pub struct FlowKey {
     pub _pad: [u8; 2],
 }
 
+impl FlowKey {
+    /// A flow as the data path reads it off the wire (addresses and ports in network order).
+    #[inline(always)]
+    pub const fn new(
+        src: [u32; 4],
+        dst: [u32; 4],
+        src_port: u16,
+        dst_port: u16,
+        proto: u8,
+        family: u8,
+    ) -> Self {
+        Self {
+            src,
+            dst,
+            src_port,
+            dst_port,
+            proto,
+            family,
+            _pad: [0; 2],
+        }
+    }
+}
+
 /// Value of `CONN_TABLE`. Entries exist only for flows in moved slots (see [`Slot`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -322,118 +348,6 @@ pub struct TrafficCounters {
     pub bytes: u64,
 }
 
-/// Index into the per-CPU `STATS` array (one u64 each) of the balancer program.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stat {
-    /// Not addressed to a VIP: handed to the host stack untouched.
-    PassNotVip = 0,
-    /// Invalid header that cannot be tied to a VIP address: handed to the host, which drops it.
-    PassMalformed,
-    /// Forwarded (XDP_TX) to a backend, encapsulated.
-    Forwarded,
-    /// Routed by a stable slot of the VIP's table: no connection-table access.
-    StableSlot,
-    /// Moved slot: a live connection-table entry gave the backend.
-    ConnHit,
-    /// Moved slot, TCP SYN: the slot's backend, and a new entry.
-    ConnMissSyn,
-    /// Moved slot, TCP non-SYN without an entry: a flow from before the move (or one that
-    /// moved between balancers or was evicted).
-    ConnMissNonSyn,
-    ConnMissUdp,
-    /// Moved slot, no entry: sent to the slot's previous backend, where it began.
-    MovedToPrevious,
-    /// Moved slot, an entry whose backend went down or was replaced: re-selected from the table.
-    ConnStale,
-    /// New entry not stored because the per-CPU new-flow rate was above the limit.
-    ConnInsertSkipped,
-    /// ICMP error about a VIP flow, forwarded to that flow's backend.
-    IcmpErrorForwarded,
-    /// "Fragmentation needed" / "packet too big" sent back to a client.
-    IcmpTooBigSent,
-    /// bpf_xdp_adjust_head/tail failed while building an encapsulated frame or ICMP reply.
-    EncapFailed,
-    DropFragment,
-    DropIpv4Options,
-    DropIpv6ExtHeader,
-    DropMalformed,
-    /// The VIP's table has no backend (all down with `all_down = "drop"`, or not yet filled).
-    DropNoBackend,
-    /// The agent has not written `CONFIG` yet.
-    DropUnconfigured,
-    /// Decap program: tunnel packet for this host, outer header removed.
-    Decapsulated,
-    /// Decap program: anything else, untouched.
-    DecapPass,
-    /// Decap program: tunnel packet whose inner header is invalid.
-    DecapDropMalformed,
-    /// Bench harness: frame restored before an iteration.
-    BenchRestored,
-}
-
-/// Number of `Stat` slots (size of the `STATS` array).
-pub const STAT_COUNT: u32 = Stat::BenchRestored as u32 + 1;
-
-impl Stat {
-    pub const ALL: [Stat; STAT_COUNT as usize] = [
-        Stat::PassNotVip,
-        Stat::PassMalformed,
-        Stat::Forwarded,
-        Stat::StableSlot,
-        Stat::ConnHit,
-        Stat::ConnMissSyn,
-        Stat::ConnMissNonSyn,
-        Stat::ConnMissUdp,
-        Stat::MovedToPrevious,
-        Stat::ConnStale,
-        Stat::ConnInsertSkipped,
-        Stat::IcmpErrorForwarded,
-        Stat::IcmpTooBigSent,
-        Stat::EncapFailed,
-        Stat::DropFragment,
-        Stat::DropIpv4Options,
-        Stat::DropIpv6ExtHeader,
-        Stat::DropMalformed,
-        Stat::DropNoBackend,
-        Stat::DropUnconfigured,
-        Stat::Decapsulated,
-        Stat::DecapPass,
-        Stat::DecapDropMalformed,
-        Stat::BenchRestored,
-    ];
-
-    /// Stable snake_case name, used for metrics labels and `stats` output.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Stat::PassNotVip => "pass_not_vip",
-            Stat::PassMalformed => "pass_malformed",
-            Stat::Forwarded => "forwarded",
-            Stat::StableSlot => "stable_slot",
-            Stat::ConnHit => "conn_hit",
-            Stat::ConnMissSyn => "conn_miss_syn",
-            Stat::ConnMissNonSyn => "conn_miss_non_syn",
-            Stat::ConnMissUdp => "conn_miss_udp",
-            Stat::MovedToPrevious => "moved_to_previous",
-            Stat::ConnStale => "conn_stale",
-            Stat::ConnInsertSkipped => "conn_insert_skipped",
-            Stat::IcmpErrorForwarded => "icmp_error_forwarded",
-            Stat::IcmpTooBigSent => "icmp_too_big_sent",
-            Stat::EncapFailed => "encap_failed",
-            Stat::DropFragment => "drop_fragment",
-            Stat::DropIpv4Options => "drop_ipv4_options",
-            Stat::DropIpv6ExtHeader => "drop_ipv6_ext_header",
-            Stat::DropMalformed => "drop_malformed",
-            Stat::DropNoBackend => "drop_no_backend",
-            Stat::DropUnconfigured => "drop_unconfigured",
-            Stat::Decapsulated => "decapsulated",
-            Stat::DecapPass => "decap_pass",
-            Stat::DecapDropMalformed => "decap_drop_malformed",
-            Stat::BenchRestored => "bench_restored",
-        }
-    }
-}
-
 /// Backend id stored in a Maglev slot that has no backend.
 pub const NO_BACKEND: u32 = u32::MAX;
 
@@ -521,15 +435,5 @@ mod tests {
         assert_eq!(Slot::stable(NO_BACKEND), Slot::EMPTY);
         assert_eq!(Slot::moved(0, Some(0)).previous(), Some(0));
         assert_eq!(Slot::moved(0, Some(NO_BACKEND)).previous(), None);
-    }
-
-    #[test]
-    fn stat_names_are_unique_and_indexed_in_order() {
-        for (i, s) in Stat::ALL.iter().enumerate() {
-            assert_eq!(*s as usize, i);
-            for t in &Stat::ALL[i + 1..] {
-                assert_ne!(s.name(), t.name());
-            }
-        }
     }
 }

@@ -4,7 +4,7 @@
 //! the hot path). Headers sit at 2-byte aligned offsets; BPF on x86-64 and arm64 accepts
 //! unaligned packet access (the verifier only enforces alignment with BPF_F_STRICT_ALIGNMENT),
 //! and whole-word access is several times cheaper than the byte-wise code that byte-array
-//! layouts (as in `network-types`) make the BPF backend emit.
+//! layouts (as in `network-types`, whose constants lb-common uses) make the BPF backend emit.
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -76,3 +76,14 @@ pub struct IcmpHdr {
 
 /// Offset of the flags byte in the TCP header.
 pub const TCP_FLAGS_OFFSET: usize = 13;
+
+// Our layouts and network-types' header lengths (lb-common's constants) must agree.
+const _: () = {
+    use core::mem::size_of;
+    use lb_common::{ETH_HDR_LEN, ICMP_HDR_LEN, IPV4_HDR_LEN, IPV6_HDR_LEN, VLAN_HDR_LEN};
+    assert!(size_of::<EthHdr>() == ETH_HDR_LEN);
+    assert!(size_of::<VlanHdr>() == VLAN_HDR_LEN);
+    assert!(size_of::<Ipv4Hdr>() == IPV4_HDR_LEN);
+    assert!(size_of::<Ipv6Hdr>() == IPV6_HDR_LEN);
+    assert!(size_of::<IcmpHdr>() == ICMP_HDR_LEN);
+};

@@ -402,6 +402,60 @@ fn icmp4_error_about(client_port: u16) -> Vec<u8> {
     out
 }
 
+/// As [`icmp4_error_about`], quoting the backend's reply with `payload` bytes of data, so the
+/// error's IP packet is 68 + `payload` bytes long.
+fn icmp4_error_quoting(client_port: u16, payload: usize) -> Vec<u8> {
+    let reply = frames::tcp4(WEB, 80, CLIENT, client_port, Tcp::Ack, &vec![0x5a; payload]);
+    let router = Ipv4Addr::new(198, 18, 50, 1);
+    let mut out = Vec::new();
+    etherparse::PacketBuilder::ethernet2(frames::ROUTER_MAC, frames::LB_MAC)
+        .ipv4(router.octets(), WEB.octets(), 60)
+        .icmpv4_raw(3, 4, [0, 0, 0x05, 0x00])
+        .write(&mut out, &reply[L3..])
+        .expect("writing to a Vec");
+    out
+}
+
+#[test]
+fn icmp_error_too_big_to_encapsulate_is_dropped_not_answered() -> Result<()> {
+    let (mut lab, key) = web_lab()?;
+    // 20 (IP) + 8 (ICMP) + 40 (quoted IP and TCP) + payload: one byte over once encapsulated.
+    let payload = MTU as usize - 20 - 68 + 1;
+    let error = icmp4_error_quoting(40050, payload);
+    assert_eq!(error.len() - 14 + 20, MTU as usize + 1);
+    assert_dropped(&mut lab, &error, Stat::DropIcmpErrorTooBig)?;
+    assert_eq!(lab.lb.stat(Stat::IcmpTooBigSent)?, 0);
+    assert_eq!(lab.lb.stat(Stat::EncapFailed)?, 0);
+    // One byte less fits: forwarded to the flow's backend.
+    let error = icmp4_error_quoting(40050, payload - 1);
+    let flow = flow_of(&frames::tcp4(CLIENT, 40050, WEB, 80, Tcp::Ack, &[]))?;
+    let backend = lab.predict(&key, &flow, &V4_BACKENDS)?;
+    let expected = encapsulated(
+        &error,
+        backend_addr(&lab.lb, backend)?,
+        &lab.outer(),
+        lab.hash(&flow),
+    );
+    let (verdict, out) = lab.run(&error)?;
+    assert_eq!(verdict, XDP_TX);
+    assert_eq!(hex(&out), hex(&expected));
+    assert_eq!(lab.lb.stat(Stat::IcmpErrorForwarded)?, 1);
+    Ok(())
+}
+
+#[test]
+fn oversize_frame_whose_answer_cannot_be_built_is_dropped() -> Result<()> {
+    let (mut lab, _) = web_lab()?;
+    let payload = vec![0xab; MTU as usize - 40];
+    let mut frame = frames::tcp4(CLIENT, 40031, WEB, 80, Tcp::Ack, &payload);
+    // Bytes past the IP length (an Ethernet trailer): the quote would be guessed, so no answer.
+    frame.extend_from_slice(&[0; 4]);
+    assert_dropped(&mut lab, &frame, Stat::IcmpTooBigFailed)?;
+    assert_eq!(lab.lb.stat(Stat::IcmpTooBigSent)?, 0);
+    assert_eq!(lab.lb.stat(Stat::EncapFailed)?, 0);
+    Ok(())
+}
+
 #[test]
 fn icmp_error_follows_the_flow_it_is_about() -> Result<()> {
     let (mut lab, key) = web_lab()?;

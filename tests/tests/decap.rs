@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use lb_agent::dataplane::{Decap, DECAP_PROGRAM};
-use lb_common::Stat;
+use lb_common::DecapStat;
 use lb_tests::{
     expect::{decapsulated, encapsulated, Outer},
     frames::{self, Tcp},
@@ -53,7 +53,7 @@ fn every_tunnel_combination_is_stripped_to_the_inner_frame() -> Result<()> {
         // The inner frame keeps the tunnel frame's MACs and carries the client's packet intact.
         assert_eq!(&out[14..], &inner[14..]);
     }
-    assert_eq!(d.stat(Stat::Decapsulated)?, 4);
+    assert_eq!(d.stat(DecapStat::Decapsulated)?, 4);
     Ok(())
 }
 
@@ -85,8 +85,8 @@ fn other_traffic_is_untouched() -> Result<()> {
         assert_eq!(verdict, XDP_PASS);
         assert_eq!(out, frame);
     }
-    assert_eq!(d.stat(Stat::DecapPass)?, 4);
-    assert_eq!(d.stat(Stat::Decapsulated)?, 0);
+    assert_eq!(d.stat(DecapStat::Pass)?, 4);
+    assert_eq!(d.stat(DecapStat::Decapsulated)?, 0);
     Ok(())
 }
 
@@ -103,6 +103,6 @@ fn tunnel_with_a_broken_inner_header_is_dropped() -> Result<()> {
     let tunnel = encapsulated(&inner, HOST.into(), &OUTER, 0);
     let (verdict, _) = run(&mut d, &tunnel[..14 + 20 + 10])?;
     assert_eq!(verdict, XDP_DROP);
-    assert_eq!(d.stat(Stat::DecapDropMalformed)?, 2);
+    assert_eq!(d.stat(DecapStat::DropMalformed)?, 2);
     Ok(())
 }

@@ -7,7 +7,7 @@
 
 use crate::maglev::moves::Claim;
 use anyhow::{Context, Result};
-use aya::maps::{Array, HashMap, Map, MapData, MapError};
+use aya::maps::{Array, HashMap, MapData, MapError};
 use lb_common::{hash::table_slot, Backend, FlowKey, FlowState, VipKey, VipMeta};
 use std::time::{Duration, Instant};
 
@@ -33,13 +33,19 @@ pub struct Sweep {
 }
 
 impl Sweeper {
-    pub fn new(conn_table: Map, backends: Map, vips: Map, table_size: u32) -> Result<Self> {
-        Ok(Self {
-            conn_table: conn_table.try_into().context("CONN_TABLE")?,
-            backends: backends.try_into().context("BACKENDS")?,
-            vips: vips.try_into().context("VIPS")?,
+    /// `conn_table`, `backends` and `vips`: the sweeper's own descriptors of those maps.
+    pub fn new(
+        conn_table: HashMap<MapData, FlowKey, FlowState>,
+        backends: Array<MapData, Backend>,
+        vips: HashMap<MapData, VipKey, VipMeta>,
+        table_size: u32,
+    ) -> Self {
+        Self {
+            conn_table,
+            backends,
+            vips,
             table_size,
-        })
+        }
     }
 
     /// One pass over the connection table.

@@ -9,7 +9,7 @@
 use anyhow::{bail, ensure, Context, Result};
 use aya::programs::{TestRun, TestRunOptions};
 use lb_agent::dataplane::{BENCH_LB_PROGRAM, BENCH_REFLECT_PROGRAM, LB_PROGRAM, REFLECT_PROGRAM};
-use lb_common::{BenchFrame, Stat, BENCH_VARY_NONE, BENCH_VARY_V4, IPPROTO_TCP};
+use lb_common::{BenchFrame, BenchStat, Stat, BENCH_VARY_NONE, BENCH_VARY_V4, IPPROTO_TCP};
 use lb_tests::{
     benchkit::{self, median},
     frames::{self, Tcp},
@@ -254,7 +254,7 @@ fn measure(lab: &mut Lab, case: &Case) -> Result<f64> {
     if let Some(frame) = &case.prime {
         lab.run(frame)?;
     }
-    let restored = lab.lb.stat(Stat::BenchRestored)?;
+    let restored = lab.lb.bench_stat(BenchStat::Restored)?;
     let proof_before = case.proof.map(|s| lab.lb.stat(s)).transpose()?;
     let result = lab
         .lb
@@ -274,7 +274,7 @@ fn measure(lab: &mut Lab, case: &Case) -> Result<f64> {
     );
     let harnessed = case.program == BENCH_LB_PROGRAM || case.program == BENCH_REFLECT_PROGRAM;
     ensure!(
-        !harnessed || lab.lb.stat(Stat::BenchRestored)? - restored == ITERATIONS as u64,
+        !harnessed || lab.lb.bench_stat(BenchStat::Restored)? - restored == ITERATIONS as u64,
         "{}: not every iteration restored the frame",
         case.name
     );

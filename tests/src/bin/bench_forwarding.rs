@@ -21,7 +21,9 @@ use aya::{
 use lb_agent::dataplane::{
     BENCH_GEN_PROGRAM, BENCH_LB_PROGRAM, BENCH_SINK_PROGRAM, LB_PROGRAM, REFLECT_PROGRAM,
 };
-use lb_common::{BenchFrame, Stat, BENCH_FRAME_LEN, BENCH_VARY_V4, BENCH_VARY_V6, IPPROTO_TCP};
+use lb_common::{
+    BenchFrame, BenchStat, Stat, BENCH_FRAME_LEN, BENCH_VARY_V4, BENCH_VARY_V6, IPPROTO_TCP,
+};
 use lb_tests::{
     benchkit::{cpu_ns, pin},
     benchkit::{median, template},
@@ -389,9 +391,9 @@ impl Bench {
         self.attach(name)?;
         let counters = |lb: &lb_agent::dataplane::Balancer| -> Result<[u64; 3]> {
             Ok([
-                lb.stat(Stat::BenchRestored)?,
+                lb.bench_stat(BenchStat::Restored)?,
                 lb.stat(Stat::Forwarded)?,
-                lb.bench_sunk()?,
+                lb.bench_stat(BenchStat::Sunk)?,
             ])
         };
         self.settle(name)?;

@@ -8,33 +8,35 @@
 
 use aya_ebpf::{
     bindings::xdp_action,
-    macros::{map, xdp},
+    macros::xdp,
     maps::{HashMap, PerCpuArray},
     programs::XdpContext,
 };
 use lb_common::{
-    AddrKey, Stat, ETH_P_IP, ETH_P_IPV6, FAMILY_V4, FAMILY_V6, IPPROTO_IPIP, IPPROTO_IPV6,
-    IPV4_FRAG_OFFSET_MASK, IPV4_HDR_LEN, IPV4_MF, IPV6_HDR_LEN, STAT_COUNT,
+    AddrKey, DecapStat, DECAP_MAX_LOCALS, DECAP_STAT_COUNT, ETH_P_IP, ETH_P_IPV6, FAMILY_V4,
+    FAMILY_V6, IPPROTO_IPIP, IPPROTO_IPV6, IPV4_FRAG_OFFSET_MASK, IPV4_HDR_LEN, IPV4_MF,
+    IPV6_HDR_LEN,
 };
 use lb_ebpf::{
     hdr::{Ipv4Hdr, Ipv6Hdr},
+    increment,
     l2::{self, L2},
+    named_map,
     packet::{adjust_head, ptr_at, read_at},
 };
 
-/// Local addresses this host decapsulates for (value unused), written by `lb-agent decap`.
-#[map]
-static DECAP_DSTS: HashMap<AddrKey, u32> = HashMap::with_max_entries(64, 0);
+named_map! {
+    /// Local addresses this host decapsulates for (value unused), written by `lb-agent decap`.
+    static DECAP_DSTS: HashMap<AddrKey, u32> = HashMap::with_max_entries(DECAP_MAX_LOCALS, 0);
+}
 
-#[map]
-static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
+named_map! {
+    static DECAP_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DECAP_STAT_COUNT, 0);
+}
 
 #[inline(always)]
-fn count(stat: Stat) {
-    if let Some(c) = STATS.get_ptr_mut(stat as u32) {
-        // SAFETY: per-CPU slot, no other writer while this program runs on this CPU.
-        unsafe { *c += 1 };
-    }
+fn count(stat: DecapStat) {
+    increment(&DECAP_STATS, stat as u32)
 }
 
 /// A tunnel packet to strip: outer header length and the inner EtherType.
@@ -52,7 +54,7 @@ enum Verdict {
 #[xdp]
 pub fn xdp_decap(ctx: XdpContext) -> u32 {
     let Some(l2) = l2::parse(&ctx) else {
-        count(Stat::DecapPass);
+        count(DecapStat::Pass);
         return xdp_action::XDP_PASS;
     };
     let verdict = if l2.proto == ETH_P_IP.to_be() {
@@ -64,11 +66,11 @@ pub fn xdp_decap(ctx: XdpContext) -> u32 {
     };
     match verdict {
         Verdict::Pass => {
-            count(Stat::DecapPass);
+            count(DecapStat::Pass);
             xdp_action::XDP_PASS
         }
         Verdict::Malformed => {
-            count(Stat::DecapDropMalformed);
+            count(DecapStat::DropMalformed);
             xdp_action::XDP_DROP
         }
         Verdict::Strip(tunnel) => strip(&ctx, &l2, &tunnel),
@@ -162,10 +164,10 @@ fn strip(ctx: &XdpContext, l2: &L2, tunnel: &Tunnel) -> u32 {
     if !adjust_head(ctx, tunnel.outer_len as i32)
         || !l2::write(ctx, l2.eth.dst, l2.eth.src, l2.tag, tunnel.inner_proto)
     {
-        count(Stat::DecapDropMalformed);
+        count(DecapStat::DropMalformed);
         return xdp_action::XDP_DROP;
     }
-    count(Stat::Decapsulated);
+    count(DecapStat::Decapsulated);
     xdp_action::XDP_PASS
 }
 

@@ -4,15 +4,16 @@
 //! The same restore makes the live-frames generator (`xdp_bench_gen`): in that mode the kernel
 //! recycles pages that may still hold what the balancer wrote, so every frame is written whole.
 
-use crate::{
-    counters::count,
-    maps::{BENCH_FRAME, BENCH_SINK, STATS},
-};
+use crate::maps::{BENCH_FRAME, BENCH_STATS};
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{
-    Stat, BENCH_FRAME_LEN, BENCH_VARY_V4, BENCH_VARY_V6, ETH_HDR_LEN, IPV4_HDR_LEN, IPV6_HDR_LEN,
+    BenchStat, BENCH_FRAME_LEN, BENCH_VARY_V4, BENCH_VARY_V6, ETH_HDR_LEN, IPV4_HDR_LEN,
+    IPV6_HDR_LEN,
 };
-use lb_ebpf::packet::{adjust_head, is_exactly, ptr_at};
+use lb_ebpf::{
+    increment,
+    packet::{adjust_head, is_exactly, ptr_at},
+};
 
 /// Restore the template frame; false if the frame is not one the harness produced.
 #[inline(always)]
@@ -39,7 +40,7 @@ pub fn restore(ctx: &XdpContext) -> bool {
         BENCH_VARY_V6 => new_flow::<V6_SRC_LAST, { ETH_HDR_LEN + IPV6_HDR_LEN }>(ctx, flows),
         _ => {}
     }
-    count(Stat::BenchRestored);
+    increment(&BENCH_STATS, BenchStat::Restored as u32);
     true
 }
 
@@ -51,7 +52,10 @@ const V6_SRC_LAST: usize = ETH_HDR_LEN + 23;
 /// or modulo `flows`, whose bits above the port's 16 go into the source address's last byte.
 #[inline(always)]
 fn new_flow<const ADDR: usize, const PORT: usize>(ctx: &XdpContext, flows: u32) {
-    let n = STATS.get(Stat::BenchRestored as u32).copied().unwrap_or(0);
+    let n = BENCH_STATS
+        .get(BenchStat::Restored as u32)
+        .copied()
+        .unwrap_or(0);
     let flow = match n.checked_rem(flows as u64) {
         Some(flow) => {
             if let Some(byte) = ptr_at::<u8>(ctx, ADDR) {
@@ -71,9 +75,6 @@ fn new_flow<const ADDR: usize, const PORT: usize>(ctx: &XdpContext, flows: u32) 
 /// Counting sink of the forwarding benchmark: what the balancer sent back arrives here.
 #[inline(always)]
 pub fn sink() -> u32 {
-    if let Some(c) = BENCH_SINK.get_ptr_mut(0) {
-        // SAFETY: per-CPU slot, no other writer while this program runs on this CPU.
-        unsafe { *c += 1 };
-    }
+    increment(&BENCH_STATS, BenchStat::Sunk as u32);
     xdp_action::XDP_DROP
 }

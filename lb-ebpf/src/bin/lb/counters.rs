@@ -1,16 +1,14 @@
-//! Per-CPU counters. Array lookups on per-CPU arrays are inlined by the verifier, so a count
-//! costs a few instructions and no atomic operation.
+//! Per-CPU counters: the balancer's events (`Stat`, in `STATS`) and traffic per VIP and per
+//! backend.
 
 use crate::maps::{BACKEND_STATS, STATS, VIP_STATS};
 use aya_ebpf::maps::PerCpuArray;
 use lb_common::{Stat, TrafficCounters};
+use lb_ebpf::increment;
 
 #[inline(always)]
 pub fn count(stat: Stat) {
-    if let Some(c) = STATS.get_ptr_mut(stat as u32) {
-        // SAFETY: per-CPU slot, no other writer while this program runs on this CPU.
-        unsafe { *c += 1 };
-    }
+    increment(&STATS, stat as u32)
 }
 
 #[inline(always)]

@@ -21,11 +21,13 @@ pub fn forward<const L3: usize>(
     flow: &FlowKey,
     kind: FlowKind,
 ) -> u32 {
-    let Some(cfg) = CONFIG.get(0) else {
-        return drop(Stat::DropUnconfigured);
-    };
     let Some(vip) = vip::lookup(flow.dst, flow.family, flow.dst_port, flow.proto) else {
         return pass(Stat::PassNotVip);
+    };
+    // Before anything that may write the connection table: an unconfigured balancer keeps none.
+    let cfg = match CONFIG.get(0) {
+        Some(cfg) if cfg.ready != 0 => cfg,
+        _ => return drop(Stat::DropUnconfigured),
     };
     // The 5-tuple hash also varies the outer header per flow, identically on every packet.
     let hash = flow_key_hash(flow, 0);
@@ -109,14 +111,11 @@ fn send<const L3: usize>(
     kind: FlowKind,
 ) -> u32 {
     let backend = choice.backend;
-    if cfg.ready == 0 {
-        return drop(Stat::DropUnconfigured);
-    }
     let outer = encap::outer_len(backend);
     if pkt.ip_len + outer > cfg.mtu as usize {
         // Never answer an ICMP error with another one (RFC 1122 3.2.2, RFC 4443 2.4).
         if kind == FlowKind::IcmpError {
-            return drop(Stat::EncapFailed);
+            return drop(Stat::DropIcmpErrorTooBig);
         }
         return icmp::too_big::<L3>(ctx, pkt, cfg.mtu.saturating_sub(outer as u16));
     }

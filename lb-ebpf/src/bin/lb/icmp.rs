@@ -30,7 +30,7 @@ pub fn too_big<const L3: usize>(ctx: &XdpContext, pkt: &Packet, mtu: u16) -> u32
     };
     match sent {
         Some(()) => tx(Stat::IcmpTooBigSent),
-        None => drop(Stat::EncapFailed),
+        None => drop(Stat::IcmpTooBigFailed),
     }
 }
 
@@ -165,15 +165,14 @@ pub fn error_flow_v4<const L3: usize>(ctx: &XdpContext, vip_addr: u32) -> Option
         return None;
     }
     let ports: Ports = read_at(ctx, inner_off + IPV4_HDR_LEN)?;
-    Some(FlowKey {
-        src: [inner.dst, 0, 0, 0],
-        dst: [inner.src, 0, 0, 0],
-        src_port: ports.dst,
-        dst_port: ports.src,
-        proto: inner.proto,
-        family: FAMILY_V4,
-        _pad: [0; 2],
-    })
+    Some(FlowKey::new(
+        [inner.dst, 0, 0, 0],
+        [inner.src, 0, 0, 0],
+        ports.dst,
+        ports.src,
+        inner.proto,
+        FAMILY_V4,
+    ))
 }
 
 /// As [`error_flow_v4`] for ICMPv6 errors.
@@ -192,15 +191,14 @@ pub fn error_flow_v6<const L3: usize>(ctx: &XdpContext, vip_addr: &[u32; 4]) -> 
         return None;
     }
     let ports: Ports = read_at(ctx, inner_off + IPV6_HDR_LEN)?;
-    Some(FlowKey {
-        src: inner.dst,
-        dst: inner.src,
-        src_port: ports.dst,
-        dst_port: ports.src,
-        proto: inner.next_hdr,
-        family: FAMILY_V6,
-        _pad: [0; 2],
-    })
+    Some(FlowKey::new(
+        inner.dst,
+        inner.src,
+        ports.dst,
+        ports.src,
+        inner.next_hdr,
+        FAMILY_V6,
+    ))
 }
 
 #[inline(always)]

@@ -63,15 +63,14 @@ pub fn process<const L3: usize>(ctx: &XdpContext, l2: &L2) -> u32 {
     let (flow, kind) = match ip.proto {
         IPPROTO_TCP | IPPROTO_UDP => match l4::parse(ctx, l4_off, L3 + ip_len, ip.proto) {
             Ok(l4) => (
-                FlowKey {
-                    src: [ip.src, 0, 0, 0],
+                FlowKey::new(
+                    [ip.src, 0, 0, 0],
                     dst,
-                    src_port: l4.ports.src,
-                    dst_port: l4.ports.dst,
-                    proto: ip.proto,
-                    family: FAMILY_V4,
-                    _pad: [0; 2],
-                },
+                    l4.ports.src,
+                    l4.ports.dst,
+                    ip.proto,
+                    FAMILY_V4,
+                ),
                 l4.kind,
             ),
             Err(reason) => return reject(dst, FAMILY_V4, reason),

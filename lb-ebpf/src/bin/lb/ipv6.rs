@@ -11,21 +11,16 @@ use crate::{
     vip,
 };
 use aya_ebpf::programs::XdpContext;
-use lb_common::{FlowKey, Stat, FAMILY_V6, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV6_HDR_LEN};
+use lb_common::{
+    FlowKey, Stat, FAMILY_V6, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV6_HDR_LEN, NEXTHDR_AUTH,
+    NEXTHDR_DEST, NEXTHDR_FRAGMENT, NEXTHDR_HIP, NEXTHDR_HOP, NEXTHDR_MOBILITY, NEXTHDR_ROUTING,
+    NEXTHDR_SHIM6,
+};
 use lb_ebpf::{
     hdr::Ipv6Hdr,
     l2::L2,
     packet::{holds, read_at},
 };
-
-const NEXTHDR_HOP: u8 = 0;
-const NEXTHDR_ROUTING: u8 = 43;
-const NEXTHDR_FRAGMENT: u8 = 44;
-const NEXTHDR_AUTH: u8 = 51;
-const NEXTHDR_DEST: u8 = 60;
-const NEXTHDR_MOBILITY: u8 = 135;
-const NEXTHDR_HIP: u8 = 139;
-const NEXTHDR_SHIM6: u8 = 140;
 
 /// `L3`: where the IP header starts (see ipv4.rs).
 #[inline(always)]
@@ -44,15 +39,14 @@ pub fn process<const L3: usize>(ctx: &XdpContext, l2: &L2) -> u32 {
     let (flow, kind) = match ip.next_hdr {
         IPPROTO_TCP | IPPROTO_UDP => match l4::parse(ctx, l4_off, L3 + ip_len, ip.next_hdr) {
             Ok(l4) => (
-                FlowKey {
-                    src: ip.src,
-                    dst: ip.dst,
-                    src_port: l4.ports.src,
-                    dst_port: l4.ports.dst,
-                    proto: ip.next_hdr,
-                    family: FAMILY_V6,
-                    _pad: [0; 2],
-                },
+                FlowKey::new(
+                    ip.src,
+                    ip.dst,
+                    l4.ports.src,
+                    l4.ports.dst,
+                    ip.next_hdr,
+                    FAMILY_V6,
+                ),
                 l4.kind,
             ),
             Err(reason) => return reject(ip.dst, FAMILY_V6, reason),

@@ -1,15 +1,15 @@
 //! Every map of the balancer program. The agent (lb-agent's dataplane module) is the only
-//! user-space writer; docs/design.md lists each map with its key, value and writer.
+//! user-space writer; its map table (`dataplane/maps.rs`) gives each map's key, value, size rule
+//! and pinning, docs/design.md its purpose and writer. `named_map!` ties each static's name to
+//! `lb_common::maps`.
 
-use aya_ebpf::{
-    macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
-};
+use aya_ebpf::maps::{Array, HashMap, LruHashMap, PerCpuArray};
 use lb_common::{
     AddrKey, Backend, BenchFrame, FloodWindow, FlowKey, FlowState, LbConfig, TrafficCounters,
-    VipKey, VipMeta, ADDR_FILTER_WORDS, DEFAULT_CONN_TABLE_ENTRIES, DEFAULT_MAX_VIPS,
-    DEFAULT_TABLE_SIZE, MAX_BACKENDS, SLOTS_PER_ELEMENT, STAT_COUNT,
+    VipKey, VipMeta, ADDR_FILTER_WORDS, BENCH_STAT_COUNT, DEFAULT_CONN_TABLE_ENTRIES,
+    DEFAULT_MAX_VIPS, DEFAULT_TABLE_SIZE, MAX_BACKENDS, SLOTS_PER_ELEMENT, STAT_COUNT,
 };
+use lb_ebpf::named_map;
 
 /// BPF_F_NO_COMMON_LRU: one LRU list per CPU (no shared lock on insert) over one shared key
 /// space, so a flow still hits when it lands on another CPU or the agent restarts.
@@ -29,63 +29,77 @@ pub fn table_size() -> u32 {
     unsafe { core::ptr::read_volatile(&TABLE_SIZE) }
 }
 
-#[map]
-pub static CONFIG: Array<LbConfig> = Array::with_max_entries(1, 0);
+named_map! {
+    pub static CONFIG: Array<LbConfig> = Array::with_max_entries(1, 0);
+}
 
-/// One bit per VIP address (`hash::addr_filter_bit`): array lookups are inlined by the
-/// verifier, so most host traffic leaves after a few instructions instead of a hash lookup.
-#[map]
-pub static ADDR_FILTER: Array<u64> = Array::with_max_entries(ADDR_FILTER_WORDS, 0);
+named_map! {
+    /// One bit per VIP address (`hash::addr_filter_bit`): array lookups are inlined by the
+    /// verifier, so most host traffic leaves after a few instructions instead of a hash lookup.
+    pub static ADDR_FILTER: Array<u64> = Array::with_max_entries(ADDR_FILTER_WORDS, 0);
+}
 
-/// Addresses that carry at least one VIP, with `ADDR_F_*` bits.
-#[map]
-pub static VIP_ADDRS: HashMap<AddrKey, u32> = HashMap::with_max_entries(DEFAULT_MAX_VIPS, 0);
+named_map! {
+    /// Addresses that carry at least one VIP, with `ADDR_F_*` bits.
+    pub static VIP_ADDRS: HashMap<AddrKey, u32> = HashMap::with_max_entries(DEFAULT_MAX_VIPS, 0);
+}
 
-#[map]
-pub static VIPS: HashMap<VipKey, VipMeta> = HashMap::with_max_entries(DEFAULT_MAX_VIPS, 0);
+named_map! {
+    pub static VIPS: HashMap<VipKey, VipMeta> = HashMap::with_max_entries(DEFAULT_MAX_VIPS, 0);
+}
 
-/// Two Maglev tables per VIP, packed: slot `n = (id * 2 + active_table) * TABLE_SIZE +
-/// hash % TABLE_SIZE` is half `n % 4` of element `n / 4`: the slot's backend id and moved bit
-/// (`lb_common::Slot::table_half`). Sized by the agent to `max_vips * 2 * table_size / 4`,
-/// rounded up.
-#[map]
-pub static MAGLEV: Array<[u16; SLOTS_PER_ELEMENT as usize]> = Array::with_max_entries(
-    (DEFAULT_MAX_VIPS * 2 * DEFAULT_TABLE_SIZE).div_ceil(SLOTS_PER_ELEMENT),
-    BPF_F_MMAPABLE,
-);
+named_map! {
+    /// Two Maglev tables per VIP, packed: slot `n = (id * 2 + active_table) * TABLE_SIZE +
+    /// hash % TABLE_SIZE` is half `n % 4` of element `n / 4`: the slot's backend id and moved bit
+    /// (`lb_common::Slot::table`). Sized by the agent to `max_vips * 2 * table_size / 4`,
+    /// rounded up.
+    pub static MAGLEV: Array<[u16; SLOTS_PER_ELEMENT as usize]> = Array::with_max_entries(
+        (DEFAULT_MAX_VIPS * 2 * DEFAULT_TABLE_SIZE).div_ceil(SLOTS_PER_ELEMENT),
+        BPF_F_MMAPABLE,
+    );
+}
 
-/// The other half of each slot, same geometry: the backend a moved slot had before it moved.
-#[map]
-pub static MAGLEV_PREVIOUS: Array<[u16; SLOTS_PER_ELEMENT as usize]> = Array::with_max_entries(
-    (DEFAULT_MAX_VIPS * 2 * DEFAULT_TABLE_SIZE).div_ceil(SLOTS_PER_ELEMENT),
-    BPF_F_MMAPABLE,
-);
+named_map! {
+    /// The other half of each slot, same geometry: the backend a moved slot had before it moved.
+    pub static MAGLEV_PREVIOUS: Array<[u16; SLOTS_PER_ELEMENT as usize]> = Array::with_max_entries(
+        (DEFAULT_MAX_VIPS * 2 * DEFAULT_TABLE_SIZE).div_ceil(SLOTS_PER_ELEMENT),
+        BPF_F_MMAPABLE,
+    );
+}
 
-#[map]
-pub static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);
+named_map! {
+    pub static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);
+}
 
-#[map]
-pub static CONN_TABLE: LruHashMap<FlowKey, FlowState> =
-    LruHashMap::with_max_entries(DEFAULT_CONN_TABLE_ENTRIES, BPF_F_NO_COMMON_LRU);
+named_map! {
+    pub static CONN_TABLE: LruHashMap<FlowKey, FlowState> =
+        LruHashMap::with_max_entries(DEFAULT_CONN_TABLE_ENTRIES, BPF_F_NO_COMMON_LRU);
+}
 
-#[map]
-pub static FLOOD_GUARD: PerCpuArray<FloodWindow> = PerCpuArray::with_max_entries(1, 0);
+named_map! {
+    pub static FLOOD_GUARD: PerCpuArray<FloodWindow> = PerCpuArray::with_max_entries(1, 0);
+}
 
-#[map]
-pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
+named_map! {
+    pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
+}
 
-#[map]
-pub static VIP_STATS: PerCpuArray<TrafficCounters> =
-    PerCpuArray::with_max_entries(DEFAULT_MAX_VIPS, 0);
+named_map! {
+    pub static VIP_STATS: PerCpuArray<TrafficCounters> =
+        PerCpuArray::with_max_entries(DEFAULT_MAX_VIPS, 0);
+}
 
-#[map]
-pub static BACKEND_STATS: PerCpuArray<TrafficCounters> =
-    PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
+named_map! {
+    pub static BACKEND_STATS: PerCpuArray<TrafficCounters> =
+        PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
+}
 
-/// Bench harness only: the frame restored before every iteration.
-#[map]
-pub static BENCH_FRAME: Array<BenchFrame> = Array::with_max_entries(1, 0);
+named_map! {
+    /// Bench harness only: the frame restored before every iteration.
+    pub static BENCH_FRAME: Array<BenchFrame> = Array::with_max_entries(1, 0);
+}
 
-/// Bench harness only: frames the forwarding benchmark's sink received (per CPU, one slot).
-#[map]
-pub static BENCH_SINK: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+named_map! {
+    /// Bench harness only: its counters (`BenchStat`), apart from the balancer's `STATS`.
+    pub static BENCH_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(BENCH_STAT_COUNT, 0);
+}
