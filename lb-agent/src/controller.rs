@@ -3,7 +3,7 @@
 //! `publish`, which recomputes a VIP's Maglev table and flips it into the data plane.
 
 use crate::{
-    admin::{AdminRequest, BackendStatus, StatusReport, VipStatus},
+    admin::{AdminRequest, BackendHealth, BackendStatus, StatusReport, VipStatus},
     bgp::Speaker,
     config::{self, AdminState, AgentConfig, AllDown, CheckKind, Config, HashMode, VipConfig},
     dataplane::{Attachment, Balancer, Sweep, Sweeper},
@@ -923,11 +923,7 @@ impl Controller {
                                     .find(|(id, _)| *id == b.id)
                                     .map_or(0, |(_, w)| *w),
                                 admin_state: b.admin,
-                                health: if unchecked && b.health == Health::Up {
-                                    "unchecked".to_string()
-                                } else {
-                                    format!("{:?}", b.health).to_lowercase()
-                                },
+                                health: BackendHealth::of(b.health, !unchecked),
                                 slots: v.slots.get(&b.id).copied().unwrap_or(0),
                                 packets: t.packets,
                                 bytes: t.bytes,
