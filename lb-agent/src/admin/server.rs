@@ -34,7 +34,7 @@ struct AppState {
 
 /// Serve until `shutdown` is cancelled.
 ///
-/// After cancellation, requests in flight get [`SHUTDOWN_GRACE`] to finish; then `serve`
+/// After cancellation, requests in flight get `SHUTDOWN_GRACE` (5 s) to finish; then `serve`
 /// returns regardless.
 pub async fn serve(
     listener: TcpListener,
