@@ -217,15 +217,7 @@ pub async fn execute(cli: Cli) -> Result<i32> {
         Command::Stats(args) => {
             let report = admin::fetch_status(admin_addr(&args.admin)?).await?;
             if args.json {
-                let stats = serde_json::json!({
-                    "counters": report.counters,
-                    "vips": report.vips.iter().map(|v| serde_json::json!({
-                        "name": v.name, "packets": v.packets, "bytes": v.bytes,
-                        "backends": v.backends.iter().map(|b| serde_json::json!({
-                            "address": b.address, "packets": b.packets, "bytes": b.bytes,
-                        })).collect::<Vec<_>>(),
-                    })).collect::<Vec<_>>(),
-                });
+                let stats = admin::StatsReport::from(&report);
                 println!("{}", serde_json::to_string_pretty(&stats)?);
             } else {
                 print!("{}", admin::render_stats(&report));

@@ -8,6 +8,7 @@ use crate::{
     topo::{backend_v4, backend_v6, lb_v4, lb_v6, Topology, LB_IFACE, VIP_UDP, VIP_V4, VIP_V6},
 };
 use anyhow::Result;
+use lb_agent::admin::BackendHealth;
 use std::{net::SocketAddr, path::PathBuf};
 
 /// Knobs of the generated agent configuration.
@@ -104,8 +105,9 @@ impl Scenario {
         Ok(())
     }
 
-    /// Health of backend `i` of VIP `vip` as the agent reports it.
-    pub fn health(&self, vip: &str, i: usize) -> Result<String> {
+    /// Health of backend `i` of VIP `vip` as the agent reports it; `None` if it is not in the
+    /// report.
+    pub fn health(&self, vip: &str, i: usize) -> Result<Option<BackendHealth>> {
         let status = self.agent.status()?;
         let addr = backend_v4(i).to_string();
         Ok(status
@@ -118,8 +120,7 @@ impl Scenario {
                         || b.address.to_string() == backend_v6(i).to_string()
                 })
             })
-            .map(|b| b.health.clone())
-            .unwrap_or_default())
+            .map(|b| b.health))
     }
 }
 

@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result};
 use lb_agent::{
-    admin::{AdminRequest, StatusReport},
+    admin::{AdminRequest, BackendHealth, StatusReport},
     config::{self, AdminState},
     controller::{Controller, Setup},
     dataplane::{unpin_all, Balancer, LoadOptions, LB_PROGRAM},
@@ -287,7 +287,7 @@ fn backend_marked_down_vanishes_and_its_flows_move() -> Result<()> {
         .iter()
         .find(|b| b.address.to_string() == B2)
         .context("B2")?;
-    assert_eq!((b2.health.as_str(), b2.slots), ("down", 0));
+    assert_eq!((b2.health, b2.slots), (BackendHealth::Down, 0));
     assert!(b2.last_change.contains("down"), "{}", b2.last_change);
     Ok(())
 }

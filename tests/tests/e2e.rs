@@ -4,6 +4,7 @@
 //! cores are shared by the kernel paths, the servers and the agent.
 
 use anyhow::{ensure, Result};
+use lb_agent::admin::BackendHealth;
 use lb_tests::{
     client::{http_burst, udp_query},
     netns::sh,
@@ -115,12 +116,12 @@ fn wait_health(
     sc: &Scenario,
     vip: &str,
     i: usize,
-    health: &str,
+    health: BackendHealth,
     limit: Duration,
 ) -> Result<Duration> {
     let start = Instant::now();
     while start.elapsed() < limit {
-        if sc.health(vip, i)? == health {
+        if sc.health(vip, i)? == Some(health) {
             return Ok(start.elapsed());
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -152,7 +153,13 @@ fn failover_refused_and_blackholed_backends() -> Result<()> {
     std::thread::sleep(Duration::from_millis(800));
     let stopped_at = Instant::now();
     sc.stop_server(1);
-    let refused = wait_health(&sc, "web", 1, "down", detection_bound(&options))?;
+    let refused = wait_health(
+        &sc,
+        "web",
+        1,
+        BackendHealth::Down,
+        detection_bound(&options),
+    )?;
     // Requests that started after the table was published (plus time for in-flight ones).
     let settled = stopped_at + refused + Duration::from_millis(200);
     let results = sc.client.run(traffic)??;
@@ -187,7 +194,7 @@ fn failover_refused_and_blackholed_backends() -> Result<()> {
         &sc,
         "web",
         2,
-        "down",
+        BackendHealth::Down,
         detection_bound(&options) + Duration::from_millis(options.timeout_ms),
     )?;
     let tally = sc.client.run(http_burst(web, 200, 8))?;
@@ -214,13 +221,19 @@ fn recovery_rises_after_rise_checks_and_ramps_up_slowly() -> Result<()> {
     };
     let mut sc = Scenario::start("r", options.clone())?;
     sc.stop_server(0);
-    wait_health(&sc, "web", 0, "down", detection_bound(&options))?;
+    wait_health(
+        &sc,
+        "web",
+        0,
+        BackendHealth::Down,
+        detection_bound(&options),
+    )?;
     sc.start_server(0)?;
     let rose = wait_health(
         &sc,
         "web",
         0,
-        "up",
+        BackendHealth::Up,
         Duration::from_millis(options.rise as u64 * options.interval_ms + 1000),
     )?;
     let weight = |sc: &Scenario| -> Result<(u32, u32)> {
@@ -497,7 +510,13 @@ fn all_backends_down_follows_the_policy_and_recovers() -> Result<()> {
             sc.stop_server(i);
         }
         for i in 0..3 {
-            wait_health(&sc, "web", i, "down", detection_bound(&options))?;
+            wait_health(
+                &sc,
+                "web",
+                i,
+                BackendHealth::Down,
+                detection_bound(&options),
+            )?;
         }
         let before = sc.agent.status()?;
         let down = sc.client.run(http_burst(sc.web(), 20, 4))?;
@@ -524,7 +543,7 @@ fn all_backends_down_follows_the_policy_and_recovers() -> Result<()> {
             );
         }
         sc.start_server(2)?;
-        wait_health(&sc, "web", 2, "up", Duration::from_secs(3))?;
+        wait_health(&sc, "web", 2, BackendHealth::Up, Duration::from_secs(3))?;
         let back = sc.client.run(http_burst(sc.web(), 100, 4))?;
         ensure!(
             back.errors.is_empty() && back.by_backend.keys().all(|b| b == &backend_name(2)),
@@ -571,6 +590,6 @@ fn flapping_backend_causes_no_table_churn() -> Result<()> {
         "table republished {} times while flapping",
         after - before
     );
-    ensure!(b1.health == "up");
+    ensure!(b1.health == BackendHealth::Up);
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! The scenarios run one at a time (two shared cores) and print their convergence times.
 
 use anyhow::{ensure, Context, Result};
+use lb_agent::admin::BackendHealth;
 use lb_tests::{
     client::{http_burst, LongLived},
     fleet::{Fleet, HOLD_TIME_S},
@@ -293,9 +294,9 @@ fn backend_loss_converges_on_every_balancer_and_unservable_vips_are_withdrawn() 
             .context("web")?;
         let dead = backend_v4(1);
         ensure!(
-            web.backends
-                .iter()
-                .any(|b| b.address == IpAddr::V4(dead) && b.health == "down" && b.slots == 0),
+            web.backends.iter().any(|b| b.address == IpAddr::V4(dead)
+                && b.health == BackendHealth::Down
+                && b.slots == 0),
             "balancer {i} still uses {dead}"
         );
     }

@@ -5,11 +5,10 @@
 
 use super::{sweep::SweepSummary, BackendRt, Controller, Setup, VipRt};
 use crate::{
-    admin::{BackendStatus, ConnSweepStatus, StatusReport, VipStatus},
+    admin::{BackendHealth, BackendStatus, ConnSweepStatus, StatusReport, VipStatus},
     bgp::BgpStatus,
     config::CheckKind,
     dataplane::Counters,
-    health::Health,
 };
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -236,11 +235,7 @@ fn backend_status(v: &VipRt, b: &BackendRt, checked: bool) -> BackendStatus {
             .find(|(id, _)| *id == b.id)
             .map_or(0, |(_, w)| *w),
         admin_state: b.admin,
-        health: if !checked && b.health == Health::Up {
-            "unchecked".to_string()
-        } else {
-            format!("{:?}", b.health).to_lowercase()
-        },
+        health: BackendHealth::of(b.health, checked),
         slots: v.slots.get(&b.id).copied().unwrap_or(0),
         packets: 0,
         bytes: 0,

@@ -7,7 +7,10 @@
 //! what it claims to be (a table read back differs, checks fail, the agent never gets ready).
 
 use anyhow::{bail, ensure, Context, Result};
-use lb_agent::maglev::{build_table, MaglevBackend};
+use lb_agent::{
+    admin::BackendHealth,
+    maglev::{build_table, MaglevBackend},
+};
 use lb_common::{DEFAULT_TABLE_SIZE, IPPROTO_TCP};
 use lb_tests::{
     agentproc::Agent,
@@ -512,14 +515,17 @@ fn scale(out: &mut String, missed: &mut Vec<String>) -> Result<()> {
             backends.len()
         );
         let failed: u64 = backends.iter().map(|b| b.checks_failed).sum();
-        let down = backends.iter().filter(|b| b.health != "up").count();
+        let down = backends
+            .iter()
+            .filter(|b| b.health != BackendHealth::Up)
+            .count();
         let ok: u64 = backends.iter().map(|b| b.checks_ok).sum();
         // A probe now and then times out on this shared machine; a backend going down, or more
         // than one failure in a thousand, means the listener side could not keep up.
         if down > 0 || failed * 1000 > ok {
             let mut why: std::collections::BTreeMap<&str, usize> = Default::default();
             for b in &backends {
-                if b.checks_failed > 0 || b.health != "up" {
+                if b.checks_failed > 0 || b.health != BackendHealth::Up {
                     *why.entry(b.last_change.as_str()).or_default() += 1;
                 }
             }
@@ -625,10 +631,15 @@ fn scale(out: &mut String, missed: &mut Vec<String>) -> Result<()> {
 
 // ---- Failover -------------------------------------------------------------------------------
 
-fn wait_health(sc: &Scenario, i: usize, health: &str, limit: Duration) -> Result<Duration> {
+fn wait_health(
+    sc: &Scenario,
+    i: usize,
+    health: BackendHealth,
+    limit: Duration,
+) -> Result<Duration> {
     let start = Instant::now();
     while start.elapsed() < limit {
-        if sc.health("web", i)? == health {
+        if sc.health("web", i)? == Some(health) {
             return Ok(start.elapsed());
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -645,9 +656,9 @@ fn failover(out: &mut String) -> Result<()> {
     let mut up = Vec::new();
     for _ in 0..FAILOVER_ROUNDS {
         sc.stop_server(1);
-        down.push(ms(wait_health(&sc, 1, "down", limit)?));
+        down.push(ms(wait_health(&sc, 1, BackendHealth::Down, limit)?));
         sc.start_server(1)?;
-        up.push(ms(wait_health(&sc, 1, "up", limit)?));
+        up.push(ms(wait_health(&sc, 1, BackendHealth::Up, limit)?));
     }
     let published = sc.agent.logged_failovers();
     ensure!(

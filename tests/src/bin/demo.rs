@@ -6,6 +6,7 @@
 //! ramp. Everything is removed at the end unless `--keep`.
 
 use anyhow::{Context, Result};
+use lb_agent::admin::BackendHealth;
 use lb_tests::{
     client::{http_burst, Tally},
     scenario::{backend_name, Options, Scenario},
@@ -77,7 +78,7 @@ fn main() -> Result<()> {
     let stopped = Instant::now();
     sc.stop_server(1);
     let detected = loop {
-        if sc.health("web", 1)? == "down" {
+        if sc.health("web", 1)? == Some(BackendHealth::Down) {
             break stopped.elapsed();
         }
         if stopped.elapsed() > Duration::from_secs(10) {
@@ -105,7 +106,9 @@ fn main() -> Result<()> {
     );
     sc.start_server(1)?;
     let revived = Instant::now();
-    while sc.health("web", 1)? != "up" && revived.elapsed() < Duration::from_secs(10) {
+    while sc.health("web", 1)? != Some(BackendHealth::Up)
+        && revived.elapsed() < Duration::from_secs(10)
+    {
         std::thread::sleep(Duration::from_millis(20));
     }
     println!(

@@ -1,0 +1,521 @@
+use super::{client::request, server::serve_with_timeout, *};
+use crate::config::{AdminState, AllDown, HashMode, Protocol};
+use crate::health::Health;
+use http_body_util::Empty;
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::mpsc,
+    task::JoinHandle,
+};
+use tokio_util::sync::CancellationToken;
+
+fn backend(address: &str, id: u32, packets: u64) -> BackendStatus {
+    BackendStatus {
+        address: address.parse().unwrap(),
+        id,
+        weight: 100,
+        effective_weight: 100,
+        admin_state: AdminState::Active,
+        health: BackendHealth::Up,
+        slots: 100,
+        packets,
+        bytes: packets * 100,
+        checks_ok: 10,
+        checks_failed: 0,
+        last_check_latency_ms: Some(1.5),
+        last_change: "2025-01-01T00:00:00Z".to_owned(),
+    }
+}
+
+fn canned_report() -> StatusReport {
+    let mut b2 = backend("198.18.1.2", 2, 7);
+    b2.health = BackendHealth::Down;
+    b2.admin_state = AdminState::Drain;
+    b2.effective_weight = 0;
+    b2.checks_failed = 3;
+    b2.last_check_latency_ms = None;
+    let mut b3 = backend("2001:db8::3", 3, 5);
+    b3.health = BackendHealth::Unchecked;
+    b3.admin_state = AdminState::Disabled;
+    StatusReport {
+        interface: "eth0".to_owned(),
+        xdp_mode: "native".to_owned(),
+        table_size: 65_537,
+        uptime_secs: 3_723,
+        config_path: "/etc/lb-agent/lb.toml".to_owned(),
+        vips: vec![
+            VipStatus {
+                name: "web".to_owned(),
+                address: "192.0.2.10".parse().unwrap(),
+                port: 80,
+                protocol: Protocol::Tcp,
+                hash: HashMode::FiveTuple,
+                all_down: AllDown::FailOpen,
+                table_generation: 3,
+                table_digest: "9f86d081884c7d65".to_owned(),
+                moved_slots: 12,
+                serving: true,
+                packets: 49,
+                bytes: 4_900,
+                backends: vec![backend("198.18.1.1", 1, 42), b2],
+            },
+            VipStatus {
+                name: "dns".to_owned(),
+                address: "2001:db8::53".parse().unwrap(),
+                port: 53,
+                protocol: Protocol::Udp,
+                hash: HashMode::SourceIp,
+                all_down: AllDown::Drop,
+                table_generation: 1,
+                table_digest: "00ff00ff00ff00ff".to_owned(),
+                moved_slots: 0,
+                serving: false,
+                packets: 5,
+                bytes: 500,
+                backends: vec![b3],
+            },
+        ],
+        counters: BTreeMap::from([
+            ("forwarded".to_owned(), 54),
+            ("drop_malformed".to_owned(), 2),
+            ("conn_hit".to_owned(), 40),
+        ]),
+        conn_sweep: None,
+        bgp: Some(crate::bgp::BgpStatus {
+            wanted: vec![
+                "198.18.10.1".parse().unwrap(),
+                "198.18.10.2".parse().unwrap(),
+            ],
+            announced: vec!["198.18.10.1".parse().unwrap()],
+            error: None,
+            peers: vec![crate::bgp::BgpPeer {
+                neighbor: "198.18.0.1".parse().unwrap(),
+                protocol: "lb_peer_198_18_0_1".to_owned(),
+                state: "Established".to_owned(),
+                established: true,
+            }],
+        }),
+    }
+}
+
+type Calls = Arc<Mutex<Vec<(String, IpAddr, AdminState)>>>;
+
+/// A controller answering from the canned report; records SetBackendState calls.
+async fn fake_controller(
+    mut requests: mpsc::Receiver<AdminRequest>,
+    report: StatusReport,
+    reload: Result<String, String>,
+    calls: Calls,
+) {
+    while let Some(request) = requests.recv().await {
+        match request {
+            AdminRequest::Status(reply) => {
+                let _ = reply.send(report.clone());
+            }
+            AdminRequest::SetBackendState {
+                vip,
+                backend,
+                state,
+                reply,
+            } => {
+                let answer = match report.vips.iter().find(|v| v.name == vip) {
+                    None => Err(format!("unknown VIP {vip:?}")),
+                    Some(v) if !v.backends.iter().any(|b| b.address == backend) => {
+                        Err(format!("VIP {vip:?} has no backend {backend}"))
+                    }
+                    Some(_) => {
+                        calls.lock().unwrap().push((vip, backend, state));
+                        Ok(())
+                    }
+                };
+                let _ = reply.send(answer);
+            }
+            AdminRequest::Reload(reply) => {
+                let _ = reply.send(reload.clone());
+            }
+        }
+    }
+}
+
+struct Harness {
+    addr: SocketAddr,
+    calls: Calls,
+    shutdown: CancellationToken,
+    server: JoinHandle<anyhow::Result<()>>,
+}
+
+async fn start(reload: Result<String, String>) -> Harness {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel(8);
+    let calls = Calls::default();
+    tokio::spawn(fake_controller(rx, canned_report(), reload, calls.clone()));
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(serve(listener, tx, shutdown.clone()));
+    Harness {
+        addr,
+        calls,
+        shutdown,
+        server,
+    }
+}
+
+async fn raw_get(addr: SocketAddr, path: &str) -> (hyper::StatusCode, String) {
+    request(addr, hyper::Method::GET, path).await.unwrap()
+}
+
+#[tokio::test]
+async fn status_round_trips() {
+    let h = start(Ok("reloaded".to_owned())).await;
+    let report = fetch_status(h.addr).await.unwrap();
+    assert_eq!(report, canned_report());
+}
+
+#[tokio::test]
+async fn metrics_exposition() {
+    let h = start(Ok("reloaded".to_owned())).await;
+    let (status, body) = raw_get(h.addr, "/metrics").await;
+    assert_eq!(status, hyper::StatusCode::OK);
+    let lines: Vec<&str> = body.lines().collect();
+    for expected in [
+        r#"lb_vip_packets_total{vip="web"} 49"#,
+        r#"lb_vip_bytes_total{vip="web"} 4900"#,
+        r#"lb_vip_packets_total{vip="dns"} 5"#,
+        r#"lb_backend_packets_total{vip="web",backend="198.18.1.1"} 42"#,
+        r#"lb_backend_bytes_total{vip="web",backend="198.18.1.1"} 4200"#,
+        r#"lb_backend_packets_total{vip="dns",backend="2001:db8::3"} 5"#,
+        r#"lb_backend_up{vip="web",backend="198.18.1.1"} 1"#,
+        r#"lb_backend_up{vip="web",backend="198.18.1.2"} 0"#,
+        r#"lb_backend_up{vip="dns",backend="2001:db8::3"} 0"#,
+        r#"lb_backend_weight{vip="web",backend="198.18.1.1"} 100"#,
+        r#"lb_backend_weight{vip="web",backend="198.18.1.2"} 0"#,
+        r#"lb_backend_admin_state{vip="web",backend="198.18.1.1",state="active"} 1"#,
+        r#"lb_backend_admin_state{vip="web",backend="198.18.1.1",state="drain"} 0"#,
+        r#"lb_backend_admin_state{vip="web",backend="198.18.1.2",state="drain"} 1"#,
+        r#"lb_backend_admin_state{vip="dns",backend="2001:db8::3",state="disabled"} 1"#,
+        r#"lb_health_checks_total{vip="web",backend="198.18.1.1",result="ok"} 10"#,
+        r#"lb_health_checks_total{vip="web",backend="198.18.1.2",result="failed"} 3"#,
+        r#"lb_health_check_latency_seconds{vip="web",backend="198.18.1.1"} 0.0015"#,
+        r#"lb_table_generation{vip="web"} 3"#,
+        r#"lb_vip_moved_slots{vip="web"} 12"#,
+        r#"lb_table_generation{vip="dns"} 1"#,
+        r#"lb_vip_serving{vip="web"} 1"#,
+        r#"lb_vip_serving{vip="dns"} 0"#,
+        r#"lb_datapath_events_total{event="forwarded"} 54"#,
+        r#"lb_datapath_events_total{event="drop_malformed"} 2"#,
+        r#"lb_datapath_events_total{event="conn_hit"} 40"#,
+        r#"lb_bgp_announced{address="198.18.10.1"} 1"#,
+        r#"lb_bgp_announced{address="198.18.10.2"} 0"#,
+        r#"lb_bgp_session_established{neighbor="198.18.0.1"} 1"#,
+        "lb_agent_uptime_seconds 3723",
+        "# TYPE lb_vip_packets counter",
+        "# TYPE lb_backend_up gauge",
+        "# TYPE lb_health_check_schedule_lag_seconds histogram",
+    ] {
+        assert!(lines.contains(&expected), "missing {expected:?} in\n{body}");
+    }
+    // The lag histogram is process-wide (other tests' checkers feed it): only its shape.
+    for series in [
+        r#"lb_health_check_schedule_lag_seconds_bucket{le="0.001"} "#,
+        r#"lb_health_check_schedule_lag_seconds_bucket{le="+Inf"} "#,
+        "lb_health_check_schedule_lag_seconds_count ",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.starts_with(series)),
+            "missing {series:?} in\n{body}"
+        );
+    }
+    // No latency before the first check.
+    assert!(!body.contains(r#"lb_health_check_latency_seconds{vip="web",backend="198.18.1.2"}"#));
+    assert!(body.ends_with("# EOF\n"), "{body}");
+}
+
+#[tokio::test]
+async fn metrics_content_type() {
+    let h = start(Ok("reloaded".to_owned())).await;
+    let stream = TcpStream::connect(h.addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let request = hyper::Request::get("/metrics")
+        .header(hyper::header::HOST, "localhost")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(
+        response.headers()[hyper::header::CONTENT_TYPE],
+        METRICS_CONTENT_TYPE
+    );
+}
+
+#[test]
+fn label_values_are_escaped() {
+    let mut report = canned_report();
+    report.vips[0].name = "we\"b\\".to_owned();
+    let body = render_metrics(&report);
+    assert!(
+        body.contains(r#"lb_vip_packets_total{vip="we\"b\\"} 49"#),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn backend_actions_reach_the_controller() {
+    let h = start(Ok("reloaded".to_owned())).await;
+    let b1: IpAddr = "198.18.1.1".parse().unwrap();
+    let b3: IpAddr = "2001:db8::3".parse().unwrap();
+    let answer = post(h.addr, "/vips/web/backends/198.18.1.1/drain")
+        .await
+        .unwrap();
+    assert!(answer.contains("drain"), "{answer}");
+    post(h.addr, "/vips/web/backends/198.18.1.1/undrain")
+        .await
+        .unwrap();
+    post(h.addr, "/vips/dns/backends/2001:db8::3/disable")
+        .await
+        .unwrap();
+    post(h.addr, "/vips/dns/backends/2001:db8::3/enable")
+        .await
+        .unwrap();
+    assert_eq!(
+        *h.calls.lock().unwrap(),
+        vec![
+            ("web".to_owned(), b1, AdminState::Drain),
+            ("web".to_owned(), b1, AdminState::Active),
+            ("dns".to_owned(), b3, AdminState::Disabled),
+            ("dns".to_owned(), b3, AdminState::Active),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn unknown_vip_or_backend_is_404_with_the_controllers_message() {
+    let h = start(Ok("reloaded".to_owned())).await;
+    let e = post(h.addr, "/vips/nope/backends/198.18.1.1/drain")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("404"), "{e}");
+    assert!(e.contains(r#"unknown VIP "nope""#), "{e}");
+    let e = post(h.addr, "/vips/web/backends/198.18.9.9/drain")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("404"), "{e}");
+    assert!(e.contains("has no backend 198.18.9.9"), "{e}");
+    assert!(h.calls.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn bad_address_is_400_and_bad_action_404() {
+    let h = start(Ok("reloaded".to_owned())).await;
+    let e = post(h.addr, "/vips/web/backends/not-an-ip/drain")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("400"), "{e}");
+    assert!(e.contains("not-an-ip"), "{e}");
+    let e = post(h.addr, "/vips/web/backends/198.18.1.1/explode")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("404"), "{e}");
+    assert!(h.calls.lock().unwrap().is_empty());
+    // Wrong method.
+    let (status, _) = raw_get(h.addr, "/vips/web/backends/198.18.1.1/drain").await;
+    assert_eq!(status, hyper::StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
+async fn reload_ok_and_err() {
+    let h = start(Ok("reloaded: 2 VIPs, 1 backend added".to_owned())).await;
+    assert_eq!(
+        post(h.addr, "/reload").await.unwrap(),
+        "reloaded: 2 VIPs, 1 backend added"
+    );
+    let h = start(Err("line 3: unknown key `wieght`".to_owned())).await;
+    let e = post(h.addr, "/reload").await.unwrap_err().to_string();
+    assert!(e.contains("422"), "{e}");
+    assert!(e.contains("line 3: unknown key `wieght`"), "{e}");
+}
+
+#[tokio::test]
+async fn silent_controller_is_503() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, mut rx) = mpsc::channel::<AdminRequest>(8);
+    // Keeps every request, answers none.
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Some(request) = rx.recv().await {
+            held.push(request);
+        }
+    });
+    let shutdown = CancellationToken::new();
+    tokio::spawn(serve_with_timeout(
+        listener,
+        tx,
+        shutdown.clone(),
+        Duration::from_millis(100),
+    ));
+    let e = fetch_status(addr).await.unwrap_err().to_string();
+    assert!(e.contains("503"), "{e}");
+    let e = post(addr, "/reload").await.unwrap_err().to_string();
+    assert!(e.contains("503"), "{e}");
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn stopped_controller_is_503() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel::<AdminRequest>(8);
+    drop(rx);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(serve(listener, tx, shutdown.clone()));
+    let e = fetch_status(addr).await.unwrap_err().to_string();
+    assert!(e.contains("503"), "{e}");
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn serve_stops_when_cancelled() {
+    let h = start(Ok("reloaded".to_owned())).await;
+    fetch_status(h.addr).await.unwrap();
+    h.shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(2), h.server)
+        .await
+        .expect("serve did not stop")
+        .unwrap()
+        .unwrap();
+    let e = fetch_status(h.addr).await.unwrap_err().to_string();
+    assert!(e.contains("lb-agent run"), "{e}");
+}
+
+#[tokio::test]
+async fn no_agent_error_says_how_to_fix() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let e = format!("{:#}", post(addr, "/reload").await.unwrap_err());
+    assert!(e.contains("is `lb-agent run` running?"), "{e}");
+    assert!(e.contains(&format!("admin_listen is {addr}")), "{e}");
+}
+
+#[test]
+fn human_output() {
+    let report = canned_report();
+    let status = render_status(&report);
+    let stats = render_stats(&report);
+    for text in [&status, &stats] {
+        for needle in ["web", "dns", "198.18.1.1", "198.18.1.2", "2001:db8::3"] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+    }
+    for needle in [
+        "192.0.2.10:80/tcp",
+        "[2001:db8::53]:53/udp",
+        "generation 3",
+        "9f86d081884c7d65",
+        "five-tuple",
+        "fail-open",
+        "NOT SERVING",
+        "drain",
+        "disabled",
+        "100/0",
+        "1h 2m 3s",
+        "bgp: announcing 198.18.10.1",
+        "wanted 198.18.10.1, 198.18.10.2",
+        "neighbor 198.18.0.1 (lb_peer_198_18_0_1): Established",
+    ] {
+        assert!(status.contains(needle), "missing {needle} in\n{status}");
+    }
+    // Counters sorted by name.
+    let conn = stats.find("conn_hit").unwrap();
+    let drop = stats.find("drop_malformed").unwrap();
+    let fwd = stats.find("forwarded").unwrap();
+    assert!(conn < drop && drop < fwd, "{stats}");
+    assert!(stats.contains("4200"), "{stats}");
+}
+
+#[test]
+fn backend_health_words() {
+    assert_eq!(BackendHealth::of(Health::Up, true), BackendHealth::Up);
+    assert_eq!(BackendHealth::of(Health::Down, true), BackendHealth::Down);
+    assert_eq!(
+        BackendHealth::of(Health::Up, false),
+        BackendHealth::Unchecked
+    );
+    assert_eq!(BackendHealth::of(Health::Down, false), BackendHealth::Down);
+    for (health, word) in [
+        (BackendHealth::Up, "up"),
+        (BackendHealth::Down, "down"),
+        (BackendHealth::Unchecked, "unchecked"),
+    ] {
+        assert_eq!(health.to_string(), word);
+        assert_eq!(
+            serde_json::to_string(&health).unwrap(),
+            format!("\"{word}\"")
+        );
+        assert_eq!(
+            serde_json::from_str::<BackendHealth>(&format!("\"{word}\"")).unwrap(),
+            health
+        );
+    }
+    let status = render_status(&canned_report());
+    assert!(status.contains("unchecked"), "{status}");
+}
+
+#[test]
+fn stats_json_shape() {
+    let json = serde_json::to_string_pretty(&StatsReport::from(&canned_report())).unwrap();
+    // Keys in alphabetical order, as `serde_json::json!` wrote them before the typed structs.
+    let expected = r#"{
+  "counters": {
+    "conn_hit": 40,
+    "drop_malformed": 2,
+    "forwarded": 54
+  },
+  "vips": [
+    {
+      "backends": [
+        {
+          "address": "198.18.1.1",
+          "bytes": 4200,
+          "packets": 42
+        },
+        {
+          "address": "198.18.1.2",
+          "bytes": 700,
+          "packets": 7
+        }
+      ],
+      "bytes": 4900,
+      "name": "web",
+      "packets": 49
+    },
+    {
+      "backends": [
+        {
+          "address": "2001:db8::3",
+          "bytes": 500,
+          "packets": 5
+        }
+      ],
+      "bytes": 500,
+      "name": "dns",
+      "packets": 5
+    }
+  ]
+}"#;
+    assert_eq!(json, expected);
+}
