@@ -75,7 +75,9 @@ pub async fn run(config_path: &Path, iface: Option<String>, detach_on_exit: bool
         .await
         .with_context(|| format!("binding the admin endpoint to {}", agent.admin_listen))?;
     info!(listen = %agent.admin_listen, "admin endpoint up");
-    let admin_task = tokio::spawn(admin::serve(listener, admin_tx, shutdown.clone()));
+    let source = ctl.status_source();
+    let report: admin::Reporter = std::sync::Arc::new(move || source.report());
+    let admin_task = tokio::spawn(admin::serve(listener, admin_tx, report, shutdown.clone()));
 
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;

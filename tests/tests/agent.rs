@@ -184,9 +184,7 @@ impl Agent {
     }
 
     fn status(&mut self) -> Result<StatusReport> {
-        let (tx, mut rx) = oneshot::channel();
-        self.ctl.on_admin(AdminRequest::Status(tx));
-        rx.try_recv().context("status answered synchronously")
+        Ok(self.ctl.status())
     }
 
     fn set_state(&mut self, backend: &str, state: AdminState) -> Result<()> {

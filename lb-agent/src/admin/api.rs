@@ -15,8 +15,6 @@ pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.
 /// A request from the admin endpoint to the controller.
 #[derive(Debug)]
 pub enum AdminRequest {
-    /// A snapshot of everything the agent knows.
-    Status(oneshot::Sender<StatusReport>),
     /// Change a backend's admin state; `Err` (unknown VIP or backend) is shown to the operator
     /// as is, with 404.
     SetBackendState {

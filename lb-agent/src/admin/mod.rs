@@ -41,4 +41,4 @@ pub use api::{
 pub use client::{fetch_metrics, fetch_status, post};
 pub use metrics::render_metrics;
 pub use render::{render_stats, render_status};
-pub use server::serve;
+pub use server::{serve, Reporter};

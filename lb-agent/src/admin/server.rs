@@ -1,8 +1,10 @@
-//! The axum server: each handler turns an HTTP request into an [`AdminRequest`] for the
-//! controller and its answer into a response.
+//! The axum server. Control handlers turn an HTTP request into an [`AdminRequest`] for the
+//! controller and its answer into a response; `/status` and `/metrics` are answered from a
+//! [`Reporter`] (the controller's latest snapshot and counters read on the spot), never by the
+//! controller, so a scrape never waits on it nor delays it.
 
 use super::{
-    api::{AdminRequest, TIMEOUT},
+    api::{AdminRequest, StatusReport, TIMEOUT},
     metrics::render_metrics,
     render::name_of,
     METRICS_CONTENT_TYPE,
@@ -16,7 +18,7 @@ use axum::{
     routing::{get, post},
     Json, Router,
 };
-use std::{future::IntoFuture as _, net::IpAddr, time::Duration};
+use std::{future::IntoFuture as _, net::IpAddr, sync::Arc, time::Duration};
 use tokio::{
     net::TcpListener,
     sync::{mpsc, oneshot},
@@ -26,9 +28,13 @@ use tokio_util::sync::CancellationToken;
 /// After `shutdown`, how long open connections may take to finish before `serve` returns anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// Builds the current status report (it reads counters: may block, run it off the runtime).
+pub type Reporter = Arc<dyn Fn() -> StatusReport + Send + Sync>;
+
 #[derive(Clone)]
 struct AppState {
     requests: mpsc::Sender<AdminRequest>,
+    report: Reporter,
     timeout: Duration,
 }
 
@@ -39,14 +45,16 @@ struct AppState {
 pub async fn serve(
     listener: TcpListener,
     requests: mpsc::Sender<AdminRequest>,
+    report: Reporter,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    serve_with_timeout(listener, requests, shutdown, TIMEOUT).await
+    serve_with_timeout(listener, requests, report, shutdown, TIMEOUT).await
 }
 
 pub(super) async fn serve_with_timeout(
     listener: TcpListener,
     requests: mpsc::Sender<AdminRequest>,
+    report: Reporter,
     shutdown: CancellationToken,
     timeout: Duration,
 ) -> anyhow::Result<()> {
@@ -54,7 +62,11 @@ pub(super) async fn serve_with_timeout(
         .local_addr()
         .context("admin endpoint: local address of the listener")?;
     tracing::info!(%local, "admin endpoint listening");
-    let app = router(AppState { requests, timeout });
+    let app = router(AppState {
+        requests,
+        report,
+        timeout,
+    });
     let server = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .into_future();
@@ -128,8 +140,21 @@ async fn ask<T>(
     }
 }
 
+/// The report, built on a blocking thread (a per-CPU counter read per VIP and backend).
+async fn current_report(state: &AppState) -> Result<StatusReport, Response> {
+    let report = state.report.clone();
+    tokio::task::spawn_blocking(move || report())
+        .await
+        .map_err(|e| {
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("building the report: {e}"),
+            )
+        })
+}
+
 async fn status_handler(State(state): State<AppState>) -> Response {
-    let response = match ask(&state, AdminRequest::Status).await {
+    let response = match current_report(&state).await {
         Ok(report) => Json(report).into_response(),
         Err(response) => response,
     };
@@ -138,7 +163,7 @@ async fn status_handler(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics_handler(State(state): State<AppState>) -> Response {
-    let response = match ask(&state, AdminRequest::Status).await {
+    let response = match current_report(&state).await {
         Ok(report) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],

@@ -250,9 +250,6 @@ impl Controller {
     /// A request of the control API; status and metrics never come here.
     pub fn on_admin(&mut self, request: AdminRequest) {
         match request {
-            AdminRequest::Status(reply) => {
-                let _ = reply.send(self.status());
-            }
             AdminRequest::SetBackendState {
                 vip,
                 backend,
