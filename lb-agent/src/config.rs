@@ -437,7 +437,7 @@ impl Config {
                 format!("must be between 0 and 16, got {}", a.encap_source_hash_bits),
             );
         }
-        if a.table_size < 101 || !crate::maglev::is_prime(a.table_size) {
+        if a.table_size < 101 || !lb_common::is_prime(a.table_size) {
             out.add(
                 agent.key("table_size"),
                 format!("must be a prime number >= 101, got {}", a.table_size),

@@ -205,7 +205,7 @@ fn xdp<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
 impl Balancer {
     /// Load the balancer object and its programs (through the verifier).
     pub fn load(options: LoadOptions) -> Result<Self> {
-        if !crate::maglev::is_prime(options.table_size) {
+        if !lb_common::is_prime(options.table_size) {
             bail!("table_size {} is not a prime", options.table_size);
         }
         if options.max_vips == 0 || options.conn_table_entries == 0 {

@@ -8,10 +8,12 @@
 
 pub mod consts;
 pub mod hash;
+mod prime;
 
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 pub use consts::*;
+pub use prime::is_prime;
 
 /// Address family tag stored in keys and backends.
 pub const FAMILY_V4: u8 = 4;
