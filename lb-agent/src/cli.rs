@@ -217,16 +217,7 @@ pub async fn execute(cli: Cli) -> Result<i32> {
         Command::Stats(args) => {
             let report = admin::fetch_status(admin_addr(&args.admin)?).await?;
             if args.json {
-                let stats = serde_json::json!({
-                    "counters": report.counters,
-                    "vips": report.vips.iter().map(|v| serde_json::json!({
-                        "name": v.name, "packets": v.packets, "bytes": v.bytes,
-                        "backends": v.backends.iter().map(|b| serde_json::json!({
-                            "address": b.address, "packets": b.packets, "bytes": b.bytes,
-                        })).collect::<Vec<_>>(),
-                    })).collect::<Vec<_>>(),
-                });
-                println!("{}", serde_json::to_string_pretty(&stats)?);
+                println!("{}", serde_json::to_string_pretty(&stats_json(&report))?);
             } else {
                 print!("{}", admin::render_stats(&report));
             }
@@ -256,18 +247,34 @@ pub async fn execute(cli: Cli) -> Result<i32> {
             iface,
             config,
             backend,
-        } => {
-            let config = config.as_deref().map(config::load).transpose()?;
-            let findings = doctor::run(&doctor::DoctorOptions {
-                iface,
-                config,
-                backend,
-            })
-            .await;
-            print!("{}", doctor::render(&findings));
-            Ok(if doctor::failed(&findings) { 1 } else { 0 })
-        }
+        } => run_doctor(iface, config, backend).await,
     }
+}
+
+/// `lb-agent stats --json`: only the traffic counters of the status report.
+fn stats_json(report: &admin::StatusReport) -> serde_json::Value {
+    serde_json::json!({
+        "counters": report.counters,
+        "vips": report.vips.iter().map(|v| serde_json::json!({
+            "name": v.name, "packets": v.packets, "bytes": v.bytes,
+            "backends": v.backends.iter().map(|b| serde_json::json!({
+                "address": b.address, "packets": b.packets, "bytes": b.bytes,
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Exit status 1 when a check failed, so scripts can gate on the doctor.
+async fn run_doctor(iface: Option<String>, config: Option<PathBuf>, backend: bool) -> Result<i32> {
+    let config = config.as_deref().map(config::load).transpose()?;
+    let findings = doctor::run(&doctor::DoctorOptions {
+        iface,
+        config,
+        backend,
+    })
+    .await;
+    print!("{}", doctor::render(&findings));
+    Ok(if doctor::failed(&findings) { 1 } else { 0 })
 }
 
 fn admin_addr(args: &AdminArgs) -> Result<SocketAddr> {
