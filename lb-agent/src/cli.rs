@@ -248,18 +248,22 @@ pub async fn execute(cli: Cli) -> Result<i32> {
             iface,
             config,
             backend,
-        } => {
-            let config = config.as_deref().map(config::load).transpose()?;
-            let findings = doctor::run(&doctor::DoctorOptions {
-                iface,
-                config,
-                backend,
-            })
-            .await;
-            print!("{}", doctor::render(&findings));
-            Ok(if doctor::failed(&findings) { 1 } else { 0 })
-        }
+        } => run_doctor(iface, config, backend).await,
     }
+}
+
+/// `lb-agent stats --json`: only the traffic counters of the status report.
+/// Exit status 1 when a check failed, so scripts can gate on the doctor.
+async fn run_doctor(iface: Option<String>, config: Option<PathBuf>, backend: bool) -> Result<i32> {
+    let config = config.as_deref().map(config::load).transpose()?;
+    let findings = doctor::run(&doctor::DoctorOptions {
+        iface,
+        config,
+        backend,
+    })
+    .await;
+    print!("{}", doctor::render(&findings));
+    Ok(if doctor::failed(&findings) { 1 } else { 0 })
 }
 
 fn admin_addr(args: &AdminArgs) -> Result<SocketAddr> {

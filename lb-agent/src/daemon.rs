@@ -21,8 +21,6 @@ use tracing::{error, info, warn};
 /// Longest a shutdown waits for BIRD to confirm the withdrawal.
 const BGP_WITHDRAW_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// Kept under its old name for the callers in cli.rs and the tests crate.
-
 pub async fn run(config_path: &Path, iface: Option<String>, detach_on_exit: bool) -> Result<()> {
     let mut cfg = config::load(config_path)?;
     if let Some(iface) = &iface {

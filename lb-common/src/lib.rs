@@ -9,11 +9,13 @@
 pub mod consts;
 pub mod hash;
 pub mod maps;
+mod prime;
 mod stats;
 
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 pub use consts::*;
+pub use prime::is_prime;
 pub use stats::{BenchStat, DecapStat, Stat, BENCH_STAT_COUNT, DECAP_STAT_COUNT, STAT_COUNT};
 
 /// Address family tag stored in keys and backends.

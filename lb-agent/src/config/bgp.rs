@@ -1,7 +1,11 @@
 //! The `[bgp]` section: how the agent announces its VIPs through the BIRD daemon beside it.
 //! Without the section nothing is announced and nothing else changes.
 
-use super::{KeyPath, Problems};
+use super::{
+    locate::KeyPath,
+    validate::{vip_path, Problems},
+    VipConfig,
+};
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 use std::{
     fmt,
@@ -140,8 +144,15 @@ impl BgpConfig {
         )
     }
 
-    pub(super) fn check(&self, vips: &[super::VipConfig], out: &mut Problems) {
+    pub(super) fn check(&self, vips: &[VipConfig], out: &mut Problems) {
         let p = KeyPath::default().key("bgp");
+        self.check_settings(&p, out);
+        self.check_neighbors(&p, out);
+        self.check_vip_families(vips, out);
+    }
+
+    /// The section's own keys.
+    fn check_settings(&self, p: &KeyPath, out: &mut Problems) {
         if self.local_as == 0 {
             out.add(p.key("local_as"), "must not be 0");
         }
@@ -175,6 +186,9 @@ impl BgpConfig {
                 ),
             );
         }
+    }
+
+    fn check_neighbors(&self, p: &KeyPath, out: &mut Problems) {
         if self.neighbors.is_empty() {
             out.add(
                 p.key("neighbor"),
@@ -212,6 +226,10 @@ impl BgpConfig {
                 out.add(np.key("multihop"), "must be at least 1");
             }
         }
+    }
+
+    /// Each VIP family needs a session that can announce it.
+    fn check_vip_families(&self, vips: &[VipConfig], out: &mut Problems) {
         let families: [(&str, bool, &str); 2] =
             [("IPv4", false, "next_hop"), ("IPv6", true, "next_hop_v6")];
         for (family, v6, key) in families {
@@ -228,7 +246,7 @@ impl BgpConfig {
             });
             if !self.neighbors.is_empty() && !carried {
                 out.add(
-                    super::vip_path(i).key("address"),
+                    vip_path(i).key("address"),
                     format!(
                         "{family} VIP, but no BGP session can announce it: add an {family} \
                          [[bgp.neighbor]] or set bgp.{key}"
@@ -240,125 +258,4 @@ impl BgpConfig {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::super::tests::{assert_rejected, line, vip, HEAD};
-    use super::*;
-    use crate::config::parse;
-
-    const BGP: &str = "\n[bgp]\nlocal_as = 65010\nrouter_id = \"198.18.0.2\"\ncommunities = [\"65010:100\"]\n\n[[bgp.neighbor]]\naddress = \"198.18.0.1\"\nremote_as = 65000\n";
-
-    #[test]
-    fn accepts_a_bgp_section_and_fills_defaults() {
-        let text = format!("{HEAD}{}{BGP}", vip("web", "198.18.10.1", 80));
-        let c = parse(&text, "lb.toml").unwrap();
-        let b = c.bgp.unwrap();
-        assert_eq!(b.local_as, 65010);
-        assert_eq!(b.hold_time, 9);
-        assert_eq!(b.communities, vec![Community::Standard(65010, 100)]);
-        assert_eq!(b.announce_interface, "lb-announce");
-        assert_eq!(
-            b.include_file,
-            PathBuf::from("/etc/bird/lb-agent/vips.conf")
-        );
-        assert_eq!(b.neighbors[0].remote_as, 65000);
-        // No section: nothing announced, nothing else changes.
-        assert!(parse(HEAD, "lb.toml").unwrap().bgp.is_none());
-    }
-
-    #[test]
-    fn rejects_hold_time_below_3() {
-        let text =
-            format!("{HEAD}{BGP}").replace("[[bgp.neighbor]]", "hold_time = 2\n[[bgp.neighbor]]");
-        assert_rejected(
-            &text,
-            "bgp.hold_time",
-            line(&text, "hold_time"),
-            "at least 3",
-        );
-    }
-
-    #[test]
-    fn rejects_a_bad_community() {
-        let text = format!("{HEAD}{BGP}").replace("65010:100", "65010-100");
-        assert_rejected(
-            &text,
-            "bgp.communities",
-            line(&text, "communities"),
-            "not a community",
-        );
-        let text = format!("{HEAD}{BGP}").replace("65010:100", "65010:70000");
-        assert_rejected(
-            &text,
-            "bgp.communities",
-            line(&text, "communities"),
-            "not a community",
-        );
-    }
-
-    #[test]
-    fn rejects_no_neighbor_and_duplicate_neighbors() {
-        let none = format!("{HEAD}\n[bgp]\nlocal_as = 65010\nneighbor = []\n");
-        assert_rejected(
-            &none,
-            "bgp.neighbor",
-            line(&none, "neighbor ="),
-            "at least one",
-        );
-        let twice = format!("{HEAD}{BGP}{}", &BGP[BGP.find("[[bgp").unwrap()..]);
-        assert!(
-            super::super::tests::rejected(&twice).contains("duplicate neighbor 198.18.0.1"),
-            "{twice}"
-        );
-    }
-
-    #[test]
-    fn rejects_an_ipv6_vip_no_session_can_carry() {
-        let text = format!(
-            "{HEAD}encap_source_v6 = \"2001:db8::2\"\n{}{BGP}",
-            vip("web6", "2001:db8:10::1", 80)
-        );
-        assert_rejected(
-            &text,
-            "vip[0].address",
-            line(&text, "2001:db8:10::1"),
-            "bgp.next_hop_v6",
-        );
-        let fixed = text.replace(
-            "[[bgp.neighbor]]",
-            "next_hop_v6 = \"2001:db8::2\"\n[[bgp.neighbor]]",
-        );
-        parse(&fixed, "lb.toml").unwrap();
-    }
-
-    #[test]
-    fn rejects_a_bad_interface_name_and_a_relative_include() {
-        let text = format!("{HEAD}{BGP}").replace(
-            "[[bgp.neighbor]]",
-            "announce_interface = \"this-name-is-too-long\"\ninclude_file = \"vips.conf\"\n[[bgp.neighbor]]",
-        );
-        assert_rejected(
-            &text,
-            "bgp.announce_interface",
-            line(&text, "announce_interface"),
-            "not an interface name",
-        );
-        assert_rejected(
-            &text,
-            "bgp.include_file",
-            line(&text, "include_file"),
-            "absolute",
-        );
-    }
-
-    #[test]
-    fn rejects_unknown_bgp_keys() {
-        let text = format!("{HEAD}{BGP}")
-            .replace("remote_as = 65000", "remote_as = 65000\nremote_asn = 1");
-        assert_rejected(
-            &text,
-            "bgp.neighbor[0].remote_asn",
-            line(&text, "remote_asn"),
-            "unknown field",
-        );
-    }
-}
+mod tests;

@@ -42,7 +42,7 @@ impl Balancer {
     /// Load the balancer object and its programs (through the verifier). With a pin directory
     /// that already holds the maps, those are adopted (checked against the map table first).
     pub fn load(options: LoadOptions) -> Result<Self> {
-        if !crate::maglev::is_prime(options.table_size) {
+        if !lb_common::is_prime(options.table_size) {
             bail!("table_size {} is not a prime", options.table_size);
         }
         if options.max_vips == 0 || options.conn_table_entries == 0 {

@@ -1,0 +1,52 @@
+//! The agent's configuration file (TOML). Unknown keys are rejected; every error names the key
+//! and the line.
+//!
+//! `schema` holds the types and defaults, `validate` the rules serde cannot express, `locate`
+//! the key path and line of an error; `bgp` is the optional `[bgp]` section.
+
+use anyhow::Context as _;
+use std::path::Path;
+use toml::de::DeTable;
+
+mod bgp;
+mod locate;
+mod schema;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+pub use bgp::{BgpConfig, Community, Neighbor};
+pub use schema::{
+    AdminState, AgentConfig, AllDown, BackendConfig, CheckKind, Config, GatewayMac, HashMode,
+    HealthCheckConfig, Protocol, VipConfig, XdpMode,
+};
+
+/// Reads and validates the configuration file at `path`; errors are `path:LINE: key: problem`.
+pub fn load(path: &Path) -> anyhow::Result<Config> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the configuration file {}", path.display()))?;
+    parse(&text, &path.display().to_string())
+}
+
+/// Parses and validates a configuration; `origin` (usually the file name) prefixes every error
+/// as `origin:LINE: key.path: problem`. With several semantic problems, all are reported, one
+/// per line, in file order.
+pub fn parse(text: &str, origin: &str) -> anyhow::Result<Config> {
+    let doc = match DeTable::parse(text) {
+        Ok(doc) => doc,
+        Err(err) => return Err(locate::toml_error(text, origin, &err, true)),
+    };
+    let config: Config =
+        toml::from_str(text).map_err(|err| locate::toml_error(text, origin, &err, false))?;
+    let problems = config.problems();
+    if problems.is_empty() {
+        return Ok(config);
+    }
+    Err(locate::problems_error(
+        text,
+        origin,
+        doc.get_ref(),
+        &problems,
+    ))
+}
