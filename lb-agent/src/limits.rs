@@ -61,7 +61,10 @@ pub fn raise_nofile() {
         );
         return;
     }
-    info!(old, new, "raised the open-file soft limit to the hard limit");
+    info!(
+        old,
+        new, "raised the open-file soft limit to the hard limit"
+    );
 }
 
 #[cfg(test)]

@@ -42,9 +42,8 @@ impl PinLock {
         }
         let err = std::io::Error::last_os_error();
         if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
-            return Err(err).with_context(|| {
-                format!("locking the pin directory {} (flock)", dir.display())
-            });
+            return Err(err)
+                .with_context(|| format!("locking the pin directory {} (flock)", dir.display()));
         }
         let meta = file
             .metadata()
@@ -60,7 +59,7 @@ impl PinLock {
             None => "another process (its pid is not visible from here)".to_string(),
         };
         bail!(
-            "the pin path {} is in use by {who}, which owns the maps there; nothing was \
+            "the pin path {} is in use by {who}, which owns the pins there; nothing was \
              changed. {hint}",
             dir.display()
         )
@@ -125,7 +124,11 @@ mod tests {
                     4: FLOCK  ADVISORY  WRITE 0 08:10:78 0 EOF\n";
         assert_eq!(holder_pid(text, 0x27, 25352), Some(25752));
         assert_eq!(holder_pid(text, 0x27, 25353), None);
-        assert_eq!(holder_pid(text, 0x810, 77), None, "POSIX locks are not ours");
+        assert_eq!(
+            holder_pid(text, 0x810, 77),
+            None,
+            "POSIX locks are not ours"
+        );
         assert_eq!(holder_pid(text, 0x810, 78), None, "pid 0: not visible");
         assert_eq!(holder_pid("", 0x27, 25352), None);
     }

@@ -519,7 +519,10 @@ fn check_masks_the_bgp_passwords() {
     let out = lb(&["check", "--config", s(&cfg)]);
     assert!(out.status.success(), "{}", describe(&["check"], &out));
     let printed = format!("{}{}", stdout(&out), stderr(&out));
-    assert!(!printed.contains("md5-s3cret"), "check printed the password:\n{printed}");
+    assert!(
+        !printed.contains("md5-s3cret"),
+        "check printed the password:\n{printed}"
+    );
     assert_mentions(&printed, &["password = \"********\""], "lb-agent check");
 }
 
