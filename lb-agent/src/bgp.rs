@@ -194,19 +194,12 @@ async fn apply(w: &Wanted, origin: &str) -> Result<()> {
     Ok(())
 }
 
+/// The include file holds the sessions' TCP-MD5 passwords: owner-only (0600) from creation.
 async fn write_atomically(path: &Path, text: &str) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        tokio::fs::create_dir_all(dir)
-            .await
-            .with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let tmp = path.with_extension("tmp");
-    tokio::fs::write(&tmp, text)
+    let (path, text) = (path.to_path_buf(), text.to_string());
+    tokio::task::spawn_blocking(move || crate::secrets::write_private_atomically(&path, &text))
         .await
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    tokio::fs::rename(&tmp, path)
-        .await
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+        .context("writing the BIRD include file: the writer task failed")?
 }
 
 async fn peers(cfg: &BgpConfig) -> Vec<BgpPeer> {
@@ -236,4 +229,36 @@ async fn peers(cfg: &BgpConfig) -> Vec<BgpPeer> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// The include file is written before BIRD is asked to load it, so a missing `birdc` still
+    /// leaves the file to look at.
+    #[tokio::test]
+    async fn the_include_file_with_the_password_is_0600() {
+        let dir = std::env::temp_dir().join(format!("lb-bgp-include-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let include = dir.join("bird").join("vips.conf");
+        let text = format!(
+            "local_as = 65010\nrouter_id = \"198.18.0.2\"\nbirdc = \"{}\"\ninclude_file = \"{}\"\n\
+             [[neighbor]]\naddress = \"198.18.0.1\"\nremote_as = 65000\npassword = \"s3cret\"\n",
+            dir.join("no-birdc").display(),
+            include.display()
+        );
+        let config: BgpConfig = toml::from_str(&text).expect("bgp section");
+        let wanted = Wanted {
+            config,
+            prefixes: BTreeSet::from(["198.18.10.1".parse().expect("address")]),
+        };
+        assert!(apply(&wanted, "test").await.is_err(), "no birdc there");
+        let meta = std::fs::metadata(&include).expect("include file written");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        let written = std::fs::read_to_string(&include).expect("read");
+        assert!(written.contains("password \"s3cret\""), "{written}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

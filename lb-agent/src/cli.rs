@@ -1,6 +1,6 @@
 //! The command line: `lb-agent run | check | decap | status | stats | backend | reload | doctor`.
 
-use crate::{admin, config, daemon, dataplane, doctor, netinfo};
+use crate::{admin, config, daemon, dataplane, doctor, netinfo, pinlock::PinLock, secrets};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::{
@@ -201,7 +201,8 @@ pub async fn execute(cli: Cli) -> Result<i32> {
         Command::Check { config } => {
             let cfg = config::load(&config)?;
             println!("# {}: valid", config.display());
-            print!("{}", cfg.to_toml()?);
+            // The output lands in tickets and chat: secrets stay in the file.
+            print!("{}", secrets::masked(&cfg).to_toml()?);
             Ok(0)
         }
         Command::Decap(args) => decap(args.action).await.map(|()| 0),
@@ -276,6 +277,10 @@ fn admin_addr(args: &AdminArgs) -> Result<SocketAddr> {
     }
 }
 
+const DECAP_LOCK_HINT: &str =
+    "Another `lb-agent decap` is attaching or detaching there: run this again when it is done, \
+     or use another --pin-dir.";
+
 fn decap_link_pin(pin_dir: &Path, iface: &str) -> PathBuf {
     pin_dir.join(format!("{iface}_link"))
 }
@@ -289,6 +294,8 @@ async fn decap(action: DecapAction) -> Result<()> {
             pin_dir,
         } => {
             crate::bpffs::ensure()?;
+            // Two attaches at once would race for the pinned link: the second one stops here.
+            let _lock = PinLock::acquire(&pin_dir, DECAP_LOCK_HINT)?;
             let mut addrs = netinfo::interface(&iface).await?.addrs;
             addrs.extend(address);
             if addrs.is_empty() {
@@ -309,6 +316,7 @@ async fn decap(action: DecapAction) -> Result<()> {
             Ok(())
         }
         DecapAction::Detach { iface, pin_dir } => {
+            let _lock = PinLock::acquire(&pin_dir, DECAP_LOCK_HINT)?;
             let pin = decap_link_pin(&pin_dir, &iface);
             if !pin.exists() {
                 bail!("no decap program pinned for {iface} at {}", pin.display());

@@ -7,7 +7,8 @@ use crate::{
     config::{self, GatewayMac},
     controller::{Controller, Setup, TICK},
     dataplane::{self, Balancer, LoadOptions},
-    netinfo,
+    limits, netinfo,
+    pinlock::PinLock,
 };
 use anyhow::{Context, Result};
 use std::path::Path;
@@ -22,6 +23,7 @@ use tracing::{error, info, warn};
 const BGP_WITHDRAW_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 pub async fn run(config_path: &Path, iface: Option<String>, detach_on_exit: bool) -> Result<()> {
+    limits::raise_nofile();
     let mut cfg = config::load(config_path)?;
     if let Some(iface) = &iface {
         cfg.agent.interface = iface.clone();
@@ -29,6 +31,12 @@ pub async fn run(config_path: &Path, iface: Option<String>, detach_on_exit: bool
     let agent = cfg.agent.clone();
     let bgp = cfg.bgp.clone();
     crate::bpffs::ensure()?;
+    // Before any map is touched, held until return: a second agent on this pin path fails here.
+    let _pin_lock = PinLock::acquire(
+        &agent.pin_path,
+        "Stop that agent first (systemctl stop lb-agent), or give this one another \
+         agent.pin_path (and admin_listen).",
+    )?;
     let gateway_mac = match agent.gateway_mac {
         GatewayMac::Fixed(mac) => mac,
         GatewayMac::Auto => {

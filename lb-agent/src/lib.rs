@@ -11,5 +11,8 @@ pub mod daemon;
 pub mod dataplane;
 pub mod doctor;
 pub mod health;
+pub mod limits;
 pub mod maglev;
 pub mod netinfo;
+pub mod pinlock;
+pub mod secrets;

@@ -507,6 +507,26 @@ fn check_output_parses_again_to_the_same_configuration() {
 }
 
 #[test]
+fn check_masks_the_bgp_passwords() {
+    let dir = TempDir::new("secret");
+    let text = format!(
+        "{}\n[bgp]\nlocal_as = 65010\nrouter_id = \"198.18.0.2\"\n\
+         next_hop_v6 = \"2001:db8::2\"\n\n[[bgp.neighbor]]\n\
+         address = \"198.18.0.1\"\nremote_as = 65000\npassword = \"md5-s3cret\"\n",
+        valid_config()
+    );
+    let cfg = dir.write("lb.toml", &text);
+    let out = lb(&["check", "--config", s(&cfg)]);
+    assert!(out.status.success(), "{}", describe(&["check"], &out));
+    let printed = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        !printed.contains("md5-s3cret"),
+        "check printed the password:\n{printed}"
+    );
+    assert_mentions(&printed, &["password = \"********\""], "lb-agent check");
+}
+
+#[test]
 fn check_accepts_a_minimal_configuration_without_vips() {
     let dir = TempDir::new("minimal");
     let cfg = dir.write("lb.toml", "[agent]\ninterface = \"eth0\"\n");

@@ -51,21 +51,32 @@ impl Agent {
     /// Start `lb-agent run` in namespace `ns` and wait up to `ready_within` for every VIP to be
     /// published (large configurations take longer than the scenarios' 20 s).
     pub fn start_in(ns: &str, config: &Path, ready_within: Duration) -> Result<Self> {
+        Self::start_with(ns, config, ready_within, |_| {})
+    }
+
+    /// [`Agent::start_in`], with `adjust` applied to the command first (limits, environment).
+    pub fn start_with(
+        ns: &str,
+        config: &Path,
+        ready_within: Duration,
+        adjust: impl FnOnce(&mut std::process::Command),
+    ) -> Result<Self> {
         let log = config.with_extension("log");
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)?;
-        let child = crate::netns::command(ns, agent_binary()?)
+        let mut command = crate::netns::command(ns, agent_binary()?);
+        command
             .arg("run")
             .arg("--config")
             .arg(config)
             .env("RUST_LOG", "info,netlink_packet_route=error")
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .context("starting lb-agent")?;
+            .stderr(out);
+        adjust(&mut command);
+        let child = command.spawn().context("starting lb-agent")?;
         let mut agent = Self {
             child: Some(child),
             config: config.to_path_buf(),
