@@ -2,8 +2,20 @@
 //!
 //! Words are the packet's own bytes loaded in native order (see the crate docs). Murmur3's
 //! 32-bit mixing: cheap in BPF (no loops beyond a few fixed words) and well spread modulo a prime.
+//!
+//! An optional fleet-wide secret [`FlowHashKey`] (the agent's `flow_hash_key_file`) enters the
+//! seed and the words a client chooses (its address and ports), so which source ports share a
+//! backend cannot be worked out from this code. It is not a cryptographic PRF: it raises the bar
+//! from reading the code to recovering 64 unknown bits from observed backend choices. The zero
+//! key is no key: every function gives exactly the unkeyed hash.
 
 const SEED: u32 = 0x9e37_79b9;
+
+/// Secret key of the flow hash as the data path holds it (`LbConfig::flow_hash_key`).
+pub type FlowHashKey = [u32; 4];
+
+/// No key: the unkeyed hash.
+pub const NO_KEY: FlowHashKey = [0; 4];
 
 #[inline(always)]
 fn mix(h: u32, k: u32) -> u32 {
@@ -35,42 +47,48 @@ pub fn ports_word(src_port_be: u16, dst_port_be: u16) -> u32 {
 
 /// 5-tuple hash of an IPv4 flow.
 #[inline(always)]
-pub fn flow_hash_v4(src: u32, dst: u32, ports: u32, proto: u8) -> u32 {
-    let h = mix(SEED, src);
-    let h = mix(h, dst);
-    let h = mix(h, ports ^ (proto as u32));
+pub fn flow_hash_v4(src: u32, dst: u32, ports: u32, proto: u8, key: &FlowHashKey) -> u32 {
+    let h = mix(SEED ^ key[0], src ^ key[1]);
+    let h = mix(h, dst ^ key[2]);
+    let h = mix(h, ports ^ (proto as u32) ^ key[3]);
     finish(h, 12)
 }
 
 /// 5-tuple hash of an IPv6 flow.
 #[inline(always)]
-pub fn flow_hash_v6(src: &[u32; 4], dst: &[u32; 4], ports: u32, proto: u8) -> u32 {
-    let mut h = SEED;
-    h = mix(h, src[0]);
+pub fn flow_hash_v6(
+    src: &[u32; 4],
+    dst: &[u32; 4],
+    ports: u32,
+    proto: u8,
+    key: &FlowHashKey,
+) -> u32 {
+    let mut h = SEED ^ key[0];
+    h = mix(h, src[0] ^ key[1]);
     h = mix(h, src[1]);
     h = mix(h, src[2]);
-    h = mix(h, src[3]);
+    h = mix(h, src[3] ^ key[2]);
     h = mix(h, dst[0]);
     h = mix(h, dst[1]);
     h = mix(h, dst[2]);
     h = mix(h, dst[3]);
-    h = mix(h, ports ^ (proto as u32));
+    h = mix(h, ports ^ (proto as u32) ^ key[3]);
     finish(h, 36)
 }
 
 /// Source-address-only hash (VIPs with `VIP_F_HASH_SRC_ONLY`).
 #[inline(always)]
-pub fn source_hash_v4(src: u32) -> u32 {
-    finish(mix(SEED, src), 4)
+pub fn source_hash_v4(src: u32, key: &FlowHashKey) -> u32 {
+    finish(mix(SEED ^ key[0], src ^ key[1]), 4)
 }
 
 #[inline(always)]
-pub fn source_hash_v6(src: &[u32; 4]) -> u32 {
-    let mut h = SEED;
-    h = mix(h, src[0]);
+pub fn source_hash_v6(src: &[u32; 4], key: &FlowHashKey) -> u32 {
+    let mut h = SEED ^ key[0];
+    h = mix(h, src[0] ^ key[1]);
     h = mix(h, src[1]);
-    h = mix(h, src[2]);
-    h = mix(h, src[3]);
+    h = mix(h, src[2] ^ key[3]);
+    h = mix(h, src[3] ^ key[2]);
     finish(h, 16)
 }
 
@@ -86,29 +104,34 @@ pub fn addr_filter_bit(addr: &[u32; 4], family: u8) -> u32 {
 }
 
 /// The hash the data path picks a Maglev slot with: the 5-tuple, or the client address only
-/// for VIPs with `VIP_F_HASH_SRC_ONLY`.
+/// for VIPs with `VIP_F_HASH_SRC_ONLY`; keyed with the balancer's `key` ([`NO_KEY`] for none).
 #[inline(always)]
-pub fn flow_key_hash(flow: &crate::FlowKey, vip_flags: u32) -> u32 {
+pub fn flow_key_hash(flow: &crate::FlowKey, vip_flags: u32, key: &FlowHashKey) -> u32 {
     let v4 = flow.family == crate::FAMILY_V4;
     if vip_flags & crate::VIP_F_HASH_SRC_ONLY != 0 {
         return if v4 {
-            source_hash_v4(flow.src[0])
+            source_hash_v4(flow.src[0], key)
         } else {
-            source_hash_v6(&flow.src)
+            source_hash_v6(&flow.src, key)
         };
     }
     let ports = ports_word(flow.src_port, flow.dst_port);
     if v4 {
-        flow_hash_v4(flow.src[0], flow.dst[0], ports, flow.proto)
+        flow_hash_v4(flow.src[0], flow.dst[0], ports, flow.proto, key)
     } else {
-        flow_hash_v6(&flow.src, &flow.dst, ports, flow.proto)
+        flow_hash_v6(&flow.src, &flow.dst, ports, flow.proto, key)
     }
 }
 
 /// The slot of a VIP's table of `table_size` slots that `flow` falls in, as the data path picks
 /// it (`maglev::slot` there reuses the hash it already has).
-pub fn table_slot(flow: &crate::FlowKey, vip_flags: u32, table_size: u32) -> u32 {
-    flow_key_hash(flow, vip_flags) % table_size
+pub fn table_slot(
+    flow: &crate::FlowKey,
+    vip_flags: u32,
+    table_size: u32,
+    key: &FlowHashKey,
+) -> u32 {
+    flow_key_hash(flow, vip_flags, key) % table_size
 }
 
 #[cfg(test)]
@@ -117,10 +140,10 @@ mod tests {
 
     #[test]
     fn ports_change_the_hash_but_not_the_source_hash() {
-        let a = flow_hash_v4(1, 2, ports_word(1000u16.to_be(), 80u16.to_be()), 6);
-        let b = flow_hash_v4(1, 2, ports_word(1001u16.to_be(), 80u16.to_be()), 6);
+        let a = flow_hash_v4(1, 2, ports_word(1000u16.to_be(), 80u16.to_be()), 6, &NO_KEY);
+        let b = flow_hash_v4(1, 2, ports_word(1001u16.to_be(), 80u16.to_be()), 6, &NO_KEY);
         assert_ne!(a, b);
-        assert_eq!(source_hash_v4(1), source_hash_v4(1));
+        assert_eq!(source_hash_v4(1, &NO_KEY), source_hash_v4(1, &NO_KEY));
     }
 
     #[test]
@@ -133,11 +156,29 @@ mod tests {
                 0x0a00_0002,
                 ports_word(port.to_be(), 80u16.to_be()),
                 6,
+                &NO_KEY,
             );
             buckets[((h % m) * 16 / m) as usize] += 1;
         }
         for b in buckets {
             assert!((800..1200).contains(&b), "uneven bucket {b}: {buckets:?}");
         }
+    }
+
+    /// The unkeyed hash is the one every balancer computed before keys existed: fixed values,
+    /// so a change to it cannot slip in (it would move every flow of a fleet mid-upgrade).
+    #[test]
+    fn zero_key_is_the_unkeyed_hash() {
+        let ports = ports_word(40000u16.to_be(), 80u16.to_be());
+        assert_eq!(
+            flow_hash_v4(0x0a00_0001, 0x0a00_0002, ports, 6, &NO_KEY),
+            0xb34c_f493
+        );
+        assert_eq!(source_hash_v4(0x0a00_0001, &NO_KEY), 0xcfbd_6bad);
+        let key = [1, 2, 3, 4];
+        assert_ne!(
+            flow_hash_v4(0x0a00_0001, 0x0a00_0002, ports, 6, &key),
+            flow_hash_v4(0x0a00_0001, 0x0a00_0002, ports, 6, &NO_KEY)
+        );
     }
 }

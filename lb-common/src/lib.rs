@@ -332,7 +332,16 @@ pub struct LbConfig {
     pub ready: u8,
     /// New connection-table entries allowed per CPU per second (SYN-flood guard); 0 = no limit.
     pub new_flows_per_sec: u32,
+    /// Destination MACs the balancer forwards: the interface's own first, then configured extra
+    /// ones (e.g. a VRRP virtual MAC); unused entries repeat the first. Frames to any other
+    /// address (broadcast, multicast, another host) are the host's (`pass_not_our_mac`).
+    pub local_macs: [[u8; 6]; LOCAL_MACS],
+    /// Secret key of the flow hash (`hash::FlowHashKey`); all zero = the unkeyed hash.
+    pub flow_hash_key: [u32; 4],
 }
+
+/// Entries of [`LbConfig::local_macs`]: the interface's MAC and up to three more.
+pub const LOCAL_MACS: usize = 4;
 
 /// Per-CPU state of the SYN-flood guard (`FLOOD_GUARD`, written only by the data path).
 #[repr(C)]
@@ -402,7 +411,7 @@ mod tests {
         assert_eq!(size_of::<Backend>(), 28);
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(size_of::<FlowState>(), 16);
-        assert_eq!(size_of::<LbConfig>(), 36);
+        assert_eq!(size_of::<LbConfig>(), 76);
         assert_eq!(size_of::<TrafficCounters>(), 16);
     }
 

@@ -71,7 +71,7 @@ counters! {
         /// "Fragmentation needed" / "packet too big" sent back to a client.
         IcmpTooBigSent => "icmp_too_big_sent",
         /// bpf_xdp_adjust_head failed, or the frame was too short, while adding the outer
-        /// header.
+        /// header; or bpf_xdp_adjust_tail failed while cutting a trailer.
         EncapFailed => "encap_failed",
         DropFragment => "drop_fragment",
         DropIpv4Options => "drop_ipv4_options",
@@ -86,9 +86,17 @@ counters! {
         /// ICMP error is never answered with another (RFC 1122 3.2.2, RFC 4443 2.4).
         DropIcmpErrorTooBig => "drop_icmp_error_too_big",
         /// A client packet too big for `mtu` whose "too big" answer could not be built (packet
-        /// shorter than the quote, trailing bytes past the IP length, or a head/tail adjustment
-        /// failed): dropped.
+        /// shorter than the quote, or a head/tail adjustment failed): dropped.
         IcmpTooBigFailed => "icmp_too_big_failed",
+        /// A frame to a VIP whose destination MAC is not one of `CONFIG.local_macs` (broadcast,
+        /// multicast, another host's unicast): handed to the host untouched, never forwarded.
+        PassNotOurMac => "pass_not_our_mac",
+        /// A client packet too big for `mtu` from a source no ICMP error may be sent to
+        /// (broadcast, multicast, unspecified, loopback, IPv4 class E): dropped unanswered.
+        DropTooBigUnanswerable => "drop_too_big_unanswerable",
+        /// Bytes after the IP length (an Ethernet trailer or padding) cut off before
+        /// forwarding; the frame goes on.
+        TrailerTrimmed => "trailer_trimmed",
     }
 }
 
@@ -156,5 +164,7 @@ mod tests {
         assert_eq!(Stat::DropUnconfigured as u32, 19);
         assert_eq!(Stat::DropIcmpErrorTooBig as u32, 20);
         assert_eq!(Stat::IcmpTooBigFailed as u32, 21);
+        assert_eq!(Stat::PassNotOurMac as u32, 22);
+        assert_eq!(Stat::TrailerTrimmed as u32, 24);
     }
 }

@@ -1,5 +1,6 @@
-//! A SYN flood against the connection table, through the benchmark twin on one CPU: K
-//! established flows, then F unique SYNs, then how many of the K still reach their backend.
+//! A flood against the connection table, through the benchmark twin on one CPU: K
+//! established flows (opened with a SYN), then F unique SYNs or spoofed ACKs, then how many of
+//! the K still reach their backend.
 //! In moved slots (every slot moved) that takes their entries surviving; in stable slots no
 //! flow has or needs one, and the flood inserts nothing. Shared by the conntrack benchmark and
 //! the flood test.
@@ -26,6 +27,8 @@ pub struct Flood {
     pub conn_table: u32,
     pub established: u32,
     pub syns: u32,
+    /// Flood with spoofed ACKs (segments of no connection) instead of SYNs.
+    pub spoofed_acks: bool,
     /// The guard during the flood (0: off).
     pub new_flows_per_sec: u32,
     /// Every slot of the VIP moved (the connection table in use), or every slot stable.
@@ -55,20 +58,29 @@ pub fn run(f: &Flood) -> Result<Outcome> {
     }
     // What proves each pass took the intended path.
     let (first_packet, flood_packet, survivor) = if f.moved {
-        (Stat::ConnMissNonSyn, Stat::ConnMissSyn, Stat::ConnHit)
+        let flood = if f.spoofed_acks {
+            Stat::ConnMissNonSyn
+        } else {
+            Stat::ConnMissSyn
+        };
+        (Stat::ConnMissSyn, flood, Stat::ConnHit)
     } else {
         (Stat::StableSlot, Stat::StableSlot, Stat::StableSlot)
     };
+    let opening = template(BENCH_VARY_V4, f.established, |p| {
+        frames::tcp4(CLIENT, 0, VIP, 80, Tcp::Syn, p)
+    })?;
     let established = template(BENCH_VARY_V4, f.established, |p| {
         frames::tcp4(CLIENT, 0, VIP, 80, Tcp::Ack, p)
     })?;
+    let flags = if f.spoofed_acks { Tcp::Ack } else { Tcp::Syn };
     let syn = template(BENCH_VARY_V4, f.syns, |p| {
-        frames::tcp4(FLOODER, 0, VIP, 80, Tcp::Syn, p)
+        frames::tcp4(FLOODER, 0, VIP, 80, flags, p)
     })?;
-    // One pass puts every established flow in the table in moved slots (guard off: the lab's
-    // default).
+    // One pass of SYNs puts every established flow in the table in moved slots (guard off: the
+    // lab's default).
     let before = lab.lb.stat(first_packet)?;
-    run_twin(&mut lab, BENCH_LB_PROGRAM, &established, f.established)?;
+    run_twin(&mut lab, BENCH_LB_PROGRAM, &opening, f.established)?;
     ensure!(
         lab.lb.stat(first_packet)? - before == f.established as u64,
         "the established flows did not all take the {} path",

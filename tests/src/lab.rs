@@ -73,6 +73,8 @@ impl Lab {
             outer_ttl: DEFAULT_OUTER_TTL,
             ready: 1,
             new_flows_per_sec: 0,
+            local_macs: [crate::frames::LB_MAC; lb_common::LOCAL_MACS],
+            flow_hash_key: lb_common::hash::NO_KEY,
         };
         lb.set_config(&config)?;
         for id in 0..BACKENDS.len() as u32 {
@@ -166,7 +168,13 @@ impl Lab {
     /// The backend the live table gives `flow`, read back from the kernel's view of the VIP.
     pub fn table_backend(&self, key: &VipKey, flow: &FlowKey, table: &[u32]) -> Result<u32> {
         let meta = self.lb.vip(key)?;
-        Ok(table[table_slot(flow, meta.flags, DEFAULT_TABLE_SIZE) as usize])
+        let slot = table_slot(
+            flow,
+            meta.flags,
+            DEFAULT_TABLE_SIZE,
+            &self.config.flow_hash_key,
+        );
+        Ok(table[slot as usize])
     }
 
     /// Maglev's choice for `flow` among `backends` (what a fresh lookup must return).
@@ -176,7 +184,7 @@ impl Lab {
 
     /// The 5-tuple hash that varies the outer header (whatever the VIP hashes its table on).
     pub fn hash(&self, flow: &FlowKey) -> u32 {
-        flow_key_hash(flow, 0)
+        flow_key_hash(flow, 0, &self.config.flow_hash_key)
     }
 
     /// Run `frame` through the balancer once.

@@ -123,11 +123,14 @@ fn flow_from_before_a_table_change_keeps_its_backend_through_the_moved_slot() ->
     assert_forwarded_to(&mut lab, &ack, backend)?;
     assert_eq!(lab.lb.stat(Stat::ConnMissNonSyn)?, 1);
     assert_eq!(lab.lb.stat(Stat::MovedToPrevious)?, 1);
-    // From then on the flow has an entry, and keeps it through further changes.
-    assert_eq!(lab.lb.flow(&flow).map(|e| e.backend), Some(backend));
+    // The slot's previous backend carries the flow: no entry (a spoofed segment could make
+    // one for any 5-tuple), also through further changes, since a moved slot keeps its first
+    // previous backend.
+    assert_eq!(lab.lb.flow(&flow), None);
     lab.fill_table(&key, (backend + 2) % 3)?;
     assert_forwarded_to(&mut lab, &ack, backend)?;
-    assert_eq!(lab.lb.stat(Stat::ConnHit)?, 1);
+    assert_eq!(lab.lb.stat(Stat::MovedToPrevious)?, 2);
+    assert_eq!(lab.lb.stat(Stat::ConnHit)?, 0);
     // A new connection follows the table, and is remembered there.
     let new_syn = frames::tcp4(CLIENT, 40003, WEB, 80, Tcp::Syn, &[]);
     let now = (backend + 2) % 3;
@@ -170,10 +173,10 @@ fn entry_of_a_backend_that_went_down_is_reselected() -> Result<()> {
     let ack = frames::tcp4(CLIENT, 40005, WEB, 80, Tcp::Ack, &[]);
     let flow = flow_of(&syn)?;
     let first = lab.predict(&key, &flow, &V4_BACKENDS)?;
-    lab.run(&syn)?;
     let other = (first + 1) % 3;
-    lab.fill_table(&key, other)?;
-    lab.run(&ack)?;
+    // Every slot moved, new flows to `first`: the SYN makes the flow's entry.
+    lab.move_every_slot(&key, other, first)?;
+    lab.run(&syn)?;
     assert_eq!(lab.lb.flow(&flow).map(|e| e.backend), Some(first));
     // `first` dies: its entry goes stale, and the slot forgets it as the previous backend.
     lab.take_down(first)?;
@@ -199,7 +202,8 @@ fn udp_flow_keeps_its_backend_through_a_table_change() -> Result<()> {
     assert_eq!(lab.lb.stat(Stat::ConnMissUdp)?, 1);
     assert_eq!(lab.lb.stat(Stat::MovedToPrevious)?, 1);
     assert_forwarded_to(&mut lab, &frame, backend)?;
-    assert_eq!(lab.lb.stat(Stat::ConnHit)?, 1);
+    assert_eq!(lab.lb.stat(Stat::MovedToPrevious)?, 2);
+    assert_eq!(lab.lb.flow(&flow_of(&frame)?), None);
     Ok(())
 }
 
@@ -217,7 +221,11 @@ fn ipv6_tcp_is_encapsulated_in_ipv6() -> Result<()> {
     lab.fill_table(&key, if backend == 3 { 4 } else { 3 })?;
     assert_forwarded_to(&mut lab, &ack, backend)?;
     assert_forwarded_to(&mut lab, &ack, backend)?;
-    assert_eq!(lab.lb.stat(Stat::MovedToPrevious)?, 1);
+    assert_eq!(lab.lb.stat(Stat::MovedToPrevious)?, 2);
+    // A SYN through the moved slot is remembered, and hit by its next segment.
+    let syn = frames::tcp6(CLIENT6, 50002, WEB6, 80, Tcp::Syn, &[]);
+    lab.run(&syn)?;
+    lab.run(&frames::tcp6(CLIENT6, 50002, WEB6, 80, Tcp::Ack, &[]))?;
     assert_eq!(lab.lb.stat(Stat::ConnHit)?, 1);
     Ok(())
 }
@@ -444,15 +452,165 @@ fn icmp_error_too_big_to_encapsulate_is_dropped_not_answered() -> Result<()> {
 }
 
 #[test]
-fn oversize_frame_whose_answer_cannot_be_built_is_dropped() -> Result<()> {
+fn oversize_frame_with_a_trailer_is_answered_without_it() -> Result<()> {
     let (mut lab, _) = web_lab()?;
     let payload = vec![0xab; MTU as usize - 40];
     let mut frame = frames::tcp4(CLIENT, 40031, WEB, 80, Tcp::Ack, &payload);
-    // Bytes past the IP length (an Ethernet trailer): the quote would be guessed, so no answer.
-    frame.extend_from_slice(&[0; 4]);
-    assert_dropped(&mut lab, &frame, Stat::IcmpTooBigFailed)?;
+    // Bytes past the IP length (an Ethernet trailer): cut first, then the usual answer.
+    frame.extend_from_slice(&[0xee; 4]);
+    let expected = frag_needed_v4(&frame, MTU - 20, ICMP_V4_QUOTE_LEN);
+    let (verdict, out) = lab.run(&frame)?;
+    assert_eq!(verdict, XDP_TX);
+    assert_eq!(hex(&out), hex(&expected));
+    assert_eq!(lab.lb.stat(Stat::TrailerTrimmed)?, 1);
+    assert_eq!(lab.lb.stat(Stat::IcmpTooBigSent)?, 1);
+    assert_eq!(lab.lb.stat(Stat::IcmpTooBigFailed)?, 0);
+    Ok(())
+}
+
+#[test]
+fn trailing_bytes_are_cut_before_encapsulation_and_the_mtu_check() -> Result<()> {
+    let (mut lab, key) = web_lab()?;
+    let mut lab6 = Lab::new()?;
+    let key6 = lab6.add_vip(WEB6.into(), 80, IPPROTO_TCP, 0, &[3, 4])?;
+    // A pure ACK padded to Ethernet's 60-byte minimum.
+    let mut padded = frames::tcp4(CLIENT, 40032, WEB, 80, Tcp::Ack, &[]);
+    assert_eq!(padded.len(), 54);
+    padded.resize(60, 0);
+    // A trailer that makes the frame far larger than the MTU while the IP packet fits: the
+    // packet is forwarded, exactly its IP length, not answered as too big.
+    let mut long = frames::tcp4(CLIENT, 40033, WEB, 80, Tcp::Ack, &[0x11; 1000]);
+    long.extend_from_slice(&vec![0xee; 2 * MTU as usize - long.len() + 14]);
+    assert!(long.len() > 2 * MTU as usize);
+    for frame in [&padded, &long] {
+        let backend = lab.predict(&key, &flow_of(frame)?, &V4_BACKENDS)?;
+        // `encapsulated` takes the inner packet by its IP length: the trailer is not in it.
+        assert_forwarded_to(&mut lab, frame, backend)?;
+    }
+    assert_eq!(lab.lb.stat(Stat::TrailerTrimmed)?, 2);
     assert_eq!(lab.lb.stat(Stat::IcmpTooBigSent)?, 0);
-    assert_eq!(lab.lb.stat(Stat::EncapFailed)?, 0);
+    let mut v6 = frames::tcp6(CLIENT6, 50003, WEB6, 80, Tcp::Ack, b"data");
+    v6.extend_from_slice(&[0xee; 7]);
+    let backend = lab6.predict(&key6, &flow_of(&v6)?, &[3, 4])?;
+    assert_forwarded_to(&mut lab6, &v6, backend)?;
+    assert_eq!(lab6.lb.stat(Stat::TrailerTrimmed)?, 1);
+    // Not a VIP flow: the host gets the frame as it came, trailer and all.
+    let mut other = frames::tcp4(CLIENT, 40034, WEB, 81, Tcp::Ack, &[]);
+    other.resize(60, 0);
+    assert_passed_untouched(&mut lab, &other)?;
+    assert_eq!(lab.lb.stat(Stat::TrailerTrimmed)?, 2);
+    Ok(())
+}
+
+/// `frame` with another destination MAC.
+fn to_mac(frame: &[u8], mac: [u8; 6]) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    f[..6].copy_from_slice(&mac);
+    f
+}
+
+#[test]
+fn frames_not_addressed_to_our_mac_are_passed_never_forwarded_or_answered() -> Result<()> {
+    let (mut lab, key) = web_lab()?;
+    let mut lab6 = Lab::new()?;
+    lab6.add_vip(WEB6.into(), 80, IPPROTO_TCP, 0, &[3, 4])?;
+    let syn = frames::tcp4(CLIENT, 40035, WEB, 80, Tcp::Syn, &[]);
+    let oversize = frames::tcp4(CLIENT, 40036, WEB, 80, Tcp::Ack, &vec![0xab; MTU as usize]);
+    let syn6 = frames::tcp6(CLIENT6, 50004, WEB6, 80, Tcp::Syn, &[]);
+    let broadcast = [0xff; 6];
+    let multicast4 = [0x01, 0x00, 0x5e, 0x00, 0x00, 0x01];
+    let multicast6 = [0x33, 0x33, 0x00, 0x00, 0x00, 0x01];
+    let other_host = [0x02, 0, 0, 0, 0, 0x77];
+    let vrrp = [0x00, 0x00, 0x5e, 0x00, 0x01, 0x07];
+    for mac in [broadcast, multicast4, other_host, vrrp] {
+        for frame in [&syn, &oversize] {
+            assert_passed_untouched(&mut lab, &to_mac(frame, mac))?;
+        }
+    }
+    for mac in [broadcast, multicast6, other_host] {
+        assert_passed_untouched(&mut lab6, &to_mac(&syn6, mac))?;
+    }
+    assert_eq!(lab.lb.stat(Stat::PassNotOurMac)?, 8);
+    assert_eq!(lab6.lb.stat(Stat::PassNotOurMac)?, 3);
+    for stat in [Stat::Forwarded, Stat::IcmpTooBigSent, Stat::ConnMissSyn] {
+        assert_eq!(
+            lab.lb.stat(stat)? + lab6.lb.stat(stat)?,
+            0,
+            "{}",
+            stat.name()
+        );
+    }
+    // A configured extra MAC (a VRRP virtual MAC) is ours: forwarded from it as well.
+    let mut config = lab.config;
+    config.local_macs[1] = vrrp;
+    lab.set_config(config)?;
+    let frame = to_mac(&syn, vrrp);
+    let backend = lab.predict(&key, &flow_of(&frame)?, &V4_BACKENDS)?;
+    let (verdict, out) = lab.run(&frame)?;
+    assert_eq!(verdict, XDP_TX);
+    let mut expected = encapsulated(&frame, backend_addr(&lab.lb, backend)?, &lab.outer(), 0);
+    expected[6..12].copy_from_slice(&vrrp);
+    assert_eq!(hex(&out), hex(&expected), "sent from the MAC it came to");
+    assert_passed_untouched(&mut lab, &to_mac(&syn, other_host))
+}
+
+#[test]
+fn no_icmp_error_toward_broadcast_multicast_unspecified_or_loopback_sources() -> Result<()> {
+    let (mut lab, _) = web_lab()?;
+    let mut lab6 = Lab::new()?;
+    lab6.add_vip(WEB6.into(), 80, IPPROTO_TCP, 0, &[3, 4])?;
+    let payload = vec![0xab; MTU as usize];
+    for src in [
+        "255.255.255.255",
+        "224.0.0.1",
+        "239.1.2.3",
+        "240.0.0.1",
+        "0.0.0.0",
+        "0.1.2.3",
+        "127.0.0.1",
+    ] {
+        let frame = frames::tcp4(src.parse()?, 40037, WEB, 80, Tcp::Ack, &payload);
+        assert_dropped(&mut lab, &frame, Stat::DropTooBigUnanswerable)?;
+    }
+    for src in ["ff02::1", "ff05::2", "::", "::1"] {
+        let frame = frames::tcp6(src.parse()?, 50005, WEB6, 80, Tcp::Ack, &payload);
+        assert_dropped(&mut lab6, &frame, Stat::DropTooBigUnanswerable)?;
+    }
+    assert_eq!(
+        lab.lb.stat(Stat::IcmpTooBigSent)? + lab6.lb.stat(Stat::IcmpTooBigSent)?,
+        0
+    );
+    // An ordinary client still gets its answer.
+    let frame = frames::tcp4(CLIENT, 40037, WEB, 80, Tcp::Ack, &payload);
+    let (verdict, _) = lab.run(&frame)?;
+    assert_eq!(verdict, XDP_TX);
+    assert_eq!(lab.lb.stat(Stat::IcmpTooBigSent)?, 1);
+    Ok(())
+}
+
+#[test]
+fn spoofed_non_syn_packets_in_moved_slots_make_no_entries() -> Result<()> {
+    let (mut lab, key) = web_lab()?;
+    // Every slot moved, new flows to 1; flows from before go where the first table put them.
+    lab.move_every_slot(&key, 0, 1)?;
+    let syn = frames::tcp4(CLIENT, 43000, WEB, 80, Tcp::Syn, &[]);
+    assert_forwarded_to(&mut lab, &syn, 1)?;
+    assert_eq!(lab.lb.conn_entries()?, 1);
+    let spoofer = Ipv4Addr::new(198, 18, 200, 1);
+    for port in 43001..43201 {
+        let ack = frames::tcp4(spoofer, port, WEB, 80, Tcp::Ack, &[]);
+        let previous = lab.predict(&key, &flow_of(&ack)?, &V4_BACKENDS)?;
+        assert_forwarded_to(&mut lab, &ack, previous)?;
+    }
+    assert_eq!(lab.lb.stat(Stat::ConnMissNonSyn)?, 200);
+    assert_eq!(lab.lb.stat(Stat::MovedToPrevious)?, 200);
+    assert_eq!(lab.lb.conn_entries()?, 1, "only the SYN's entry");
+    assert_forwarded_to(
+        &mut lab,
+        &frames::tcp4(CLIENT, 43000, WEB, 80, Tcp::Ack, &[]),
+        1,
+    )?;
+    assert_eq!(lab.lb.stat(Stat::ConnHit)?, 1);
     Ok(())
 }
 

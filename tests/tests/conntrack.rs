@@ -1,5 +1,6 @@
 //! The connection table under a SYN flood larger than the table: with the per-CPU new-flow
-//! guard on, established flows keep their entries; with it off, the flood evicts them.
+//! guard on, established flows keep their entries; with it off, the flood evicts them. A flood
+//! of spoofed ACKs into moved slots inserts nothing, guard or not.
 
 use anyhow::Result;
 use lb_tests::flood::{run, Flood};
@@ -17,9 +18,31 @@ fn flood(new_flows_per_sec: u32, moved: bool) -> Result<lb_tests::flood::Outcome
         conn_table: TABLE,
         established: ESTABLISHED,
         syns: SYNS,
+        spoofed_acks: false,
         new_flows_per_sec,
         moved,
     })
+}
+
+/// 300 flows opened after the move (their SYNs made entries), a table of 1,024 entries (512 or
+/// fewer per CPU's LRU list), 20,000 spoofed ACKs without a guard: before non-SYN misses
+/// stopped inserting, this flood evicted the flows' entries.
+#[test]
+fn spoofed_acks_into_moved_slots_evict_no_established_flow() -> Result<()> {
+    let outcome = run(&Flood {
+        conn_table: 1024,
+        established: 300,
+        syns: 20_000,
+        spoofed_acks: true,
+        new_flows_per_sec: 0,
+        moved: true,
+    })?;
+    assert_eq!(
+        outcome.survivors, 300,
+        "established flows lost their entries"
+    );
+    assert_eq!(outcome.skipped, 0, "nothing was even tried");
+    Ok(())
 }
 
 #[test]

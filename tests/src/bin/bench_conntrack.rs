@@ -132,6 +132,7 @@ fn main() -> Result<()> {
             conn_table: FLOOD_TABLE,
             established: FLOOD_ESTABLISHED,
             syns: FLOOD_SYNS,
+            spoofed_acks: false,
             new_flows_per_sec: guard,
             moved,
         })?;

@@ -4,10 +4,11 @@
 
 use crate::{
     conntrack::{self, Lookup},
-    counters, encap, icmp,
+    counters, encap, icmp, mac,
     maglev::{self, Choice, Slot},
     maps::CONFIG,
     packet::{FlowKind, Packet},
+    trailer,
     verdict::{drop, pass, tx},
     vip,
 };
@@ -29,12 +30,21 @@ pub fn forward<const L3: usize>(
         Some(cfg) if cfg.ready != 0 => cfg,
         _ => return drop(Stat::DropUnconfigured),
     };
+    // Broadcast, multicast and other hosts' frames are never forwarded (nor answered).
+    if !mac::is_ours(pkt.l2.eth.dst, cfg) {
+        return pass(Stat::PassNotOurMac);
+    }
+    // From here the frame is ours to rewrite: it ends where the IP packet does.
+    if let Err(reason) = trailer::fit(ctx, L3 + pkt.ip_len) {
+        return drop(reason);
+    }
     // The 5-tuple hash also varies the outer header per flow, identically on every packet.
-    let hash = flow_key_hash(flow, 0);
+    let key = &cfg.flow_hash_key;
+    let hash = flow_key_hash(flow, 0, key);
     let table_hash = if vip.flags == 0 {
         hash
     } else {
-        flow_key_hash(flow, vip.flags)
+        flow_key_hash(flow, vip.flags, key)
     };
     let slot = match maglev::slot(&vip, table_hash) {
         Ok(slot) => slot,
@@ -53,10 +63,12 @@ pub fn forward<const L3: usize>(
     }
 }
 
-/// A moved slot: a flow with a live entry keeps that entry's backend. A flow without one began
-/// before the move (every flow since got an entry at its first packet here), so it goes where
-/// the slot pointed then, the previous backend. A SYN, or a flow whose backend is gone, takes
-/// the slot's backend. Either way the flow gets an entry.
+/// A moved slot: a flow with a live entry keeps that entry's backend. A non-SYN without one
+/// began before the move (every connection since got an entry with its SYN), so it goes where
+/// the slot pointed then, the previous backend, and gets no entry: `MAGLEV_PREVIOUS` already
+/// says where it belongs, and a flood of spoofed non-SYN packets therefore cannot evict the
+/// entries of live flows. A SYN, or a flow whose entry names a backend that is gone, takes the
+/// slot's backend and gets an entry.
 #[inline(always)]
 fn moved_slot(
     flow: &FlowKey,
@@ -93,8 +105,9 @@ fn moved_slot(
         }
         None => maglev::backend(slot.backend())?,
     };
-    // An ICMP error follows its flow but never speaks for it.
-    if kind != FlowKind::IcmpError {
+    // Only a SYN or a stale entry writes: a spoofed segment, UDP datagram or ICMP error
+    // without an entry cannot take another flow's place in the table.
+    if kind == FlowKind::Syn || (stale && kind != FlowKind::IcmpError) {
         conntrack::insert(flow, &choice, vip_id, cfg);
     }
     Some(choice)

@@ -23,6 +23,9 @@ use lb_ebpf::{
 /// Answer the client with "too big" carrying `mtu` (the largest inner packet that fits).
 #[inline(always)]
 pub fn too_big<const L3: usize>(ctx: &XdpContext, pkt: &Packet, mtu: u16) -> u32 {
+    if !answerable::<L3>(ctx, pkt.family) {
+        return drop(Stat::DropTooBigUnanswerable);
+    }
     let sent = if pkt.family == FAMILY_V4 {
         too_big_v4::<L3>(ctx, pkt, mtu)
     } else {
@@ -32,6 +35,28 @@ pub fn too_big<const L3: usize>(ctx: &XdpContext, pkt: &Packet, mtu: u16) -> u32
         Some(()) => tx(Stat::IcmpTooBigSent),
         None => drop(Stat::IcmpTooBigFailed),
     }
+}
+
+/// Whether the client's source may receive an ICMP error (RFC 1122 3.2.2, RFC 4443 2.4): not
+/// an unspecified, loopback, multicast or broadcast address (IPv4: not 0/8, 127/8 or 224/3, which
+/// covers 255.255.255.255; IPv6: not ::, ::1 or ff00::/8).
+#[inline(always)]
+fn answerable<const L3: usize>(ctx: &XdpContext, family: u8) -> bool {
+    if family == FAMILY_V4 {
+        let Some(ip) = read_at::<Ipv4Hdr>(ctx, L3) else {
+            return false;
+        };
+        let first = u32::from_be(ip.src) >> 24;
+        return first != 0 && first != 127 && first < 224;
+    }
+    let Some(ip) = read_at::<Ipv6Hdr>(ctx, L3) else {
+        return false;
+    };
+    let s = ip.src;
+    if u32::from_be(s[0]) >> 24 == 0xff {
+        return false;
+    }
+    !(s[0] == 0 && s[1] == 0 && s[2] == 0 && (s[3] == 0 || s[3] == 1u32.to_be()))
 }
 
 /// Turn the frame into its own ICMP error: new headers in front, the original IP packet quoted
@@ -50,8 +75,8 @@ fn reshape<const L3: usize>(
     if !adjust_head(ctx, -(headers as i32)) {
         return None;
     }
-    // The frame is the IP packet plus the new headers (the VIP path has no trailing bytes beyond
-    // the IP length for frames this large); anything else is refused rather than guessed.
+    // The frame is the IP packet plus the new headers (`trailer` cut anything after the IP
+    // packet); anything else is refused rather than guessed.
     let wanted = L3 + headers + quote;
     let now = L3 + headers + pkt.ip_len;
     if !is_exactly(ctx, now) || !adjust_tail(ctx, wanted as i32 - now as i32) {

@@ -1,7 +1,8 @@
 //! The balancer: XDP program `xdp_lb`, read top to bottom:
 //! `l2` (lb-ebpf) -> `ipv4` / `ipv6` (validate, `vip` address filter, `l4` / `icmp` flow) ->
-//! `forward` (`vip` lookup; the flow's slot from `maglev`, and `conntrack` only in a moved slot;
-//! MTU check with `icmp`; `counters`; `encap`) -> `verdict`.
+//! `forward` (`vip` lookup; `mac`: addressed to us?; `trailer` cut; the flow's slot from
+//! `maglev`, and `conntrack` only in a moved slot; MTU check with `icmp`; `counters`; `encap`)
+//! -> `verdict`.
 //! `xdp_reflect` (MAC swap + XDP_TX) is the benchmark floor; `xdp_bench_lb` / `xdp_bench_reflect`
 //! are the benchmark twins, `xdp_bench_gen` / `xdp_bench_sink` the forwarding benchmark's ends.
 #![cfg_attr(target_arch = "bpf", no_std)]
@@ -16,9 +17,11 @@ mod icmp;
 mod ipv4;
 mod ipv6;
 mod l4;
+mod mac;
 mod maglev;
 mod maps;
 mod packet;
+mod trailer;
 mod verdict;
 mod vip;
 
