@@ -45,6 +45,15 @@ pub async fn run(config_path: &Path, iface: Option<String>, detach_on_exit: bool
             mac
         }
     };
+    let local_mac = netinfo::interface(&agent.interface).await?.mac;
+    let flow_hash_key = match &agent.flow_hash_key_file {
+        Some(path) => {
+            let key = crate::hashkey::load(path)?;
+            info!(digest = %crate::hashkey::digest(&key), "flow hash key loaded");
+            key
+        }
+        None => lb_common::hash::NO_KEY,
+    };
     let dp = Balancer::load(LoadOptions {
         table_size: agent.table_size,
         max_vips: agent.max_vips,
@@ -62,6 +71,8 @@ pub async fn run(config_path: &Path, iface: Option<String>, detach_on_exit: bool
             interface_override: iface,
             interface: agent.interface.clone(),
             gateway_mac,
+            local_mac,
+            flow_hash_key,
         },
         reports_tx,
     )?;

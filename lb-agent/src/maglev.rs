@@ -192,7 +192,7 @@ fn quotas(live: &[&MaglevBackend], m: u64) -> Vec<u64> {
 /// SipHash-2-4 (Aumasson & Bernstein), written out so the table never depends on a hasher
 /// whose output may change between Rust releases. Bytes are read little-endian explicitly, so
 /// the result is the same on every host.
-fn siphash24(k0: u64, k1: u64, data: &[u8]) -> u64 {
+pub(crate) fn siphash24(k0: u64, k1: u64, data: &[u8]) -> u64 {
     let mut v = [
         k0 ^ 0x736f_6d65_7073_6575,
         k1 ^ 0x646f_7261_6e64_6f6d,

@@ -125,6 +125,8 @@ fn start(pins: &Pins, config_dir: &Path, text: &str) -> Result<Agent> {
             interface_override: None,
             interface: "lo".into(),
             gateway_mac: [2, 0, 0, 0, 0, 0xfe],
+            local_mac: lb_tests::frames::LB_MAC,
+            flow_hash_key: lb_common::hash::NO_KEY,
         },
         tx,
     )?;
@@ -224,7 +226,12 @@ impl Agent {
         let lb = self.ctl.balancer();
         let meta = lb.vip(&VipKey::new(WEB.into(), 80, IPPROTO_TCP))?;
         let live = lb.live_table(&meta)?;
-        let slot = table_slot(&flow, meta.flags, live.len() as u32);
+        let slot = table_slot(
+            &flow,
+            meta.flags,
+            live.len() as u32,
+            &lb_common::hash::NO_KEY,
+        );
         Ok(live[slot as usize].is_moved())
     }
 

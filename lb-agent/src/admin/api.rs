@@ -44,6 +44,10 @@ pub struct StatusReport {
     /// the last sweep of the connection table; absent before the first
     #[serde(default)]
     pub conn_sweep: Option<ConnSweepStatus>,
+    /// digest of the flow hash key (`agent.flow_hash_key_file`), equal on balancers with the
+    /// same key; "none" without one. Never the key itself.
+    #[serde(default)]
+    pub flow_hash_key_digest: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

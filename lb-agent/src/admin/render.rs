@@ -76,6 +76,7 @@ pub fn render_status(report: &StatusReport) -> String {
         report.table_size,
         report.config_path
     );
+    let _ = writeln!(out, "flow hash key {}", report.flow_hash_key_digest);
     if let Some(bgp) = &report.bgp {
         bgp_status(&mut out, bgp);
     }

@@ -51,6 +51,7 @@ fn canned_report() -> StatusReport {
         table_size: 65_537,
         uptime_secs: 3_723,
         config_path: "/etc/lb-agent/lb.toml".to_owned(),
+        flow_hash_key_digest: "none".to_owned(),
         vips: vec![
             VipStatus {
                 name: "web".to_owned(),

@@ -9,6 +9,7 @@ use std::path::Path;
 use toml::de::DeTable;
 
 mod bgp;
+mod datapath;
 mod locate;
 mod schema;
 mod validate;
@@ -19,7 +20,7 @@ mod tests;
 pub use bgp::{BgpConfig, Community, Neighbor};
 pub use schema::{
     AdminState, AgentConfig, AllDown, BackendConfig, CheckKind, Config, GatewayMac, HashMode,
-    HealthCheckConfig, Protocol, VipConfig, XdpMode,
+    HealthCheckConfig, Mac, Protocol, VipConfig, XdpMode,
 };
 
 /// Reads and validates the configuration file at `path`; errors are `path:LINE: key: problem`.

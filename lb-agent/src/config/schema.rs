@@ -68,6 +68,14 @@ pub struct AgentConfig {
     /// change older than this no longer keeps flows from before it on their old backend.
     #[serde(default = "default_flow_idle_timeout_ms")]
     pub flow_idle_timeout_ms: u64,
+    /// Destination MACs forwarded besides the interface's own (at most 3), e.g. a VRRP virtual
+    /// MAC the router sends to. Frames to any other MAC are left to the host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accept_macs: Vec<Mac>,
+    /// File with the fleet-wide secret key of the flow hash (16 raw bytes or 32 hex digits,
+    /// mode 0600); absent: the unkeyed hash. Every balancer of a fleet needs the same key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow_hash_key_file: Option<PathBuf>,
     /// tracing filter, e.g. "info" or "lb_agent=debug".
     #[serde(default = "default_log_level")]
     pub log_level: String,
@@ -92,6 +100,10 @@ pub enum GatewayMac {
     Auto,
     Fixed([u8; 6]),
 }
+
+/// A MAC address, `"aa:bb:cc:dd:ee:ff"` in the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mac(pub [u8; 6]);
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -311,6 +323,32 @@ impl Serialize for GatewayMac {
 }
 
 impl<'de> Deserialize<'de> for GatewayMac {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        s.parse().map_err(de::Error::custom)
+    }
+}
+
+impl FromStr for Mac {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        match s.parse::<GatewayMac>() {
+            Ok(GatewayMac::Fixed(mac)) => Ok(Mac(mac)),
+            _ => anyhow::bail!(
+                "invalid MAC {s:?}: expected six hex octets like \"00:00:5e:00:01:07\""
+            ),
+        }
+    }
+}
+
+impl Serialize for Mac {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&GatewayMac::Fixed(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Mac {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let s = String::deserialize(deserializer)?;
         s.parse().map_err(de::Error::custom)

@@ -39,6 +39,7 @@ impl Config {
         self.check_encap_sources(out);
         self.check_agent_sizes(&agent, out);
         self.check_mtu(&agent, out);
+        self.check_datapath(&agent, out);
         if a.outer_ttl == 0 {
             out.add(agent.key("outer_ttl"), "must be at least 1, got 0");
         }

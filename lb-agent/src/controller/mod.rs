@@ -34,7 +34,7 @@ use crate::{
 };
 use anyhow::{anyhow, Result};
 use ids::BackendIds;
-use lb_common::{LbConfig, VipKey};
+use lb_common::{hash::FlowHashKey, LbConfig, VipKey, LOCAL_MACS};
 use std::{
     collections::{BTreeMap, HashMap},
     net::IpAddr,
@@ -99,6 +99,10 @@ pub struct Setup {
     pub interface_override: Option<String>,
     pub interface: String,
     pub gateway_mac: [u8; 6],
+    /// The interface's own MAC: forwarded frames are sent to it (or to `agent.accept_macs`).
+    pub local_mac: [u8; 6],
+    /// `agent.flow_hash_key_file`'s key as read at start (`NO_KEY` without one).
+    pub flow_hash_key: FlowHashKey,
 }
 
 pub struct Controller {
@@ -107,6 +111,8 @@ pub struct Controller {
     config_path: PathBuf,
     interface_override: Option<String>,
     gateway_mac: [u8; 6],
+    local_mac: [u8; 6],
+    flow_hash_key: FlowHashKey,
     attachment: Option<Attachment>,
     vips: BTreeMap<String, VipRt>,
     ids: BackendIds,
@@ -138,6 +144,8 @@ impl Controller {
             config_path: setup.config_path,
             interface_override: setup.interface_override,
             gateway_mac: setup.gateway_mac,
+            local_mac: setup.local_mac,
+            flow_hash_key: setup.flow_hash_key,
             attachment: None,
             vips: BTreeMap::new(),
             ids,
@@ -173,8 +181,19 @@ impl Controller {
             outer_ttl: agent.outer_ttl,
             ready: 1,
             new_flows_per_sec: agent.new_flows_per_sec,
+            local_macs: self.local_macs(agent),
+            flow_hash_key: self.flow_hash_key,
         };
         self.dp.set_config(&cfg)
+    }
+
+    /// The interface's MAC, then `accept_macs`; unused entries repeat the interface's.
+    fn local_macs(&self, agent: &AgentConfig) -> [[u8; 6]; LOCAL_MACS] {
+        let mut macs = [self.local_mac; LOCAL_MACS];
+        for (slot, mac) in macs[1..].iter_mut().zip(&agent.accept_macs) {
+            *slot = mac.0;
+        }
+        macs
     }
 
     /// A finished health check.

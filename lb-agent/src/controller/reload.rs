@@ -178,6 +178,11 @@ pub fn restart_only_fields_unchanged(old_config: &Config, new_config: &Config) -
             "agent.conn_table_size",
         ),
         (old.gateway_mac != new.gateway_mac, "agent.gateway_mac"),
+        (old.accept_macs != new.accept_macs, "agent.accept_macs"),
+        (
+            old.flow_hash_key_file != new.flow_hash_key_file,
+            "agent.flow_hash_key_file",
+        ),
     ];
     changed.extend(fields.iter().filter(|(c, _)| *c).map(|(_, name)| *name));
     if !changed.is_empty() {

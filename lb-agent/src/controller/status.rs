@@ -27,6 +27,8 @@ pub struct Snapshot {
     pub xdp_mode: String,
     pub table_size: u32,
     pub config_path: String,
+    /// `hashkey::digest` of the flow hash key.
+    pub flow_hash_key_digest: String,
     pub started: Instant,
     /// Each VIP's id and status (zero packets and bytes); shared between snapshots until it
     /// changes.
@@ -81,6 +83,7 @@ impl StatusSource {
             table_size: snap.table_size,
             uptime_secs: snap.started.elapsed().as_secs(),
             config_path: snap.config_path.clone(),
+            flow_hash_key_digest: snap.flow_hash_key_digest.clone(),
             vips,
             counters,
             bgp: snap.bgp.clone(),
@@ -113,6 +116,7 @@ impl Shared {
             xdp_mode: "detached".to_string(),
             table_size,
             config_path: setup.config_path.display().to_string(),
+            flow_hash_key_digest: crate::hashkey::digest(&setup.flow_hash_key),
             started: now,
             vips: BTreeMap::new(),
             bgp: None,

@@ -26,6 +26,8 @@ pub struct SweepSummary {
 pub struct SweepJob {
     sweeper: Sweeper,
     idle: Duration,
+    /// The data path's flow hash key: the sweep computes each entry's slot with it.
+    key: lb_common::hash::FlowHashKey,
     started: Instant,
     /// Table generation of each VIP when the sweep began: a VIP republished since is left for
     /// the next sweep, whose view of the entries is newer than that publication.
@@ -39,7 +41,7 @@ pub struct SweepDone {
 
 impl SweepJob {
     pub fn run(mut self) -> SweepDone {
-        let result = self.sweeper.sweep(self.idle);
+        let result = self.sweeper.sweep(self.idle, &self.key);
         SweepDone { job: self, result }
     }
 }
@@ -76,6 +78,7 @@ impl Controller {
         Some(SweepJob {
             sweeper,
             idle: self.flow_idle_timeout(),
+            key: self.flow_hash_key,
             started,
             generations: self
                 .vips

@@ -8,7 +8,10 @@
 use crate::maglev::moves::Claim;
 use anyhow::{Context, Result};
 use aya::maps::{Array, HashMap, MapData, MapError};
-use lb_common::{hash::table_slot, Backend, FlowKey, FlowState, VipKey, VipMeta};
+use lb_common::{
+    hash::{table_slot, FlowHashKey},
+    Backend, FlowKey, FlowState, VipKey, VipMeta,
+};
 use std::time::{Duration, Instant};
 
 pub struct Sweeper {
@@ -48,8 +51,8 @@ impl Sweeper {
         }
     }
 
-    /// One pass over the connection table.
-    pub fn sweep(&mut self, idle: Duration) -> Result<Sweep> {
+    /// One pass over the connection table; `key`: the data path's flow hash key.
+    pub fn sweep(&mut self, idle: Duration, key: &FlowHashKey) -> Result<Sweep> {
         let started = Instant::now();
         let now = monotonic_coarse_secs()?;
         let idle = u32::try_from(idle.as_secs()).unwrap_or(u32::MAX);
@@ -86,7 +89,7 @@ impl Sweeper {
                 continue;
             };
             sweep.live += 1;
-            let slot = table_slot(&flow, *vip_flags, self.table_size);
+            let slot = table_slot(&flow, *vip_flags, self.table_size, key);
             let slots = sweep.claims.entry(state.vip_id).or_default();
             let claim = Claim::add(slots.get(&slot).copied(), state.backend);
             slots.insert(slot, claim);
