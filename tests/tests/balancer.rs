@@ -809,3 +809,62 @@ fn counters_account_for_every_frame() -> Result<()> {
     let _ = IpAddr::from(WEB);
     Ok(())
 }
+
+/// The backend a forwarded IPv4-in-IPv4 frame was sent to (its outer destination).
+fn outer_dst(out: &[u8]) -> [u8; 4] {
+    out[L3 + 16..L3 + 20].try_into().expect("4 bytes")
+}
+
+/// Backends that `lab` picks for 1,000 flows (SYNs from one client, ports 20000..21000).
+fn choices(lab: &mut Lab, key: &lb_common::VipKey) -> Result<Vec<[u8; 4]>> {
+    let mut out = Vec::new();
+    for port in 20000..21000 {
+        let syn = frames::tcp4(CLIENT, port, WEB, 80, Tcp::Syn, &[]);
+        let backend = lab.predict(key, &flow_of(&syn)?, &V4_BACKENDS)?;
+        let (verdict, frame) = lab.run(&syn)?;
+        assert_eq!(verdict, XDP_TX);
+        let dst = outer_dst(&frame);
+        // The agent's own slot computation (`table_slot` with the key) agrees with the kernel.
+        assert_eq!(
+            IpAddr::from(dst),
+            backend_addr(&lab.lb, backend)?,
+            "port {port}"
+        );
+        out.push(dst);
+    }
+    Ok(out)
+}
+
+fn keyed(key: [u32; 4]) -> Result<(Lab, lb_common::VipKey)> {
+    let (mut lab, vip) = web_lab()?;
+    let mut config = lab.config;
+    config.flow_hash_key = key;
+    lab.set_config(config)?;
+    Ok((lab, vip))
+}
+
+#[test]
+fn balancers_with_one_flow_hash_key_agree_and_other_keys_disagree() -> Result<()> {
+    let fleet_key = lb_agent::hashkey::parse(b"00112233445566778899aabbccddeeff")?;
+    let other_key = lb_agent::hashkey::parse(b"ffeeddccbbaa99887766554433221100")?;
+    let (mut a, vip_a) = keyed(fleet_key)?;
+    let (mut b, vip_b) = keyed(fleet_key)?;
+    let (mut c, vip_c) = keyed(other_key)?;
+    let (mut none, vip_none) = web_lab()?;
+    let (a, b, c, none) = (
+        choices(&mut a, &vip_a)?,
+        choices(&mut b, &vip_b)?,
+        choices(&mut c, &vip_c)?,
+        choices(&mut none, &vip_none)?,
+    );
+    assert_eq!(a, b, "same key, same backend for every flow");
+    let differ = |x: &[[u8; 4]], y: &[[u8; 4]]| x.iter().zip(y).filter(|(p, q)| p != q).count();
+    // Three equal backends: unrelated hashes agree on about a third of the flows.
+    assert!(differ(&a, &c) > 500, "{} of 1000 differ", differ(&a, &c));
+    assert!(
+        differ(&a, &none) > 500,
+        "{} of 1000 differ",
+        differ(&a, &none)
+    );
+    Ok(())
+}
