@@ -137,3 +137,60 @@ fn rejects_duplicate_key() {
     let text = format!("{HEAD}interface = \"eth1\"\n");
     assert_rejected(&text, "agent.interface", 4, "duplicate key");
 }
+
+// ---- accept_macs and flow_hash_key_file ------------------------------------------------------
+
+#[test]
+fn rejects_accept_macs_that_are_not_macs() {
+    let text = format!("{HEAD}accept_macs = [\"00:00:5e:00:01\"]\n");
+    assert_rejected(
+        &text,
+        "agent.accept_macs[0]",
+        4,
+        "invalid MAC \"00:00:5e:00:01\"",
+    );
+    let text = format!("{HEAD}accept_macs = \"00:00:5e:00:01:07\"\n");
+    assert_rejected(&text, "agent.accept_macs", 4, "expected a sequence");
+}
+
+#[test]
+fn rejects_group_zero_and_too_many_accept_macs() {
+    let text = format!(
+        "{HEAD}accept_macs = [\"00:00:5e:00:01:07\", \"01:00:5e:00:00:01\", \"00:00:00:00:00:00\", \
+         \"02:00:00:00:00:01\"]\n"
+    );
+    assert_rejected(&text, "agent.accept_macs", 4, "at most 3 extra MACs");
+    assert_rejected(
+        &text,
+        "agent.accept_macs[1]",
+        4,
+        "01:00:5e:00:00:01 is a group (multicast or broadcast) address",
+    );
+    assert_rejected(&text, "agent.accept_macs[2]", 4, "is all zero");
+    let text = format!("{HEAD}accept_macs = [\"ff:ff:ff:ff:ff:ff\"]\n");
+    assert_rejected(&text, "agent.accept_macs[0]", 4, "is a group");
+}
+
+#[test]
+fn rejects_an_empty_or_mistyped_flow_hash_key_file() {
+    let text = format!("{HEAD}flow_hash_key_file = \"\"\n");
+    assert_rejected(&text, "agent.flow_hash_key_file", 4, "must not be empty");
+    let text = format!("{HEAD}flow_hash_key_file = 16\n");
+    assert_rejected(&text, "agent.flow_hash_key_file", 4, "invalid type");
+}
+
+#[test]
+fn accepts_accept_macs_and_a_key_file() {
+    let text = format!(
+        "{HEAD}accept_macs = [\"00:00:5E:00:01:07\"]\nflow_hash_key_file = \"/etc/lb/k\"\n"
+    );
+    let c = crate::config::parse(&text, "lb.toml").expect("valid");
+    assert_eq!(
+        c.agent.accept_macs,
+        vec![crate::config::Mac([0, 0, 0x5e, 0, 1, 7])]
+    );
+    assert!(c
+        .to_toml()
+        .unwrap()
+        .contains("accept_macs = [\"00:00:5e:00:01:07\"]"));
+}
