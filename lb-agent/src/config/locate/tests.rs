@@ -145,7 +145,7 @@ fn rejects_accept_macs_that_are_not_macs() {
     let text = format!("{HEAD}accept_macs = [\"00:00:5e:00:01\"]\n");
     assert_rejected(
         &text,
-        "agent.accept_macs[0]",
+        "agent.accept_macs",
         4,
         "invalid MAC \"00:00:5e:00:01\"",
     );
