@@ -23,6 +23,8 @@ pub struct Options {
     pub fall: u32,
     pub slow_start_ms: u64,
     pub all_down: &'static str,
+    /// `agent.conn_table_size`.
+    pub conn_table_size: u32,
 }
 
 impl Default for Options {
@@ -36,6 +38,7 @@ impl Default for Options {
             fall: 3,
             slow_start_ms: 0,
             all_down: "fail-open",
+            conn_table_size: 65536,
         }
     }
 }
@@ -155,11 +158,12 @@ pub fn balancer_config(topo: &Topology, lb: usize, o: &Options, weights: &[u32])
         s
     };
     let mut text = format!(
-        "[agent]\ninterface = \"{LB_IFACE}\"\nxdp_mode = \"native\"\npin_path = \"{}\"\nadmin_listen = \"{}\"\ngateway_mac = \"auto\"\nencap_source_v4 = \"{}\"\nencap_source_v6 = \"{}\"\nmax_vips = 8\nconn_table_size = 65536\nslow_start_ms = {}\n",
+        "[agent]\ninterface = \"{LB_IFACE}\"\nxdp_mode = \"native\"\npin_path = \"{}\"\nadmin_listen = \"{}\"\ngateway_mac = \"auto\"\nencap_source_v4 = \"{}\"\nencap_source_v6 = \"{}\"\nmax_vips = 8\nconn_table_size = {}\nslow_start_ms = {}\n",
         topo.pin_dir_of(lb).display(),
         crate::agentproc::ADMIN,
         lb_v4(lb),
         lb_v6(lb),
+        o.conn_table_size,
         o.slow_start_ms
     );
     for (name, addr, port, proto, kind, v6) in [

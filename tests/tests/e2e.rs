@@ -370,6 +370,105 @@ fn drained_backend_keeps_connections_and_gets_no_new_ones() -> Result<()> {
     Ok(())
 }
 
+/// 300 connections opened after a drain (their SYNs made entries in the moved slots), then
+/// 20,000 spoofed ACKs of no connection into the same VIP, against a table of 1,024 entries
+/// (at most 512 per receive CPU): the flood must evict none of the connections' entries, or
+/// their next segments go to the drained backend, which resets them.
+#[test]
+fn spoofed_ack_flood_after_a_drain_resets_no_connection() -> Result<()> {
+    let _serial = serial();
+    let options = Options {
+        conn_table_size: 1024,
+        ..Options::default()
+    };
+    let sc = Scenario::start("s", options)?;
+    sc.agent.post(&format!(
+        "/vips/long/backends/{}/drain",
+        lb_tests::topo::backend_v4(1)
+    ))?;
+    let long = sc.long();
+    let conns = sc.client.run(lb_tests::client::LongLived::open(
+        long,
+        300,
+        Duration::from_millis(200),
+    ))??;
+    std::thread::sleep(Duration::from_millis(500));
+    let before = sc.agent.status()?.counters;
+    let mac = lb_mac(&sc)?;
+    let port = lb_tests::servers::LONG_PORT;
+    let spoofed = |i: u32| {
+        let src = std::net::Ipv4Addr::new(198, 18, 200, (i % 250) as u8 + 1);
+        let sport = 1024 + (i / 250 * 257 + i % 250) as u16;
+        let mut f = lb_tests::frames::tcp4(
+            src,
+            sport,
+            lb_tests::topo::VIP_V4,
+            port,
+            lb_tests::frames::Tcp::Ack,
+            &[],
+        );
+        f[..6].copy_from_slice(&mac);
+        f
+    };
+    // In batches of fresh 5-tuples until 20,000 went out: a full veth queue refuses a send.
+    // Bounded: at most 100 batches.
+    let (mut sent, mut next) = (0, 0u32);
+    for _ in 0..100 {
+        if sent >= 20_000 {
+            break;
+        }
+        let n = (20_000 - sent).min(500) as u32;
+        let batch: Vec<Vec<u8>> = (next..next + n).map(spoofed).collect();
+        next += n;
+        sent += lb_tests::inject::inject(&sc.topo.router, &lb_tests::topo::router_link(0), batch)?;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let after = sc.agent.status()?.counters;
+    let names = conns.backend_names();
+    let failures = sc.client.run(conns.close())?;
+    let delta = |k: &str| after.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0);
+    println!(
+        "spoofed ACKs: sent {sent}, conn_miss_non_syn +{}, moved_to_previous +{}, conn_hit +{};          {} of 300 connections failed",
+        delta("conn_miss_non_syn"),
+        delta("moved_to_previous"),
+        delta("conn_hit"),
+        failures.len()
+    );
+    ensure!(sent == 20_000, "sent {sent}");
+    ensure!(
+        delta("conn_miss_non_syn") > 1000,
+        "the flood did not reach the moved slots"
+    );
+    ensure!(
+        names.iter().all(|n| n.as_deref() != Some("backend1")),
+        "a connection opened after the drain reached the drained backend: {names:?}"
+    );
+    ensure!(
+        failures.is_empty(),
+        "{} of 300 connections failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    Ok(())
+}
+
+/// The balancer interface's MAC, as the router sends to it.
+fn lb_mac(sc: &Scenario) -> Result<[u8; 6]> {
+    let line = sh(Some(&sc.topo.lb), "ip -o link show l0")?;
+    let text = line
+        .split("link/ether ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or("");
+    let mac: Vec<u8> = text
+        .split(':')
+        .filter_map(|h| u8::from_str_radix(h, 16).ok())
+        .collect();
+    mac.try_into()
+        .map_err(|_| anyhow::anyhow!("LB MAC from {line}"))
+}
+
 #[test]
 fn agent_crash_keeps_forwarding_and_the_restart_adopts_state() -> Result<()> {
     let _serial = serial();
@@ -468,7 +567,16 @@ fn bad_config_and_malformed_flood_leave_the_balancer_working() -> Result<()> {
     let counted_before = verdicts(&sc.agent.status()?);
     let web = sc.web();
     let legit = sc.client.rt_handle().spawn(http_burst(web, 500, 4));
-    let sent = lb_tests::inject::inject(&sc.topo.router, &lb_tests::topo::router_link(0), frames)?;
+    // In batches, so the veth's queue never overflows (a full queue refuses the send).
+    let mut sent = 0;
+    for batch in frames.chunks(500) {
+        sent += lb_tests::inject::inject(
+            &sc.topo.router,
+            &lb_tests::topo::router_link(0),
+            batch.to_vec(),
+        )?;
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let legit = sc.client.run(legit)??;
     std::thread::sleep(Duration::from_millis(300));
     let after = sc.agent.status()?;
