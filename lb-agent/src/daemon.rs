@@ -4,13 +4,14 @@
 use crate::{
     admin::{self, AdminRequest},
     bgp::Speaker,
-    config::{self, GatewayMac},
+    config::{self, AgentConfig, GatewayMac},
     controller::{Controller, Setup, TICK},
     dataplane::{self, Balancer, LoadOptions},
     limits, netinfo,
     pinlock::PinLock,
 };
 use anyhow::{Context, Result};
+use lb_common::hash::{FlowHashKey, NO_KEY};
 use std::path::Path;
 use tokio::{
     signal::unix::{signal, SignalKind},
@@ -21,6 +22,17 @@ use tracing::{error, info, warn};
 
 /// Longest a shutdown waits for BIRD to confirm the withdrawal.
 const BGP_WITHDRAW_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The interface's MAC (frames to it are ours) and the flow hash key (`NO_KEY` without one).
+async fn identity(agent: &AgentConfig) -> Result<([u8; 6], FlowHashKey)> {
+    let mac = netinfo::interface(&agent.interface).await?.mac;
+    let Some(path) = &agent.flow_hash_key_file else {
+        return Ok((mac, NO_KEY));
+    };
+    let key = crate::hashkey::load(path)?;
+    info!(digest = %crate::hashkey::digest(&key), "flow hash key loaded");
+    Ok((mac, key))
+}
 
 pub async fn run(config_path: &Path, iface: Option<String>, detach_on_exit: bool) -> Result<()> {
     limits::raise_nofile();
@@ -45,15 +57,7 @@ pub async fn run(config_path: &Path, iface: Option<String>, detach_on_exit: bool
             mac
         }
     };
-    let local_mac = netinfo::interface(&agent.interface).await?.mac;
-    let flow_hash_key = match &agent.flow_hash_key_file {
-        Some(path) => {
-            let key = crate::hashkey::load(path)?;
-            info!(digest = %crate::hashkey::digest(&key), "flow hash key loaded");
-            key
-        }
-        None => lb_common::hash::NO_KEY,
-    };
+    let (local_mac, flow_hash_key) = identity(&agent).await?;
     let dp = Balancer::load(LoadOptions {
         table_size: agent.table_size,
         max_vips: agent.max_vips,
