@@ -1,4 +1,5 @@
-//! The command line: `lb-agent run | check | decap | status | stats | backend | reload | doctor`.
+//! The command line: `lb-agent run | check | decap | status | stats | top | backend | reload |
+//! doctor`.
 
 use crate::{admin, config, daemon, dataplane, doctor, netinfo, pinlock::PinLock, secrets};
 use anyhow::{bail, Context, Result};
@@ -84,6 +85,15 @@ pub enum Command {
     },
     /// Make the running agent re-read its configuration file
     Reload(AdminArgs),
+    /// Live view: per VIP and backend packets/s, bits/s, health, weight; drops by reason
+    #[command(
+        long_about = "Live view of the running agent, redrawn every interval: per VIP \
+        and per backend packets and bits per second, health, admin state, published weight \
+        and slow-start progress, and data-path drops per second by reason. Fits 80 columns; \
+        Ctrl-C quits. --once prints one frame (after one interval); --json prints the view as \
+        one JSON object per frame, for scripts."
+    )]
+    Top(TopArgs),
     /// Check this host for the setup mistakes that break XDP balancers (one line each)
     #[command(
         long_about = "Check this host, one line per check with OK, WARN or FAIL and \
@@ -133,6 +143,21 @@ pub struct ClientArgs {
     #[command(flatten)]
     pub admin: AdminArgs,
     /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct TopArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// Refresh interval in milliseconds (100..=60000)
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    pub interval_ms: u64,
+    /// Print one frame and exit
+    #[arg(long)]
+    pub once: bool,
+    /// Print JSON instead of the screen
     #[arg(long)]
     pub json: bool,
 }
@@ -206,6 +231,16 @@ pub async fn execute(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Decap(args) => decap(args.action).await.map(|()| 0),
+        Command::Top(args) => {
+            let options = crate::top::TopOptions {
+                interval: std::time::Duration::from_millis(args.interval_ms),
+                count: args.once.then_some(1),
+                json: args.json,
+            };
+            crate::top::run(admin_addr(&args.admin)?, options)
+                .await
+                .map(|()| 0)
+        }
         Command::Status(args) => {
             let report = admin::fetch_status(admin_addr(&args.admin)?).await?;
             if args.json {

@@ -16,3 +16,4 @@ pub mod maglev;
 pub mod netinfo;
 pub mod pinlock;
 pub mod secrets;
+pub mod top;

@@ -593,3 +593,51 @@ fn flapping_backend_causes_no_table_churn() -> Result<()> {
     ensure!(b1.health == BackendHealth::Up);
     Ok(())
 }
+
+/// `lb-agent top --once --json` against the running agent while clients send traffic: the VIP
+/// and its backends show packet rates, health and weights; the text screen fits 80 columns.
+#[test]
+fn top_shows_live_rates() -> Result<()> {
+    let _serial = serial();
+    let sc = Scenario::start("t", Options::default())?;
+    let traffic = sc.client.rt_handle().spawn(lb_tests::client::http_paced(
+        sc.web(),
+        Duration::from_secs(4),
+        Duration::from_millis(5),
+    ));
+    let top = |args: &[&str]| -> Result<std::process::Output> {
+        Ok(lb_tests::netns::command(&sc.topo.lb, lb_tests::agentproc::agent_binary()?)
+            .args(["top", "--once", "--interval-ms", "1000", "--admin"])
+            .arg(lb_tests::agentproc::ADMIN)
+            .args(args)
+            .output()?)
+    };
+    let json = top(&["--json"])?;
+    let text = top(&[])?;
+    let sent = sc.client.rt_handle().block_on(traffic)?;
+    ensure!(json.status.success(), "top --json: {json:?}");
+    let view: serde_json::Value = serde_json::from_slice(&json.stdout)?;
+    let web = view["vips"]
+        .as_array()
+        .and_then(|v| v.iter().find(|v| v["name"] == "web"))
+        .ok_or_else(|| anyhow::anyhow!("no web VIP in {view}"))?;
+    ensure!(
+        web["packets_per_sec"].as_f64().unwrap_or(0.0) > 0.0,
+        "no rate while {} requests ran: {web}",
+        sent.len()
+    );
+    let backends = web["backends"].as_array().cloned().unwrap_or_default();
+    ensure!(backends.len() == 3, "{web}");
+    for b in &backends {
+        ensure!(b["health"] == "up" && b["admin_state"] == "active", "{b}");
+        ensure!(b["effective_weight"] == b["weight"], "{b}");
+    }
+    ensure!(text.status.success(), "top: {text:?}");
+    let screen = String::from_utf8(text.stdout)?;
+    ensure!(screen.contains("web 198.18.") && screen.contains("serving"), "{screen}");
+    ensure!(
+        screen.lines().all(|l| l.chars().count() <= 80) && !screen.contains('\x1b'),
+        "not a plain 80-column frame: {screen:?}"
+    );
+    Ok(())
+}
