@@ -7,7 +7,7 @@ use crate::{
     config::{self, GatewayMac},
     controller::{Controller, Setup, TICK},
     dataplane::{self, Balancer, LoadOptions},
-    limits, netinfo,
+    gateway, limits, netinfo,
     pinlock::PinLock,
 };
 use anyhow::{Context, Result};
@@ -76,6 +76,15 @@ pub async fn run(config_path: &Path, iface: Option<String>, detach_on_exit: bool
     }
 
     let shutdown = CancellationToken::new();
+    let (gateway_tx, mut gateway_rx) = mpsc::channel(8);
+    if agent.gateway_mac == GatewayMac::Auto {
+        gateway::spawn(
+            agent.interface.clone(),
+            gateway_mac,
+            gateway_tx,
+            shutdown.clone(),
+        );
+    }
     let (admin_tx, mut admin_rx) = mpsc::channel::<AdminRequest>(64);
     let listener = tokio::net::TcpListener::bind(agent.admin_listen)
         .await
@@ -94,6 +103,7 @@ pub async fn run(config_path: &Path, iface: Option<String>, detach_on_exit: bool
         let step = tokio::select! {
             Some(report) = reports.recv() => ctl.on_check(report),
             Some(done) = swept.recv() => ctl.on_swept(done),
+            Some(change) = gateway_rx.recv() => ctl.on_gateway(change),
             Some(request) = admin_rx.recv() => {
                 ctl.on_admin(request);
                 Ok(())

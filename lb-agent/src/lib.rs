@@ -10,6 +10,7 @@ pub mod controller;
 pub mod daemon;
 pub mod dataplane;
 pub mod doctor;
+pub mod gateway;
 pub mod health;
 pub mod limits;
 pub mod maglev;

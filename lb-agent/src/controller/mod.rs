@@ -307,6 +307,24 @@ impl Controller {
             .set_backend(id, &lb_common::Backend::new(addr, generation, vip_id))
     }
 
+    /// The gateway's MAC changed (`gateway_mac = "auto"`): packets leave for the new one.
+    pub fn on_gateway(&mut self, change: crate::gateway::GatewayChange) -> Result<()> {
+        if change.to == self.gateway_mac {
+            return Ok(());
+        }
+        let span = tracing::info_span!("gateway", via = %change.via);
+        let _enter = span.enter();
+        self.gateway_mac = change.to;
+        let agent = self.config.agent.clone();
+        self.write_lb_config(&agent)?;
+        info!(
+            from = %crate::netinfo::format_mac(&change.from),
+            to = %crate::netinfo::format_mac(&change.to),
+            "gateway MAC changed: encapsulated packets now go to the new MAC"
+        );
+        Ok(())
+    }
+
     /// Announce over BGP from now on; called once the tables are published.
     pub fn set_speaker(&mut self, speaker: Speaker) {
         self.bgp = Some(speaker);
