@@ -636,6 +636,7 @@ fn top_shows_live_rates() -> Result<()> {
     }
     ensure!(text.status.success(), "top: {text:?}");
     let screen = String::from_utf8(text.stdout)?;
+    eprintln!("{screen}");
     ensure!(
         screen.contains("web 198.18.") && screen.contains("serving"),
         "{screen}"
