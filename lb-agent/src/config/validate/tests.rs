@@ -312,7 +312,7 @@ fn rejects_check_interval_below_10ms() {
         &text,
         "vip[0].health_check.interval_ms",
         line(&text, "interval_ms"),
-        "at least 10, got 9",
+        "between 10 and 3600000 (1 hour), got 9",
     );
 }
 
