@@ -147,3 +147,6 @@ impl Drop for Busy {
         self.0.store(false, Ordering::Release);
     }
 }
+
+#[cfg(test)]
+mod tests;

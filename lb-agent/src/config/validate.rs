@@ -133,14 +133,6 @@ impl Config {
                 agent.key("table_size"),
                 format!("must be at most {MAX_TABLE_SIZE}, got {}", a.table_size),
             );
-        } else if u64::from(a.max_vips) * 2 * u64::from(a.table_size) > MAX_TABLE_SLOTS {
-            out.add(
-                agent.key("table_size"),
-                format!(
-                    "max_vips x 2 x table_size ({} x 2 x {}) must be at most {MAX_TABLE_SLOTS}                      slots (the table maps' size): lower max_vips or table_size",
-                    a.max_vips, a.table_size
-                ),
-            );
         }
         if a.max_vips == 0 {
             out.add(agent.key("max_vips"), "must be at least 1, got 0");
@@ -151,6 +143,18 @@ impl Config {
                     "{} VIPs are configured but max_vips is {}",
                     self.vips.len(),
                     a.max_vips
+                ),
+            );
+        }
+        let slots = u64::from(a.max_vips) * 2 * u64::from(a.table_size);
+        // Only for a table_size within its own bounds: otherwise that is the problem to fix.
+        if a.table_size <= MAX_TABLE_SIZE && slots > MAX_TABLE_SLOTS {
+            out.add(
+                agent.key("max_vips"),
+                format!(
+                    "max_vips x 2 x table_size ({} x 2 x {}) must be at most {MAX_TABLE_SLOTS} \
+                     slots (the size of the table maps): lower max_vips or table_size",
+                    a.max_vips, a.table_size
                 ),
             );
         }
