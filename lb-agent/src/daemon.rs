@@ -92,7 +92,9 @@ pub async fn run(config_path: &Path, iface: Option<String>, detach_on_exit: bool
     let mut sighup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let mut tick = tokio::time::interval(TICK);
     let (swept_tx, mut swept) = mpsc::channel(1);
-    let mut loaded = ctl.take_loaded().context("the controller's reload results")?;
+    let mut loaded = ctl
+        .take_loaded()
+        .context("the controller's reload results")?;
     loop {
         let step = tokio::select! {
             Some(report) = reports.recv() => ctl.on_check(report),

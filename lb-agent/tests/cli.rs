@@ -982,7 +982,11 @@ fn check_refuses_a_fifo_without_waiting_for_a_writer() {
 #[test]
 fn check_refuses_a_device_and_an_oversized_file() {
     let err = lb_fails(&["check", "--config", "/dev/zero"], 1);
-    assert_mentions(&err, &["/dev/zero is a character device"], "check of /dev/zero");
+    assert_mentions(
+        &err,
+        &["/dev/zero is a character device"],
+        "check of /dev/zero",
+    );
     let dir = TempDir::new("big");
     let path = dir.write("lb.toml", "");
     std::fs::File::options()
@@ -991,11 +995,16 @@ fn check_refuses_a_device_and_an_oversized_file() {
         .and_then(|f| f.set_len((16 << 20) + 1))
         .expect("growing the file (sparse)");
     let err = lb_fails(&["check", "--config", s(&path)], 1);
-    assert_mentions(&err, &["at most 16777216 bytes"], "check of a 16 MiB + 1 file");
+    assert_mentions(
+        &err,
+        &["at most 16777216 bytes"],
+        "check of a 16 MiB + 1 file",
+    );
 }
 
 #[test]
 fn check_rejects_unusable_values_with_file_line_key_and_reason() {
+    #[rustfmt::skip]
     let cases = [
         ("path", "path = \"/health check\"", "vip[0].health_check.path", "whitespace"),
         ("interval", "interval_ms = 9223372036854775807", "vip[0].health_check.interval_ms", "between 10 and 3600000"),
@@ -1005,23 +1014,55 @@ fn check_rejects_unusable_values_with_file_line_key_and_reason() {
         let text = format!(
             "{AGENT}{}[vip.health_check]\nkind = \"http\"\n{}\n[[vip.backend]]\n{}\n",
             vip("web", "198.18.0.10", 80),
-            if tag == "backend" { "path = \"/\"" } else { line },
-            if tag == "backend" { line } else { "address = \"198.18.1.1\"" },
+            if tag == "backend" {
+                "path = \"/\""
+            } else {
+                line
+            },
+            if tag == "backend" {
+                line
+            } else {
+                "address = \"198.18.1.1\""
+            },
         );
         assert_check_rejects(tag, &text, line_of(&text, line), key, what);
     }
     let text = format!("{AGENT}table_size = 4294967291\n");
-    assert_check_rejects("table", &text, 5, "agent.table_size", "must be at most 1000003");
+    assert_check_rejects(
+        "table",
+        &text,
+        5,
+        "agent.table_size",
+        "must be at most 1000003",
+    );
     let text = format!("{AGENT}{}", vip("mcast", "224.0.0.1", 80));
-    assert_check_rejects("vip", &text, line_of(&text, "224.0.0.1"), "vip[0].address", "a multicast address");
+    assert_check_rejects(
+        "vip",
+        &text,
+        line_of(&text, "224.0.0.1"),
+        "vip[0].address",
+        "a multicast address",
+    );
     let text = AGENT.replace("\"eth0\"", "\"../../etc\"");
-    assert_check_rejects("iface", &text, 2, "agent.interface", "is not an interface name");
+    assert_check_rejects(
+        "iface",
+        &text,
+        2,
+        "agent.interface",
+        "is not an interface name",
+    );
 }
 
 #[test]
 fn iface_arguments_must_be_interface_names() {
     for args in [
-        &["run", "--config", "/nonexistent.toml", "--iface", "../../etc"][..],
+        &[
+            "run",
+            "--config",
+            "/nonexistent.toml",
+            "--iface",
+            "../../etc",
+        ][..],
         &["decap", "detach", "--iface", "../../etc"],
         &["decap", "attach", "--iface", "a-sixteen-byte-nm"],
         &["doctor", "--iface", "eth 0"],

@@ -484,22 +484,38 @@ fn reload_of_a_fifo_device_or_oversized_file_is_refused_and_checks_go_on() -> Re
             .map_err(|e| anyhow::anyhow!("{e:?}"))
     })?;
     let err = err.expect_err("a FIFO must be refused");
-    assert!(err.contains("FIFO") && err.contains("running configuration stays"), "{err}");
+    assert!(
+        err.contains("FIFO") && err.contains("running configuration stays"),
+        "{err}"
+    );
     agent.health(B2, Health::Up)?;
-    assert_eq!(agent.status()?.vips[0].table_digest, before, "B2 back, same table");
+    assert_eq!(
+        agent.status()?.vips[0].table_digest,
+        before,
+        "B2 back, same table"
+    );
 
     std::fs::remove_file(&path)?;
     std::os::unix::fs::symlink("/dev/zero", &path)?;
-    let err = agent.reload_file().expect_err("/dev/zero must be refused").to_string();
+    let err = agent
+        .reload_file()
+        .expect_err("/dev/zero must be refused")
+        .to_string();
     assert!(err.contains("character device"), "{err}");
 
     std::fs::remove_file(&path)?;
     std::fs::File::create(&path)?.set_len(config::MAX_BYTES + 1)?;
-    let err = agent.reload_file().expect_err("an oversized file must be refused").to_string();
+    let err = agent
+        .reload_file()
+        .expect_err("an oversized file must be refused")
+        .to_string();
     assert!(err.contains("at most 16777216 bytes"), "{err}");
 
     let status = agent.status()?;
-    assert_eq!((status.vips.len(), &status.vips[0].table_digest), (1, &before));
+    assert_eq!(
+        (status.vips.len(), &status.vips[0].table_digest),
+        (1, &before)
+    );
     assert_eq!(agent.spread(WEB, 80, 1000..1300)?.len(), 3);
     Ok(())
 }
@@ -517,7 +533,11 @@ fn reload_given_up_by_its_requester_is_not_applied() -> Result<()> {
         result: Ok(new),
         reply: Some(reply),
     });
-    assert_eq!(agent.status()?.vips.len(), 1, "the abandoned reload was applied");
+    assert_eq!(
+        agent.status()?.vips.len(),
+        1,
+        "the abandoned reload was applied"
+    );
     assert_eq!(agent.send(API, 443, 1, Tcp::Syn)?, None);
     // The same file, asked for by someone who waits, is applied.
     let summary = agent.reload(&config_text(false, true, "fail-open", 0))?;

@@ -1,11 +1,11 @@
 //! What the controller, the admin server and the CLI exchange: requests, the status report
 //! (the `/status` JSON) and the `stats --json` view of it.
 
+use super::reply::Reply;
 use crate::config::{AdminState, AllDown, HashMode, Protocol};
 use crate::health::Health;
 use serde::{Deserialize, Serialize};
 use std::{collections::BTreeMap, fmt, net::IpAddr, time::Duration};
-use super::reply::Reply;
 
 /// How long a handler waits for the controller, and the CLI for the agent.
 pub(super) const TIMEOUT: Duration = Duration::from_secs(5);

@@ -5,9 +5,9 @@
 
 use super::{
     api::{AdminRequest, StatusReport, TIMEOUT},
-    reply::{reply_channel, NoAnswer, Reply},
     metrics::render_metrics,
     render::name_of,
+    reply::{reply_channel, NoAnswer, Reply},
     METRICS_CONTENT_TYPE,
 };
 use crate::config::AdminState;
@@ -134,9 +134,7 @@ async fn ask<T>(
     match waiter.wait(deadline).await {
         Ok(value) => Ok(value),
         Err(NoAnswer::TimedOut) => Err(timed_out()),
-        Err(NoAnswer::Dropped) => Err(unavailable(
-            "the agent's controller dropped the request",
-        )),
+        Err(NoAnswer::Dropped) => Err(unavailable("the agent's controller dropped the request")),
     }
 }
 

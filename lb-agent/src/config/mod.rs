@@ -17,13 +17,13 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
-pub use read::{read_text, Reader, MAX_BYTES, READ_TIMEOUT};
-pub use validate::interface_name_problem;
 pub use bgp::{BgpConfig, Community, Neighbor};
+pub use read::{read_text, Reader, MAX_BYTES, READ_TIMEOUT};
 pub use schema::{
     AdminState, AgentConfig, AllDown, BackendConfig, CheckKind, Config, GatewayMac, HashMode,
     HealthCheckConfig, Protocol, VipConfig, XdpMode,
 };
+pub use validate::interface_name_problem;
 
 /// Reads and validates the configuration file at `path`; errors are `path:LINE: key: problem`.
 /// Only a regular file of at most [`MAX_BYTES`] is read ([`read_text`]); this blocks on the

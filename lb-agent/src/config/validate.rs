@@ -11,9 +11,7 @@ use super::{locate::KeyPath, CheckKind, Config, Protocol, VipConfig};
 mod values;
 
 pub use values::interface_name_problem;
-use values::{
-    http_path_problem, non_unicast, INTERVAL_MS, MAX_TABLE_SIZE, MAX_TABLE_SLOTS,
-};
+use values::{http_path_problem, non_unicast, INTERVAL_MS, MAX_TABLE_SIZE, MAX_TABLE_SLOTS};
 
 impl Config {
     /// The semantic checks of [`parse`](super::parse) for a configuration built in code:

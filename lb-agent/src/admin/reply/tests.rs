@@ -25,7 +25,10 @@ async fn an_unclaimed_request_past_its_deadline_can_never_be_claimed() {
         waiter.wait(Instant::now() + DEADLINE).await,
         Err(NoAnswer::TimedOut)
     );
-    assert!(reply.claim().is_none(), "claimed after the requester gave up");
+    assert!(
+        reply.claim().is_none(),
+        "claimed after the requester gave up"
+    );
 }
 
 #[tokio::test]
@@ -95,7 +98,10 @@ async fn a_request_answered_503_is_never_applied_later() {
             .await
             .unwrap_err()
     );
-    assert!(e.contains("503") && e.contains("nothing was changed"), "{e}");
+    assert!(
+        e.contains("503") && e.contains("nothing was changed"),
+        "{e}"
+    );
     go_tx.send(()).unwrap();
     assert_eq!(
         applied_rx.recv().await,

@@ -35,7 +35,10 @@ fn a_fifo_is_refused_without_waiting_for_a_writer() {
     let path = dir.join("lb.toml");
     mkfifo(&path);
     let err = refused(&path);
-    assert!(err.contains("FIFO") && err.contains("not a regular file"), "{err}");
+    assert!(
+        err.contains("FIFO") && err.contains("not a regular file"),
+        "{err}"
+    );
     assert!(err.contains(&path.display().to_string()), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -60,7 +63,10 @@ fn a_file_over_the_cap_is_refused() {
     let err = refused(&path);
     assert!(err.contains("at most 16777216 bytes (16 MiB)"), "{err}");
     // A file that grew after its size was checked is cut at the cap, then refused.
-    let err = format!("{:#}", read_capped(File::open(&path).unwrap(), &path).unwrap_err());
+    let err = format!(
+        "{:#}",
+        read_capped(File::open(&path).unwrap(), &path).unwrap_err()
+    );
     assert!(err.contains("at most 16777216 bytes"), "{err}");
     // Exactly at the cap is fine (as far as reading goes).
     file.set_len(MAX_BYTES).unwrap();
@@ -74,7 +80,10 @@ fn binary_content_is_refused() {
     let path = dir.join("lb.toml");
     std::fs::write(&path, b"[agent]\n\xff\xfe").unwrap();
     let err = refused(&path);
-    assert!(err.contains("not UTF-8 text (invalid byte at offset 8)"), "{err}");
+    assert!(
+        err.contains("not UTF-8 text (invalid byte at offset 8)"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -123,7 +132,11 @@ async fn a_hung_read_times_out_and_blocks_no_further_thread() {
     let err = format!(
         "{:#}",
         reader
-            .run(|| unreachable!("must not run"), Duration::from_secs(60), "lb.toml")
+            .run(
+                || unreachable!("must not run"),
+                Duration::from_secs(60),
+                "lb.toml"
+            )
             .await
             .unwrap_err()
     );

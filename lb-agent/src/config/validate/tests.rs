@@ -472,6 +472,7 @@ fn corpus_case(marker: &str, line: &str) -> String {
 
 /// Every value `check` and reload once accepted although the agent cannot use it (issue 12,
 /// item 8), with the key and the reason it is refused at: (marker, line, key, reason).
+#[rustfmt::skip]
 const UNUSABLE: &[(&str, &str, &str, &str)] = &[
     // Interface names (IFNAMSIZ, and they name pin files).
     ("iface", r#"interface = "a-sixteen-byte-nm""#, "agent.interface", "interface names are at most 15"),
