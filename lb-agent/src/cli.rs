@@ -54,7 +54,7 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
         /// Interface to attach to (overrides agent.interface)
-        #[arg(long)]
+        #[arg(long, value_parser = interface_name)]
         iface: Option<String>,
         /// On exit, detach the program and remove the pinned maps (drops the connection table)
         #[arg(long)]
@@ -104,7 +104,7 @@ pub enum Command {
     )]
     Doctor {
         /// Interface to check (default: agent.interface of --config)
-        #[arg(long)]
+        #[arg(long, value_parser = interface_name)]
         iface: Option<String>,
         /// Configuration to check against (MTU, gateway MAC, VIPs, pin path)
         #[arg(long, short)]
@@ -173,7 +173,7 @@ pub enum DecapAction {
     /// Attach the decap program to IFACE through a pinned link (stays after this command exits)
     Attach {
         /// Backend interface that receives the encapsulated packets
-        #[arg(long)]
+        #[arg(long, value_parser = interface_name)]
         iface: String,
         /// Extra local addresses to decapsulate for (default: every address on IFACE)
         #[arg(long)]
@@ -188,7 +188,7 @@ pub enum DecapAction {
     /// Detach the decap program from IFACE
     Detach {
         /// Interface to detach from
-        #[arg(long)]
+        #[arg(long, value_parser = interface_name)]
         iface: String,
         /// bpffs directory of the pinned link
         #[arg(long, default_value = "/sys/fs/bpf/lb-decap")]
@@ -300,6 +300,14 @@ async fn run_doctor(iface: Option<String>, config: Option<PathBuf>, backend: boo
     .await;
     print!("{}", doctor::render(&findings));
     Ok(if doctor::failed(&findings) { 1 } else { 0 })
+}
+
+/// `--iface`: a name the kernel could give an interface (it also names pin files).
+fn interface_name(name: &str) -> std::result::Result<String, String> {
+    match config::interface_name_problem(name) {
+        Some(problem) => Err(problem),
+        None => Ok(name.to_string()),
+    }
 }
 
 fn admin_addr(args: &AdminArgs) -> Result<SocketAddr> {

@@ -24,7 +24,9 @@ const BGP_WITHDRAW_TIMEOUT: std::time::Duration = std::time::Duration::from_secs
 
 pub async fn run(config_path: &Path, iface: Option<String>, detach_on_exit: bool) -> Result<()> {
     limits::raise_nofile();
-    let mut cfg = config::load(config_path)?;
+    let mut cfg = config::Reader::default()
+        .load(config_path.to_path_buf(), config::READ_TIMEOUT)
+        .await?;
     if let Some(iface) = &iface {
         cfg.agent.interface = iface.clone();
     }
@@ -99,6 +101,9 @@ pub async fn run(config_path: &Path, iface: Option<String>, detach_on_exit: bool
     let mut sighup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let mut tick = tokio::time::interval(TICK);
     let (swept_tx, mut swept) = mpsc::channel(1);
+    let mut loaded = ctl
+        .take_loaded()
+        .context("the controller's reload results")?;
     loop {
         let step = tokio::select! {
             Some(report) = reports.recv() => ctl.on_check(report),
@@ -119,10 +124,13 @@ pub async fn run(config_path: &Path, iface: Option<String>, detach_on_exit: bool
                 }
                 ctl.on_tick()
             }
+            // Read off this task; applied when `loaded` delivers it.
             _ = sighup.recv() => {
-                if let Err(e) = ctl.reload() {
-                    error!("reload rejected: {e:#}");
-                }
+                ctl.start_reload(None);
+                Ok(())
+            }
+            Some(done) = loaded.recv() => {
+                ctl.on_loaded(done);
                 Ok(())
             }
             _ = sigterm.recv() => break,

@@ -940,3 +940,134 @@ fn bad_arguments_are_usage_errors() {
     let err = lb_fails(&["decap", "attach"], 2);
     assert!(err.contains("--iface <IFACE>"), "{err}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Files and values the agent cannot use (issue 12, items 7 and 8)
+
+/// `check` of a FIFO returns at once with an error instead of waiting for a writer. Nothing
+/// ever writes to the FIFO; the generous bound only keeps a regression from hanging the suite.
+#[test]
+fn check_refuses_a_fifo_without_waiting_for_a_writer() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let dir = TempDir::new("fifo");
+    let path = dir.0.join("lb.toml");
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+    let mut child = Command::new(BIN)
+        .args(["check", "--config", s(&path)])
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawning lb-agent");
+    let bound = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while child.try_wait().expect("waiting for lb-agent").is_none() {
+        if std::time::Instant::now() > bound {
+            let _ = child.kill();
+            panic!("`lb-agent check` on a FIFO did not return");
+        }
+        thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("lb-agent output");
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&["check"], &out));
+    assert_mentions(
+        &stderr(&out),
+        &[s(&path), "is a FIFO (named pipe), not a regular file"],
+        "check of a FIFO",
+    );
+}
+
+#[test]
+fn check_refuses_a_device_and_an_oversized_file() {
+    let err = lb_fails(&["check", "--config", "/dev/zero"], 1);
+    assert_mentions(
+        &err,
+        &["/dev/zero is a character device"],
+        "check of /dev/zero",
+    );
+    let dir = TempDir::new("big");
+    let path = dir.write("lb.toml", "");
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.set_len((16 << 20) + 1))
+        .expect("growing the file (sparse)");
+    let err = lb_fails(&["check", "--config", s(&path)], 1);
+    assert_mentions(
+        &err,
+        &["at most 16777216 bytes"],
+        "check of a 16 MiB + 1 file",
+    );
+}
+
+#[test]
+fn check_rejects_unusable_values_with_file_line_key_and_reason() {
+    #[rustfmt::skip]
+    let cases = [
+        ("path", "path = \"/health check\"", "vip[0].health_check.path", "whitespace"),
+        ("interval", "interval_ms = 9223372036854775807", "vip[0].health_check.interval_ms", "between 10 and 3600000"),
+        ("backend", "address = \"198.18.0.10\" # the VIP itself", "vip[0].backend[0].address", "is a VIP address"),
+    ];
+    for (tag, line, key, what) in cases {
+        let text = format!(
+            "{AGENT}{}[vip.health_check]\nkind = \"http\"\n{}\n[[vip.backend]]\n{}\n",
+            vip("web", "198.18.0.10", 80),
+            if tag == "backend" {
+                "path = \"/\""
+            } else {
+                line
+            },
+            if tag == "backend" {
+                line
+            } else {
+                "address = \"198.18.1.1\""
+            },
+        );
+        assert_check_rejects(tag, &text, line_of(&text, line), key, what);
+    }
+    let text = format!("{AGENT}table_size = 4294967291\n");
+    assert_check_rejects(
+        "table",
+        &text,
+        5,
+        "agent.table_size",
+        "must be at most 1000003",
+    );
+    let text = format!("{AGENT}{}", vip("mcast", "224.0.0.1", 80));
+    assert_check_rejects(
+        "vip",
+        &text,
+        line_of(&text, "224.0.0.1"),
+        "vip[0].address",
+        "a multicast address",
+    );
+    let text = AGENT.replace("\"eth0\"", "\"../../etc\"");
+    assert_check_rejects(
+        "iface",
+        &text,
+        2,
+        "agent.interface",
+        "is not an interface name",
+    );
+}
+
+#[test]
+fn iface_arguments_must_be_interface_names() {
+    for args in [
+        &[
+            "run",
+            "--config",
+            "/nonexistent.toml",
+            "--iface",
+            "../../etc",
+        ][..],
+        &["decap", "detach", "--iface", "../../etc"],
+        &["decap", "attach", "--iface", "a-sixteen-byte-nm"],
+        &["doctor", "--iface", "eth 0"],
+    ] {
+        let err = lb_fails(args, 2);
+        assert_mentions(&err, &["invalid value", "--iface"], &args.join(" "));
+    }
+}

@@ -2,7 +2,8 @@
 //! for it.
 //!
 //! The controller task owns all state; the handlers here only exchange typed [`AdminRequest`]s
-//! with it and give up with `503 Service Unavailable` when it does not answer within 5 s.
+//! with it and give up with `503 Service Unavailable` when it does not answer within 5 s; a
+//! request given up is never carried out (`reply`).
 //!
 //! Routes:
 //!
@@ -29,6 +30,7 @@ mod api;
 mod client;
 mod metrics;
 mod render;
+mod reply;
 mod server;
 #[cfg(test)]
 mod tests;
@@ -41,4 +43,5 @@ pub use api::{
 pub use client::{fetch_metrics, fetch_status, post};
 pub use metrics::render_metrics;
 pub use render::{render_stats, render_status};
+pub use reply::{reply_channel, NoAnswer, Reply, Waiter};
 pub use server::{serve, Reporter};

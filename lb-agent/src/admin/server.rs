@@ -7,6 +7,7 @@ use super::{
     api::{AdminRequest, StatusReport, TIMEOUT},
     metrics::render_metrics,
     render::name_of,
+    reply::{reply_channel, NoAnswer, Reply},
     METRICS_CONTENT_TYPE,
 };
 use crate::config::AdminState;
@@ -19,10 +20,7 @@ use axum::{
     Json, Router,
 };
 use std::{future::IntoFuture as _, net::IpAddr, sync::Arc, time::Duration};
-use tokio::{
-    net::TcpListener,
-    sync::{mpsc, oneshot},
-};
+use tokio::{net::TcpListener, sync::mpsc, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 /// After `shutdown`, how long open connections may take to finish before `serve` returns anyway.
@@ -111,32 +109,32 @@ fn text(status: StatusCode, body: impl std::fmt::Display) -> Response {
 }
 
 /// Sends a request built around a fresh reply channel and waits for the answer, at most
-/// `state.timeout` in all (a full queue counts against it too).
+/// `state.timeout` in all (a full queue counts against it too). A request not claimed by the
+/// controller by then is given up and never acted on (`reply`); one it claimed is answered
+/// with what it did.
 async fn ask<T>(
     state: &AppState,
-    make: impl FnOnce(oneshot::Sender<T>) -> AdminRequest,
+    make: impl FnOnce(Reply<T>) -> AdminRequest,
 ) -> Result<T, Response> {
-    let (reply, answer) = oneshot::channel();
-    let exchange = async {
-        state
-            .requests
-            .send(make(reply))
-            .await
-            .map_err(|_| "the agent's controller has stopped")?;
-        answer
-            .await
-            .map_err(|_| "the agent's controller dropped the request")
+    let deadline = Instant::now() + state.timeout;
+    let (reply, waiter) = reply_channel();
+    let unavailable = |message: &str| text(StatusCode::SERVICE_UNAVAILABLE, message);
+    let timed_out = || {
+        unavailable(&format!(
+            "the agent's controller did not answer within {} s; nothing was changed, try again",
+            state.timeout.as_secs_f64()
+        ))
     };
-    match tokio::time::timeout(state.timeout, exchange).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(message)) => Err(text(StatusCode::SERVICE_UNAVAILABLE, message)),
-        Err(_) => Err(text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "the agent's controller did not answer within {} s; try again",
-                state.timeout.as_secs_f64()
-            ),
-        )),
+    // A request still waiting for room in the queue at the deadline is dropped with the send.
+    match tokio::time::timeout_at(deadline, state.requests.send(make(reply))).await {
+        Err(_) => return Err(timed_out()),
+        Ok(Err(_)) => return Err(unavailable("the agent's controller has stopped")),
+        Ok(Ok(())) => {}
+    }
+    match waiter.wait(deadline).await {
+        Ok(value) => Ok(value),
+        Err(NoAnswer::TimedOut) => Err(timed_out()),
+        Err(NoAnswer::Dropped) => Err(unavailable("the agent's controller dropped the request")),
     }
 }
 

@@ -123,6 +123,7 @@ async fn fake_controller(
                 state,
                 reply,
             } => {
+                let Some(reply) = reply.claim() else { continue };
                 let answer = match report.vips.iter().find(|v| v.name == vip) {
                     None => Err(format!("unknown VIP {vip:?}")),
                     Some(v) if !v.backends.iter().any(|b| b.address == backend) => {
@@ -136,7 +137,9 @@ async fn fake_controller(
                 let _ = reply.send(answer);
             }
             AdminRequest::Reload(reply) => {
-                let _ = reply.send(reload.clone());
+                if let Some(reply) = reply.claim() {
+                    let _ = reply.send(reload.clone());
+                }
             }
         }
     }

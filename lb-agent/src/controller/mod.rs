@@ -9,18 +9,21 @@
 //! | `policy`  | a VIP's table members and weights                            | yes  |
 //! | `reload`  | what a new configuration changes                             | yes  |
 //! | `apply`   | adding, updating and removing VIPs and backends (maps, checkers) | no |
+//! | `load`    | reading a reloaded file off this task, then applying it      | no   |
 //! | `publish` | building and publishing a VIP's table                        | no   |
 //! | `sweep`   | connection-table sweeps and settling moved slots             | no   |
 //! | `status`  | the shared snapshot and the report built from it             | no   |
 
 mod apply;
 mod ids;
+mod load;
 mod policy;
 mod publish;
 mod reload;
 mod status;
 mod sweep;
 
+pub use load::LoadedConfig;
 pub use reload::{vip_flags, vip_key};
 pub use status::{Snapshot, StatusSource};
 pub use sweep::{SweepDone, SweepJob, SweepSummary};
@@ -43,7 +46,7 @@ use std::{
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 /// One backend of one VIP, as the agent tracks it. Its generation lives in `BackendIds`.
 struct BackendRt {
@@ -117,6 +120,11 @@ pub struct Controller {
     last_sweep: Option<Instant>,
     sweep_summary: Option<SweepSummary>,
     shared: status::Shared,
+    /// Reads reloaded files on a blocking thread, one at a time.
+    reader: config::Reader,
+    loaded_tx: mpsc::Sender<LoadedConfig>,
+    /// Taken by the event loop (`take_loaded`).
+    loaded_rx: Option<mpsc::Receiver<LoadedConfig>>,
 }
 
 /// Least time between slow-start table updates.
@@ -132,6 +140,7 @@ impl Controller {
                 .map(|b| (!b.is_free(), b.generation)),
         );
         let shared = status::Shared::new(&setup, dp.options().table_size, dp.counters());
+        let (loaded_tx, loaded_rx) = mpsc::channel(4);
         let mut ctl = Self {
             dp,
             config: setup.config.clone(),
@@ -147,6 +156,9 @@ impl Controller {
             last_sweep: None,
             sweep_summary: None,
             shared,
+            reader: config::Reader::default(),
+            loaded_tx,
+            loaded_rx: Some(loaded_rx),
         };
         ctl.sweeper = ctl.dp.take_sweeper();
         ctl.write_lb_config(&setup.config.agent)?;
@@ -247,7 +259,8 @@ impl Controller {
         Ok(())
     }
 
-    /// A request of the control API; status and metrics never come here.
+    /// A request of the control API; status and metrics never come here. A request whose
+    /// requester gave up (its reply cannot be claimed) is dropped unapplied.
     pub fn on_admin(&mut self, request: AdminRequest) {
         match request {
             AdminRequest::SetBackendState {
@@ -256,13 +269,15 @@ impl Controller {
                 state,
                 reply,
             } => {
+                let Some(reply) = reply.claim() else {
+                    warn!(vip, backend = %backend, ?state, "admin request given up by its sender before it was handled: not applied");
+                    return;
+                };
                 let result = self.set_admin_state(&vip, backend, state);
                 let _ = reply.send(result.map_err(|e| format!("{e:#}")));
             }
-            AdminRequest::Reload(reply) => {
-                let result = self.reload();
-                let _ = reply.send(result.map_err(|e| format!("{e:#}")));
-            }
+            // Claimed once the file is read and parsed (`on_loaded`).
+            AdminRequest::Reload(reply) => self.start_reload(Some(reply)),
         }
     }
 
