@@ -25,6 +25,12 @@ pub enum AdminRequest {
     },
     /// Re-read the configuration file: `Ok` is a summary of what changed, `Err` why nothing did.
     Reload(oneshot::Sender<Result<String, String>>),
+    /// BGP maintenance mode on (drain, then withdraw) or off: `Ok` says what happens next,
+    /// `Err` why it cannot (no `[bgp]` section).
+    SetMaintenance {
+        on: bool,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -263,6 +263,17 @@ impl Controller {
                 let result = self.reload();
                 let _ = reply.send(result.map_err(|e| format!("{e:#}")));
             }
+            AdminRequest::SetMaintenance { on, reply } => {
+                let result = match &self.bgp {
+                    Some(speaker) => Ok(speaker.set_maintenance(on)),
+                    None => Err(format!(
+                        "maintenance mode changes BGP announcements, and {} has no [bgp] \
+                         section: take this balancer out where its traffic is routed",
+                        self.config_path.display()
+                    )),
+                };
+                let _ = reply.send(result);
+            }
         }
     }
 
