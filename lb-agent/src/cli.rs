@@ -1,5 +1,5 @@
 //! The command line: `lb-agent run | check | decap | status | stats | top | backend | reload |
-//! doctor`.
+//! maintenance | doctor`.
 
 use crate::{admin, config, daemon, dataplane, doctor, netinfo, pinlock::PinLock, secrets};
 use anyhow::{bail, Context, Result};
@@ -94,6 +94,22 @@ pub enum Command {
         one JSON object per frame, for scripts."
     )]
     Top(TopArgs),
+    /// Take this balancer out of the BGP fleet gracefully (on) or put it back (off)
+    #[command(
+        long_about = "Maintenance mode of the running agent's BGP announcements.\n\n\
+        `on`: the VIPs stay announced, with the graceful-shutdown community 65535:0 (RFC 8326), \
+        for bgp.maintenance_drain_ms; routers that honour it (local preference 0) send new \
+        flows to the other balancers. Then the routes are withdrawn; the agent keeps \
+        forwarding whatever still arrives. `off`: announced normally again at once.\n\n\
+        The mode lasts until `off` or until the agent restarts. `lb-agent status` shows the \
+        phase (draining, withdrawn); the metric lb_maintenance{phase} too."
+    )]
+    Maintenance {
+        #[arg(value_enum)]
+        action: MaintenanceAction,
+        #[command(flatten)]
+        client: AdminArgs,
+    },
     /// Check this host for the setup mistakes that break XDP balancers (one line each)
     #[command(
         long_about = "Check this host, one line per check with OK, WARN or FAIL and \
@@ -125,6 +141,14 @@ pub enum BackendAction {
     Disable,
     /// Back to active after disable
     Enable,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum MaintenanceAction {
+    /// Announce with the graceful-shutdown community, then withdraw after the drain time
+    On,
+    /// Announce normally again
+    Off,
 }
 
 /// Where the running agent's admin endpoint is.
@@ -278,6 +302,14 @@ pub async fn execute(cli: Cli) -> Result<i32> {
         }
         Command::Reload(client) => {
             println!("{}", admin::post(admin_addr(&client)?, "/reload").await?);
+            Ok(0)
+        }
+        Command::Maintenance { action, client } => {
+            let path = match action {
+                MaintenanceAction::On => "/maintenance/on",
+                MaintenanceAction::Off => "/maintenance/off",
+            };
+            println!("{}", admin::post(admin_addr(&client)?, path).await?);
             Ok(0)
         }
         Command::Doctor {

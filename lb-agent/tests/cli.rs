@@ -175,6 +175,8 @@ fn top_level_help_lists_every_command_and_the_long_description() {
             "stats",
             "backend",
             "reload",
+            "maintenance",
+            "top",
             "doctor",
             "--log-format",
             "human",
@@ -1070,4 +1072,50 @@ fn iface_arguments_must_be_interface_names() {
         let err = lb_fails(args, 2);
         assert_mentions(&err, &["invalid value", "--iface"], &args.join(" "));
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Maintenance mode
+
+#[test]
+fn maintenance_posts_on_and_off_and_prints_the_answer() {
+    for action in ["on", "off"] {
+        let (addr, server) = fake_admin("200 OK", "maintenance: ok\n");
+        let out = lb_ok(&["maintenance", action, "--admin", &addr]);
+        assert_eq!(
+            server.join().unwrap(),
+            format!("POST /maintenance/{action} HTTP/1.1")
+        );
+        assert_eq!(out, "maintenance: ok\n");
+    }
+}
+
+#[test]
+fn maintenance_reports_the_agents_refusal() {
+    let (addr, server) = fake_admin("409 Conflict", "lb.toml has no [bgp] section\n");
+    let err = lb_fails(&["maintenance", "on", "--admin", &addr], 1);
+    assert_eq!(server.join().unwrap(), "POST /maintenance/on HTTP/1.1");
+    assert_mentions(
+        &err,
+        &["409", "no [bgp] section", "/maintenance/on"],
+        "maintenance refused",
+    );
+}
+
+#[test]
+fn maintenance_with_a_bad_or_missing_action_is_a_usage_error() {
+    let err = lb_fails(&["maintenance", "maybe"], 2);
+    assert_mentions(
+        &err,
+        &["invalid value 'maybe'", "on", "off"],
+        "maintenance maybe",
+    );
+    let err = lb_fails(&["maintenance"], 2);
+    assert_mentions(&err, &["<ACTION>"], "maintenance without action");
+    let help = lb_ok(&["maintenance", "--help"]);
+    assert_mentions(
+        &help,
+        &["65535:0", "maintenance_drain_ms", "lb_maintenance"],
+        "maintenance --help",
+    );
 }

@@ -27,6 +27,12 @@ pub enum AdminRequest {
     /// Re-read the configuration file: `Ok` is a summary of what changed, `Err` why nothing did.
     /// The file is read and parsed off the controller's task (`Controller::start_reload`).
     Reload(Reply<Result<String, String>>),
+    /// BGP maintenance mode on (drain, then withdraw) or off: `Ok` says what happens next,
+    /// `Err` why it cannot (no `[bgp]` section).
+    SetMaintenance {
+        on: bool,
+        reply: Reply<Result<String, String>>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -70,6 +70,7 @@ fn gauge_value(v: u64) -> i64 {
 /// | `lb_agent_uptime_seconds`                              | gauge   | seconds since the agent started          |
 /// | `lb_bgp_announced{address}`                            | gauge   | 1 if BIRD announces the VIP address, 0 if it should but does not yet |
 /// | `lb_bgp_session_established{neighbor}`                 | gauge   | 1 if the BGP session is established      |
+/// | `lb_maintenance{phase}`                                | gauge   | 1 for the current phase (`normal`, `draining`, `withdrawn`), 0 for the others |
 pub fn render_metrics(report: &StatusReport) -> String {
     // prometheus-client writes families in registration order, so the groups below are called
     // in the order the families have always appeared in a scrape.
@@ -274,6 +275,17 @@ fn bgp_announcements(registry: &mut Registry, bgp: &crate::bgp::BgpStatus) {
         announced
             .get_or_create(&vec![("address", label(address))])
             .set(i64::from(bgp.announced.contains(address)));
+    }
+    let maintenance: Family<Labels, Gauge> = family(
+        registry,
+        "lb_maintenance",
+        "1 for the maintenance phase the balancer is in",
+    );
+    for phase in crate::bgp::maintenance::Phase::ALL {
+        let current = i64::from(phase == bgp.maintenance.phase);
+        maintenance
+            .get_or_create(&vec![("phase", label(phase))])
+            .set(current);
     }
     for peer in &bgp.peers {
         established

@@ -16,11 +16,13 @@
 //! | POST   | `/vips/{vip}/backends/{addr}/disable`        | admin state `disabled`                   |
 //! | POST   | `/vips/{vip}/backends/{addr}/enable`         | admin state `active`                     |
 //! | POST   | `/reload`                                    | re-read the configuration file           |
+//! | POST   | `/maintenance/on`, `/maintenance/off`        | BGP maintenance mode (drain, withdraw)   |
 //!
 //! Backend actions answer 200 with a one-line confirmation, 400 for an address that does not
 //! parse, 404 for an unknown action or when the controller refuses (unknown VIP or backend; the
 //! body is the controller's message). `/reload` answers 200 with the controller's summary or 422
-//! with its error. Every body except `/status` and `/metrics` is one line of plain text.
+//! with its error; `/maintenance/*` 200 with what happens next or 409 without a `[bgp]`
+//! section. Every body except `/status` and `/metrics` is one line of plain text.
 //!
 //! Layout: `api` holds the types the controller, the server and the CLI share; `server` the
 //! axum endpoint; `metrics` and `render` turn a [`StatusReport`] into text; `client` is the

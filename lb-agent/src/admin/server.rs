@@ -91,6 +91,7 @@ fn router(state: AppState) -> Router {
             post(backend_handler),
         )
         .route("/reload", post(reload_handler))
+        .route("/maintenance/{action}", post(maintenance_handler))
         .with_state(state)
 }
 
@@ -233,6 +234,28 @@ async fn reload_handler(State(state): State<AppState>) -> Response {
     match ask(&state, AdminRequest::Reload).await {
         Ok(Ok(summary)) => text(StatusCode::OK, summary),
         Ok(Err(message)) => text(StatusCode::UNPROCESSABLE_ENTITY, message),
+        Err(response) => response,
+    }
+}
+
+/// `POST /maintenance/on|off`: 200 with what happens next, 409 without a `[bgp]` section.
+async fn maintenance_handler(
+    State(state): State<AppState>,
+    Path(action): Path<String>,
+) -> Response {
+    let on = match action.as_str() {
+        "on" => true,
+        "off" => false,
+        other => {
+            return text(
+                StatusCode::NOT_FOUND,
+                format!("unknown maintenance action {other:?}: use on or off"),
+            )
+        }
+    };
+    match ask(&state, |reply| AdminRequest::SetMaintenance { on, reply }).await {
+        Ok(Ok(message)) => text(StatusCode::OK, message),
+        Ok(Err(message)) => text(StatusCode::CONFLICT, message),
         Err(response) => response,
     }
 }

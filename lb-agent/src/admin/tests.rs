@@ -101,7 +101,9 @@ fn canned_report() -> StatusReport {
                 protocol: "lb_peer_198_18_0_1".to_owned(),
                 state: "Established".to_owned(),
                 established: true,
+                last_error: None,
             }],
+            maintenance: Default::default(),
         }),
     }
 }
@@ -140,6 +142,13 @@ async fn fake_controller(
                 if let Some(reply) = reply.claim() {
                     let _ = reply.send(reload.clone());
                 }
+            }
+            AdminRequest::SetMaintenance { on, reply } => {
+                let Some(reply) = reply.claim() else { continue };
+                let _ = reply.send(match &report.bgp {
+                    Some(_) => Ok(format!("maintenance {}", if on { "on" } else { "off" })),
+                    None => Err("no [bgp] section".to_owned()),
+                });
             }
         }
     }
@@ -529,4 +538,105 @@ fn stats_json_shape() {
   ]
 }"#;
     assert_eq!(json, expected);
+}
+
+#[tokio::test]
+async fn maintenance_on_and_off_reach_the_controller() {
+    let h = start(Ok("reloaded".to_owned())).await;
+    assert_eq!(
+        post(h.addr, "/maintenance/on").await.unwrap(),
+        "maintenance on"
+    );
+    assert_eq!(
+        post(h.addr, "/maintenance/off").await.unwrap(),
+        "maintenance off"
+    );
+    let e = post(h.addr, "/maintenance/sideways")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("404") && e.contains("use on or off"), "{e}");
+    let (status, _) = raw_get(h.addr, "/maintenance/on").await;
+    assert_eq!(status, hyper::StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
+async fn maintenance_without_bgp_is_409_with_the_controllers_reason() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel(8);
+    let report = StatusReport {
+        bgp: None,
+        ..canned_report()
+    };
+    tokio::spawn(fake_controller(
+        rx,
+        report,
+        Ok(String::new()),
+        Calls::default(),
+    ));
+    let shutdown = CancellationToken::new();
+    tokio::spawn(serve(listener, tx, canned_reporter(), shutdown.clone()));
+    let e = post(addr, "/maintenance/on").await.unwrap_err().to_string();
+    assert!(e.contains("409") && e.contains("no [bgp] section"), "{e}");
+    shutdown.cancel();
+}
+
+fn in_maintenance(phase: crate::bgp::maintenance::Phase, left: Option<u64>) -> StatusReport {
+    let mut report = canned_report();
+    if let Some(bgp) = report.bgp.as_mut() {
+        bgp.maintenance = crate::bgp::maintenance::MaintenanceStatus {
+            on: true,
+            phase,
+            drain_left_ms: left,
+        };
+        bgp.peers[0].state = "Active".to_owned();
+        bgp.peers[0].last_error = Some("Socket: Connection refused".to_owned());
+    }
+    report
+}
+
+#[test]
+fn maintenance_in_status_text_and_metrics() {
+    use crate::bgp::maintenance::Phase;
+    let normal = render_status(&canned_report());
+    assert!(!normal.contains("maintenance"), "{normal}");
+    let draining = render_status(&in_maintenance(Phase::Draining, Some(12_345)));
+    assert!(
+        draining.contains("  maintenance: draining, withdrawing in 12.3 s\n"),
+        "{draining}"
+    );
+    assert!(
+        draining.contains(
+            "neighbor 198.18.0.1 (lb_peer_198_18_0_1): Active (Socket: Connection refused)"
+        ),
+        "{draining}"
+    );
+    let withdrawn = render_status(&in_maintenance(Phase::Withdrawn, None));
+    assert!(
+        withdrawn.contains("  maintenance: withdrawn\n"),
+        "{withdrawn}"
+    );
+
+    let metrics = render_metrics(&in_maintenance(Phase::Draining, Some(1)));
+    for line in [
+        r#"lb_maintenance{phase="normal"} 0"#,
+        r#"lb_maintenance{phase="draining"} 1"#,
+        r#"lb_maintenance{phase="withdrawn"} 0"#,
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing {line} in\n{metrics}"
+        );
+    }
+    let normal = render_metrics(&canned_report());
+    assert!(
+        normal
+            .lines()
+            .any(|l| l == r#"lb_maintenance{phase="normal"} 1"#),
+        "{normal}"
+    );
+    // The JSON carries the phase for scripts.
+    let json = serde_json::to_value(in_maintenance(Phase::Withdrawn, None)).unwrap();
+    assert_eq!(json["bgp"]["maintenance"]["phase"], "withdrawn");
 }

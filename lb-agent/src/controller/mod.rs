@@ -278,6 +278,21 @@ impl Controller {
             }
             // Claimed once the file is read and parsed (`on_loaded`).
             AdminRequest::Reload(reply) => self.start_reload(Some(reply)),
+            AdminRequest::SetMaintenance { on, reply } => {
+                let Some(reply) = reply.claim() else {
+                    warn!(on, "maintenance request given up by its sender before it was handled: not applied");
+                    return;
+                };
+                let result = match &self.bgp {
+                    Some(speaker) => Ok(speaker.set_maintenance(on)),
+                    None => Err(format!(
+                        "maintenance mode changes BGP announcements, and {} has no [bgp] \
+                         section: take this balancer out where its traffic is routed",
+                        self.config_path.display()
+                    )),
+                };
+                let _ = reply.send(result);
+            }
         }
     }
 
