@@ -9,7 +9,7 @@ pub mod render;
 
 use crate::config::BgpConfig;
 use anyhow::{Context, Result};
-use maintenance::{Announcement, Maintenance, MaintenanceStatus};
+use maintenance::{Announcement, Maintenance, MaintenanceStatus, Phase};
 use serde::{Deserialize, Serialize};
 use std::{
     collections::BTreeSet,
@@ -58,21 +58,15 @@ pub struct BgpPeer {
 struct Wanted {
     config: BgpConfig,
     prefixes: BTreeSet<IpAddr>,
-    /// The operator's maintenance setting.
-    maintenance: bool,
-}
-
-/// What the task shares: the status, and the end of a maintenance drain (for its time left).
-#[derive(Clone, Debug, Default)]
-struct Shared {
-    status: BgpStatus,
-    drain_until: Option<Instant>,
+    /// The operator's maintenance setting, as of the request: the handle reports its phase
+    /// (advanced to the moment of asking) and the task acts on it, so both always agree.
+    maintenance: Maintenance,
 }
 
 /// The handle the controller holds; dropping it ends the task and removes the announce device.
 pub struct Speaker {
     wanted: watch::Sender<Wanted>,
-    status: watch::Receiver<Shared>,
+    status: watch::Receiver<BgpStatus>,
     task: JoinHandle<()>,
 }
 
@@ -85,14 +79,14 @@ impl Speaker {
         let (wanted, wanted_rx) = watch::channel(Wanted {
             config,
             prefixes: BTreeSet::new(),
-            maintenance: false,
+            maintenance: Maintenance::default(),
         });
-        let (status_tx, status) = watch::channel(Shared::default());
+        let (status_tx, status) = watch::channel(BgpStatus::default());
         let task = Task {
             origin,
             wanted: wanted_rx,
             shared: status_tx,
-            maintenance: Maintenance::default(),
+            phase: Phase::Normal,
             applied: None,
             retry: RETRY_FIRST,
             retry_at: None,
@@ -125,9 +119,10 @@ impl Speaker {
     pub fn set_maintenance(&self, on: bool) -> String {
         let drain_ms = self.wanted.borrow().config.maintenance_drain_ms;
         let changed = self.wanted.send_if_modified(|w| {
-            let changed = w.maintenance != on;
-            w.maintenance = on;
-            changed
+            let was_on = w.maintenance.phase() != Phase::Normal;
+            let drain = Duration::from_millis(w.config.maintenance_drain_ms);
+            w.maintenance.set(on, Instant::now(), drain);
+            was_on != on
         });
         if changed {
             info!(on, drain_ms, "maintenance mode set");
@@ -136,21 +131,20 @@ impl Speaker {
     }
 
     pub fn status(&self) -> BgpStatus {
-        let shared = self.status.borrow();
-        let mut status = shared.status.clone();
-        status.maintenance.drain_left_ms = shared
-            .drain_until
-            .map(|u| u.saturating_duration_since(Instant::now()).as_millis() as u64);
+        let mut status = self.status.borrow().clone();
+        let now = Instant::now();
+        let mut maintenance = self.wanted.borrow().maintenance.clone();
+        maintenance.tick(now);
+        status.maintenance = maintenance.status(now);
         status
     }
 
     /// Withdraw everything and wait (at most `timeout`) until BIRD accepted it, then stop.
     pub async fn withdraw_all(mut self, timeout: Duration) {
         self.announce(BTreeSet::new());
-        let done = self.status.wait_for(|s| {
-            let s = &s.status;
-            s.wanted.is_empty() && s.announced.is_empty() && s.error.is_none()
-        });
+        let done = self
+            .status
+            .wait_for(|s| s.wanted.is_empty() && s.announced.is_empty() && s.error.is_none());
         match tokio::time::timeout(timeout, done).await {
             Ok(Ok(_)) => info!("BGP announcements withdrawn"),
             _ => warn!(
@@ -180,8 +174,9 @@ fn maintenance_reply(on: bool, changed: bool, drain_ms: u64) -> String {
 struct Task {
     origin: String,
     wanted: watch::Receiver<Wanted>,
-    shared: watch::Sender<Shared>,
-    maintenance: Maintenance,
+    shared: watch::Sender<BgpStatus>,
+    /// The maintenance phase last acted on, to log changes.
+    phase: Phase,
     applied: Option<(BgpConfig, Announcement)>,
     retry: Duration,
     retry_at: Option<Instant>,
@@ -196,7 +191,7 @@ impl Task {
             self.apply_when_due(&current.config, target).await;
             let now = tokio::time::Instant::now();
             let at = |i: Option<Instant>| i.map(tokio::time::Instant::from_std);
-            let (retry_at, drain_at) = (at(self.retry_at), at(self.maintenance.deadline()));
+            let (retry_at, drain_at) = (at(self.retry_at), at(current.maintenance.deadline()));
             tokio::select! {
                 changed = self.wanted.changed() => {
                     if changed.is_err() {
@@ -207,7 +202,7 @@ impl Task {
                 }
                 _ = poll.tick() => {
                     let peers = peers(&current.config).await;
-                    self.shared.send_modify(|s| s.status.peers = peers);
+                    self.shared.send_modify(|s| s.peers = peers);
                 }
                 _ = tokio::time::sleep_until(retry_at.unwrap_or(now)), if retry_at.is_some() => {}
                 _ = tokio::time::sleep_until(drain_at.unwrap_or(now)), if drain_at.is_some() => {}
@@ -219,21 +214,16 @@ impl Task {
 
     /// Advance maintenance mode to now and share what should be announced.
     fn target(&mut self, current: &Wanted) -> Announcement {
-        let now = Instant::now();
-        let drain = Duration::from_millis(current.config.maintenance_drain_ms);
-        let before = self.maintenance.phase();
-        // Also ends a drain whose deadline passed.
-        self.maintenance.set(current.maintenance, now, drain);
-        if self.maintenance.phase() != before {
-            info!(from = %before, to = %self.maintenance.phase(), "maintenance phase changed");
+        let mut maintenance = current.maintenance.clone();
+        // Ends a drain whose deadline passed.
+        maintenance.tick(Instant::now());
+        if maintenance.phase() != self.phase {
+            info!(from = %self.phase, to = %maintenance.phase(), "maintenance phase changed");
+            self.phase = maintenance.phase();
         }
-        let target = self.maintenance.announcement(&current.prefixes);
-        let status = self.maintenance.status(now);
-        self.shared.send_modify(|s| {
-            s.status.wanted = target.prefixes.iter().copied().collect();
-            s.status.maintenance = status;
-            s.drain_until = self.maintenance.deadline();
-        });
+        let target = maintenance.announcement(&current.prefixes);
+        self.shared
+            .send_modify(|s| s.wanted = target.prefixes.iter().copied().collect());
         target
     }
 
@@ -253,8 +243,8 @@ impl Task {
                     "BIRD reconfigured"
                 );
                 self.shared.send_modify(|s| {
-                    s.status.announced = target.prefixes.iter().copied().collect();
-                    s.status.error = None;
+                    s.announced = target.prefixes.iter().copied().collect();
+                    s.error = None;
                 });
                 self.applied = Some(next);
                 self.retry = RETRY_FIRST;
@@ -262,10 +252,10 @@ impl Task {
             }
             Err(e) => {
                 let message = format!("{e:#}");
-                if self.shared.borrow().status.error.as_deref() != Some(message.as_str()) {
+                if self.shared.borrow().error.as_deref() != Some(message.as_str()) {
                     warn!("cannot update BIRD (retrying): {message}");
                 }
-                self.shared.send_modify(|s| s.status.error = Some(message));
+                self.shared.send_modify(|s| s.error = Some(message));
                 self.retry_at = Some(Instant::now() + self.retry);
                 self.retry = (self.retry * 2).min(RETRY_MAX);
             }

@@ -422,6 +422,7 @@ fn maintenance_drains_a_balancer_without_resetting_connections() -> Result<()> {
         routes.contains("(65535,0)") && routes.contains("BGP.local_pref: 0"),
         "the router has no graceful-shutdown route with local preference 0:\n{routes}"
     );
+    eprintln!("router, while balancer 2 drains:\n{routes}");
     let text = f.cli(2, &["status"])?;
     ensure!(text.contains("maintenance: draining"), "{text}");
     eprintln!(
@@ -493,6 +494,10 @@ fn maintenance_drains_a_balancer_without_resetting_connections() -> Result<()> {
     );
     exchanges_grow(&long, 300, Duration::from_secs(20))?;
 
+    let log = f.agent(2)?.log_text();
+    for line in log.lines().filter(|l| l.contains("maintenance")) {
+        eprintln!("balancer 2 log: {line}");
+    }
     let names = long.backend_names();
     let failures = f.client.run(long.close())?;
     ensure!(failures.is_empty(), "resets or stalls: {failures:?}");

@@ -1,6 +1,7 @@
 //! Maintenance mode as a pure state machine: `on` announces with the graceful-shutdown
-//! community for the drain time, then withdraws; `off` announces normally again. The speaker
-//! task feeds it the operator's wish and the clock, and renders what it says.
+//! community for the drain time, then withdraws; `off` announces normally again. The speaker's
+//! handle records the operator's wish with its time; the handle (for status) and the speaker
+//! task (for BIRD) advance a copy to the present, so both see the same phase.
 
 use serde::{Deserialize, Serialize};
 use std::{

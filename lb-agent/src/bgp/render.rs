@@ -69,6 +69,15 @@ pub fn render(
         }
         let _ = writeln!(w, "}}");
     }
+    export_filter(w, cfg, graceful_shutdown);
+    for n in &cfg.neighbors {
+        session(w, cfg, n);
+    }
+    out
+}
+
+/// The export filter of every session (communities), and the BFD protocol if a session wants it.
+fn export_filter(w: &mut String, cfg: &BgpConfig, graceful_shutdown: bool) {
     let _ = writeln!(w, "\nfilter lb_export {{");
     if graceful_shutdown {
         let (a, b) = GRACEFUL_SHUTDOWN;
@@ -96,10 +105,6 @@ pub fn render(
              # bfd_interval_ms × bfd_multiplier rather than the hold time.\nprotocol bfd {BFD} {{\n}}"
         );
     }
-    for n in &cfg.neighbors {
-        session(w, cfg, n);
-    }
-    out
 }
 
 fn session(w: &mut String, cfg: &BgpConfig, n: &Neighbor) {

@@ -284,7 +284,12 @@ impl Controller {
                     return;
                 };
                 let result = match &self.bgp {
-                    Some(speaker) => Ok(speaker.set_maintenance(on)),
+                    Some(speaker) => {
+                        let answer = speaker.set_maintenance(on);
+                        // Status shows the new phase from the moment the command returns.
+                        self.share_now();
+                        Ok(answer)
+                    }
                     None => Err(format!(
                         "maintenance mode changes BGP announcements, and {} has no [bgp] \
                          section: take this balancer out where its traffic is routed",
