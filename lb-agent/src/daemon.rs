@@ -8,6 +8,7 @@ use crate::{
     controller::{Controller, Setup, TICK},
     dataplane::{self, Balancer, LoadOptions},
     limits, netinfo,
+    notify::{Notifier, Watchdog},
     pinlock::PinLock,
 };
 use anyhow::{Context, Result};
@@ -30,6 +31,7 @@ pub async fn run(config_path: &Path, iface: Option<String>, detach_on_exit: bool
     }
     let agent = cfg.agent.clone();
     let bgp = cfg.bgp.clone();
+    let vip_count = cfg.vips.len();
     crate::bpffs::ensure()?;
     // Before any map is touched, held until return: a second agent on this pin path fails here.
     let _pin_lock = PinLock::acquire(
@@ -90,12 +92,30 @@ pub async fn run(config_path: &Path, iface: Option<String>, detach_on_exit: bool
     let mut sighup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let mut tick = tokio::time::interval(TICK);
     let (swept_tx, mut swept) = mpsc::channel(1);
+    let sd = Notifier;
+    // Last step of the start: attached, tables published, BGP started, admin endpoint bound.
+    sd.ready(&format!(
+        "forwarding on {} ({attachment}), {vip_count} VIPs published",
+        agent.interface
+    ));
+    let mut watchdog = Watchdog::from_env();
     loop {
         let step = tokio::select! {
             Some(report) = reports.recv() => ctl.on_check(report),
             Some(done) = swept.recv() => ctl.on_swept(done),
             Some(request) = admin_rx.recv() => {
-                ctl.on_admin(request);
+                match request {
+                    // Reported to systemd like a SIGHUP reload.
+                    AdminRequest::Reload(reply) => {
+                        let result = sd.reload(|| ctl.reload());
+                        let _ = reply.send(result.map_err(|e| format!("{e:#}")));
+                    }
+                    other => ctl.on_admin(other),
+                }
+                Ok(())
+            }
+            _ = watchdog.due() => {
+                watchdog.feed();
                 Ok(())
             }
             _ = tick.tick() => {
@@ -110,7 +130,7 @@ pub async fn run(config_path: &Path, iface: Option<String>, detach_on_exit: bool
                 ctl.on_tick()
             }
             _ = sighup.recv() => {
-                if let Err(e) = ctl.reload() {
+                if let Err(e) = sd.reload(|| ctl.reload()) {
                     error!("reload rejected: {e:#}");
                 }
                 Ok(())
@@ -126,6 +146,7 @@ pub async fn run(config_path: &Path, iface: Option<String>, detach_on_exit: bool
         ctl.share();
     }
     info!("stopping");
+    sd.stopping();
     // Withdraw first: routers move the traffic away while this host still forwards it.
     if let Some(speaker) = ctl.take_speaker() {
         speaker.withdraw_all(BGP_WITHDRAW_TIMEOUT).await;
