@@ -127,6 +127,9 @@ enum Task {
         /// Install, check, remove and purge the package (root)
         #[arg(long)]
         install_test: bool,
+        /// Embed the eBPF objects (lb, decap) from DIR instead of building them
+        #[arg(long, value_name = "DIR")]
+        ebpf_dir: Option<std::path::PathBuf>,
     },
 
     /// Build everything (release), then run the agent
@@ -176,8 +179,11 @@ fn dispatch(task: Task) -> Result<()> {
         }
         Task::Test { args } => test::test(&args),
         Task::Bench { write, parts } => bench::bench(&parts, write),
-        Task::Package { install_test } => {
-            let deb = package::package()?;
+        Task::Package {
+            install_test,
+            ebpf_dir,
+        } => {
+            let deb = package::package(ebpf_dir.as_deref())?;
             if install_test {
                 package::verify(&deb)?;
             }

@@ -23,8 +23,12 @@ const BINARY: &str = "/usr/bin/lb-agent";
 const CONFFILE: &str = "/etc/lb-agent/lb.toml";
 
 /// Builds the release binary, its completions and man pages, then the .deb; returns its path.
-pub fn package() -> Result<PathBuf> {
-    let agent = build::build(true)?;
+/// `ebpf`: prebuilt eBPF objects to embed instead of building them.
+pub fn package(ebpf: Option<&Path>) -> Result<PathBuf> {
+    let agent = match ebpf {
+        Some(dir) => build::build_agent(true, dir)?,
+        None => build::build(true)?,
+    };
     let assets = host_target_dir().join("release").join("package");
     if assets.exists() {
         fs::remove_dir_all(&assets)

@@ -63,7 +63,7 @@ pub fn test(extra: &[String]) -> Result<()> {
     // After the suite, never beside it: it puts /usr/bin/lb-agent and the units in place for
     // a moment (the tests run target/ binaries, never one from PATH).
     step("package (dpkg install test)", &mut || {
-        package::verify(&package::package()?)
+        package::verify(&package::package(Some(&ebpf))?)
     })?;
 
     eprintln!(
