@@ -1,7 +1,7 @@
 //! The command line: `lb-agent run | check | decap | status | stats | top | backend | reload |
 //! maintenance | doctor`.
 
-use crate::{admin, config, daemon, dataplane, doctor, netinfo, pinlock::PinLock, secrets};
+use crate::{admin, config, daemon, dataplane, docgen, doctor, netinfo, pinlock::PinLock, secrets};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::{
@@ -129,6 +129,15 @@ pub enum Command {
         #[arg(long)]
         backend: bool,
     },
+    /// Print the completion script for SHELL (packaging)
+    #[command(hide = true)]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write a man page for every command into DIR (packaging)
+    #[command(hide = true)]
+    Man { dir: PathBuf },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -317,6 +326,15 @@ pub async fn execute(cli: Cli) -> Result<i32> {
             config,
             backend,
         } => run_doctor(iface, config, backend).await,
+        Command::Completions { shell } => {
+            docgen::completions(shell, &mut std::io::stdout().lock()).map(|()| 0)
+        }
+        Command::Man { dir } => {
+            for page in docgen::man_pages(&dir)? {
+                println!("{}", page.display());
+            }
+            Ok(0)
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use crate::{
     controller::{Controller, Setup, TICK},
     dataplane::{self, Balancer, LoadOptions},
     gateway, limits, netinfo,
+    notify::{Notifier, Watchdog},
     pinlock::PinLock,
 };
 use anyhow::{Context, Result};
@@ -32,6 +33,7 @@ pub async fn run(config_path: &Path, iface: Option<String>, detach_on_exit: bool
     }
     let agent = cfg.agent.clone();
     let bgp = cfg.bgp.clone();
+    let vip_count = cfg.vips.len();
     crate::bpffs::ensure()?;
     // Before any map is touched, held until return: a second agent on this pin path fails here.
     let _pin_lock = PinLock::acquire(
@@ -104,13 +106,28 @@ pub async fn run(config_path: &Path, iface: Option<String>, detach_on_exit: bool
     let mut loaded = ctl
         .take_loaded()
         .context("the controller's reload results")?;
+    let sd = Notifier;
+    // Last step of the start: attached, tables published, BGP started, admin endpoint bound.
+    sd.ready(&format!(
+        "forwarding on {} ({attachment}), {vip_count} VIPs published",
+        agent.interface
+    ));
+    let mut watchdog = Watchdog::from_env();
     loop {
         let step = tokio::select! {
             Some(report) = reports.recv() => ctl.on_check(report),
             Some(done) = swept.recv() => ctl.on_swept(done),
             Some(change) = gateway_rx.recv() => ctl.on_gateway(change),
             Some(request) = admin_rx.recv() => {
+                // Reported to systemd like a SIGHUP reload; READY=1 follows in `loaded`.
+                if matches!(request, AdminRequest::Reload(_)) {
+                    sd.reloading();
+                }
                 ctl.on_admin(request);
+                Ok(())
+            }
+            _ = watchdog.due() => {
+                watchdog.feed();
                 Ok(())
             }
             _ = tick.tick() => {
@@ -126,11 +143,12 @@ pub async fn run(config_path: &Path, iface: Option<String>, detach_on_exit: bool
             }
             // Read off this task; applied when `loaded` delivers it.
             _ = sighup.recv() => {
+                sd.reloading();
                 ctl.start_reload(None);
                 Ok(())
             }
             Some(done) = loaded.recv() => {
-                ctl.on_loaded(done);
+                sd.reloaded(&ctl.on_loaded(done));
                 Ok(())
             }
             _ = sigterm.recv() => break,
@@ -144,6 +162,7 @@ pub async fn run(config_path: &Path, iface: Option<String>, detach_on_exit: bool
         ctl.share();
     }
     info!("stopping");
+    sd.stopping();
     // Withdraw first: routers move the traffic away while this host still forwards it.
     if let Some(speaker) = ctl.take_speaker() {
         speaker.withdraw_all(BGP_WITHDRAW_TIMEOUT).await;

@@ -239,7 +239,8 @@ impl Agent {
         self.rt.block_on(async {
             ctl.on_admin(AdminRequest::Reload(reply));
             let done = loaded.recv().await.context("no reload result")?;
-            ctl.on_loaded(done);
+            // The outcome also reaches the waiter, which is what this checks.
+            let _ = ctl.on_loaded(done);
             waiter
                 .wait(tokio::time::Instant::now() + ANSWER_BOUND)
                 .await
@@ -477,7 +478,7 @@ fn reload_of_a_fifo_device_or_oversized_file_is_refused_and_checks_go_on() -> Re
     assert!(!seen.contains_key(&B2.parse::<IpAddr>()?), "{seen:?}");
     let (ctl, loaded) = (&mut agent.ctl, &mut agent.loaded);
     let err = agent.rt.block_on(async {
-        ctl.on_loaded(loaded.recv().await.context("no reload result")?);
+        let _ = ctl.on_loaded(loaded.recv().await.context("no reload result")?);
         waiter
             .wait(tokio::time::Instant::now() + ANSWER_BOUND)
             .await
@@ -529,10 +530,14 @@ fn reload_given_up_by_its_requester_is_not_applied() -> Result<()> {
     let (reply, waiter) = reply_channel::<Result<String, String>>();
     drop(waiter);
     let new = config::parse(&config_text(false, true, "fail-open", 0), "lb.toml")?;
-    agent.ctl.on_loaded(LoadedConfig {
+    let outcome = agent.ctl.on_loaded(LoadedConfig {
         result: Ok(new),
         reply: Some(reply),
     });
+    assert!(
+        outcome.as_ref().is_err_and(|e| e.contains("given up")),
+        "{outcome:?}"
+    );
     assert_eq!(
         agent.status()?.vips.len(),
         1,

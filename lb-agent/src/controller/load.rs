@@ -37,13 +37,15 @@ impl Controller {
     }
 
     /// Apply a configuration `start_reload` read; errors are logged and answered, and leave
-    /// the running configuration in place.
-    pub fn on_loaded(&mut self, loaded: LoadedConfig) {
+    /// the running configuration in place. The outcome is returned for systemd's READY=1.
+    pub fn on_loaded(&mut self, loaded: LoadedConfig) -> Result<String, String> {
         // Claimed only now: a requester that gave up during the read gets nothing applied.
         let reply = match loaded.reply.map(Reply::claim) {
             Some(None) => {
-                warn!("reload given up by its sender (timeout or closed connection): not applied");
-                return;
+                let why =
+                    "reload given up by its sender (timeout or closed connection): not applied";
+                warn!("{why}");
+                return Err(why.to_string());
             }
             Some(Some(reply)) => Some(reply),
             None => None,
@@ -51,12 +53,14 @@ impl Controller {
         let result = loaded
             .result
             .context("the running configuration stays")
-            .and_then(|new| self.apply_config(new));
+            .and_then(|new| self.apply_config(new))
+            .map_err(|e| format!("{e:#}"));
         if let Err(e) = &result {
-            error!("reload rejected: {e:#}");
+            error!("reload rejected: {e}");
         }
         if let Some(reply) = reply {
-            let _ = reply.send(result.map_err(|e| format!("{e:#}")));
+            let _ = reply.send(result.clone());
         }
+        result
     }
 }
