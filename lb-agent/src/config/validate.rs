@@ -5,6 +5,8 @@ use std::{collections::HashMap, net::IpAddr};
 
 use super::{locate::KeyPath, CheckKind, Config, Protocol, VipConfig};
 
+mod admin;
+
 impl Config {
     /// The semantic checks of [`parse`](super::parse) for a configuration built in code:
     /// errors are `key.path: problem`, one per line (no file, so no line numbers).
@@ -37,6 +39,7 @@ impl Config {
             out.add(agent.key("interface"), "must not be empty");
         }
         self.check_encap_sources(out);
+        admin::check(a, &agent, out);
         self.check_agent_sizes(&agent, out);
         self.check_mtu(&agent, out);
         if a.outer_ttl == 0 {
