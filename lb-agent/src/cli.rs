@@ -81,10 +81,10 @@ pub enum Command {
         /// Backend address
         backend: IpAddr,
         #[command(flatten)]
-        client: AdminArgs,
+        client: ControlArgs,
     },
     /// Make the running agent re-read its configuration file
-    Reload(AdminArgs),
+    Reload(ControlArgs),
     /// Live view: per VIP and backend packets/s, bits/s, health, weight; drops by reason
     #[command(
         long_about = "Live view of the running agent, redrawn every interval: per VIP \
@@ -108,7 +108,7 @@ pub enum Command {
         #[arg(value_enum)]
         action: MaintenanceAction,
         #[command(flatten)]
-        client: AdminArgs,
+        client: ControlArgs,
     },
     /// Check this host for the setup mistakes that break XDP balancers (one line each)
     #[command(
@@ -167,6 +167,24 @@ pub struct AdminArgs {
     #[arg(long)]
     pub admin: Option<SocketAddr>,
     /// Configuration file to take admin_listen from
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+}
+
+/// Where the running agent's control API is: its control socket (root only) by default.
+#[derive(Args, Debug)]
+pub struct ControlArgs {
+    /// Control socket of the running agent (default: control_socket of --config, else
+    /// /run/lb-agent/admin.sock)
+    #[arg(long, conflicts_with = "control")]
+    pub socket: Option<PathBuf>,
+    /// Use the agent's TCP control listener (its control_listen) instead of the socket
+    #[arg(long, requires = "token_file")]
+    pub control: Option<SocketAddr>,
+    /// File holding the bearer token of --control (mode 0600)
+    #[arg(long, requires = "control")]
+    pub token_file: Option<PathBuf>,
+    /// Configuration file to take control_socket from
     #[arg(long, short)]
     pub config: Option<PathBuf>,
 }
@@ -306,11 +324,14 @@ pub async fn execute(cli: Cli) -> Result<i32> {
                 BackendAction::Enable => "enable",
             };
             let path = format!("/vips/{vip}/backends/{backend}/{verb}");
-            println!("{}", admin::post(admin_addr(&client)?, &path).await?);
+            println!("{}", admin::post(&control_target(&client)?, &path).await?);
             Ok(0)
         }
         Command::Reload(client) => {
-            println!("{}", admin::post(admin_addr(&client)?, "/reload").await?);
+            println!(
+                "{}",
+                admin::post(&control_target(&client)?, "/reload").await?
+            );
             Ok(0)
         }
         Command::Maintenance { action, client } => {
@@ -318,7 +339,7 @@ pub async fn execute(cli: Cli) -> Result<i32> {
                 MaintenanceAction::On => "/maintenance/on",
                 MaintenanceAction::Off => "/maintenance/off",
             };
-            println!("{}", admin::post(admin_addr(&client)?, path).await?);
+            println!("{}", admin::post(&control_target(&client)?, path).await?);
             Ok(0)
         }
         Command::Doctor {
@@ -368,6 +389,20 @@ fn admin_addr(args: &AdminArgs) -> Result<SocketAddr> {
         Some(path) => Ok(config::load(path)?.agent.admin_listen),
         None => Ok(SocketAddr::from(([127, 0, 0, 1], 9300))),
     }
+}
+
+fn control_target(args: &ControlArgs) -> Result<admin::Control> {
+    if let (Some(addr), Some(file)) = (args.control, &args.token_file) {
+        let token = admin::Token::from_file(file).context("--token-file")?;
+        return Ok(admin::Control::Tcp { addr, token });
+    }
+    if let Some(path) = &args.socket {
+        return Ok(admin::Control::Socket(path.clone()));
+    }
+    Ok(admin::Control::Socket(match &args.config {
+        Some(path) => config::load(path)?.agent.control_socket,
+        None => PathBuf::from("/run/lb-agent/admin.sock"),
+    }))
 }
 
 const DECAP_LOCK_HINT: &str =

@@ -90,13 +90,11 @@ pub async fn run(config_path: &Path, iface: Option<String>, detach_on_exit: bool
         );
     }
     let (admin_tx, mut admin_rx) = mpsc::channel::<AdminRequest>(64);
-    let listener = tokio::net::TcpListener::bind(agent.admin_listen)
-        .await
-        .with_context(|| format!("binding the admin endpoint to {}", agent.admin_listen))?;
-    info!(listen = %agent.admin_listen, "admin endpoint up");
+    // Read-only listener, control socket, and the token-protected TCP control listener if set.
+    let listeners = admin::Listeners::bind(&agent).await?;
     let source = ctl.status_source();
     let report: admin::Reporter = std::sync::Arc::new(move || source.report());
-    let admin_task = tokio::spawn(admin::serve(listener, admin_tx, report, shutdown.clone()));
+    let admin_task = tokio::spawn(admin::serve(listeners, admin_tx, report, shutdown.clone()));
 
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;

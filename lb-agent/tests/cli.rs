@@ -8,6 +8,7 @@
 use std::{
     io::{BufRead, BufReader, Write},
     net::TcpListener,
+    os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::{Command, Output},
     sync::atomic::{AtomicU32, Ordering},
@@ -328,7 +329,6 @@ fn client_commands_help() {
             "VIPs, backends, health, weights and table generations",
         ),
         ("stats", "counters, per VIP and per backend"),
-        ("reload", "re-read its configuration file"),
     ] {
         let help = lb_ok(&[command, "--help"]);
         assert_mentions(
@@ -344,12 +344,25 @@ fn client_commands_help() {
             ],
             &format!("lb-agent {command} --help"),
         );
-        // Only the commands that print a report offer JSON.
-        assert_eq!(
-            help.contains("--json"),
-            command != "reload",
-            "{command}: {help}"
+        assert!(help.contains("--json"), "{command}: {help}");
+    }
+    for command in ["reload", "backend"] {
+        let help = lb_ok(&[command, "--help"]);
+        assert_mentions(
+            &help,
+            &[
+                &format!("Usage: lb-agent {command}"),
+                "--socket <SOCKET>",
+                "/run/lb-agent/admin.sock",
+                "control_socket",
+                "--control <CONTROL>",
+                "--token-file <TOKEN_FILE>",
+                "--config <CONFIG>",
+            ],
+            &format!("lb-agent {command} --help"),
         );
+        assert!(!help.contains("--admin"), "{command}: {help}");
+        assert!(!help.contains("--json"), "{command}: {help}");
     }
 }
 
@@ -369,7 +382,7 @@ fn backend_help() {
             "connections move at their next packet",
             "VIP name",
             "Backend address",
-            "--admin <ADMIN>",
+            "--socket <SOCKET>",
             "--config <CONFIG>",
         ],
         "lb-agent backend --help",
@@ -729,21 +742,11 @@ fn assert_not_running(err: &str, addr: &str, what: &str) {
 
 #[test]
 fn client_commands_say_the_agent_is_not_running() {
-    let commands: [&[&str]; 7] = [
+    let commands: [&[&str]; 4] = [
         &["status", "--admin", NOBODY],
         &["status", "--admin", NOBODY, "--json"],
         &["stats", "--admin", NOBODY],
         &["stats", "--admin", NOBODY, "--json"],
-        &["reload", "--admin", NOBODY],
-        &["backend", "drain", "web", "198.18.1.1", "--admin", NOBODY],
-        &[
-            "backend",
-            "enable",
-            "web6",
-            "2001:db8::11",
-            "--admin",
-            NOBODY,
-        ],
     ];
     for args in commands {
         let out = lb(args);
@@ -751,6 +754,56 @@ fn client_commands_say_the_agent_is_not_running() {
         assert!(stdout(&out).is_empty(), "{}", describe(args, &out));
         assert_not_running(&stderr(&out), NOBODY, &args.join(" "));
     }
+    let dir = TempDir::new("no-socket");
+    let socket = dir.0.join("admin.sock");
+    let socket = s(&socket);
+    let commands: [&[&str]; 3] = [
+        &["reload", "--socket", socket],
+        &["backend", "drain", "web", "198.18.1.1", "--socket", socket],
+        &[
+            "backend",
+            "enable",
+            "web6",
+            "2001:db8::11",
+            "--socket",
+            socket,
+        ],
+    ];
+    for args in commands {
+        let out = lb(args);
+        assert_eq!(out.status.code(), Some(1), "{}", describe(args, &out));
+        assert!(stdout(&out).is_empty(), "{}", describe(args, &out));
+        assert_mentions(
+            &stderr(&out),
+            &[
+                &format!("cannot connect to the agent's control socket {socket}"),
+                "is `lb-agent run` running?",
+                &format!("control_socket is {socket}"),
+                "--socket PATH",
+                "--config FILE",
+            ],
+            &args.join(" "),
+        );
+    }
+}
+
+#[test]
+fn control_over_tcp_needs_a_private_token_file() {
+    let dir = TempDir::new("token-cli");
+    let open = dir.write("open.token", "0123456789abcdef0123456789abcdef\n");
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = lb_fails(
+        &["reload", "--control", NOBODY, "--token-file", s(&open)],
+        1,
+    );
+    assert_mentions(
+        &err,
+        &["--token-file", "mode 0644", "chmod 600", s(&open)],
+        "0644 token",
+    );
+    // --control without --token-file is a usage error.
+    let err = lb_fails(&["reload", "--control", NOBODY], 2);
+    assert!(err.contains("--token-file"), "{err}");
 }
 
 #[test]
@@ -758,10 +811,23 @@ fn client_commands_take_the_admin_address_from_the_config() {
     let dir = TempDir::new("admin-from-config");
     let text = valid_config().replace("127.0.0.1:9311", NOBODY);
     let cfg = dir.write("lb.toml", &text);
-    for command in ["status", "stats", "reload"] {
+    for command in ["status", "stats"] {
         let err = lb_fails(&[command, "--config", s(&cfg)], 1);
         assert_not_running(&err, NOBODY, command);
     }
+    // The control commands take control_socket from it.
+    let socket = dir.0.join("admin.sock");
+    let text = text.replacen(
+        "admin_listen",
+        &format!("control_socket = \"{}\"\nadmin_listen", socket.display()),
+        1,
+    );
+    let cfg = dir.write("socket.toml", &text);
+    let err = lb_fails(&["reload", "--config", s(&cfg)], 1);
+    assert!(
+        err.contains(&format!("control_socket is {}", socket.display())),
+        "{err}"
+    );
     // --admin wins over the configuration's admin_listen.
     let cfg2 = dir.write("other.toml", &valid_config());
     let err = lb_fails(&["status", "--config", s(&cfg2), "--admin", NOBODY], 1);
@@ -824,11 +890,29 @@ fn status_from_something_that_is_not_an_agent() {
     );
 }
 
+/// A private token file (mode 0600) in `dir`, for `--control`.
+fn private_token(dir: &TempDir) -> PathBuf {
+    let path = dir.write("token", "0123456789abcdef0123456789abcdef\n");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
 #[test]
 fn backend_posts_the_action_and_reports_the_agents_refusal() {
+    let dir = TempDir::new("refusal");
+    let token = private_token(&dir);
     let (addr, server) = fake_admin("404 Not Found", "no VIP named \"web\"\n");
     let err = lb_fails(
-        &["backend", "disable", "web", "198.18.1.1", "--admin", &addr],
+        &[
+            "backend",
+            "disable",
+            "web",
+            "198.18.1.1",
+            "--control",
+            &addr,
+            "--token-file",
+            s(&token),
+        ],
         1,
     );
     assert_eq!(
@@ -848,8 +932,19 @@ fn backend_posts_the_action_and_reports_the_agents_refusal() {
 
 #[test]
 fn backend_and_reload_print_the_agents_answer() {
+    let dir = TempDir::new("answers");
+    let token = private_token(&dir);
     let (addr, server) = fake_admin("200 OK", "198.18.1.1 of web: drain\n");
-    let out = lb_ok(&["backend", "drain", "web", "198.18.1.1", "--admin", &addr]);
+    let out = lb_ok(&[
+        "backend",
+        "drain",
+        "web",
+        "198.18.1.1",
+        "--control",
+        &addr,
+        "--token-file",
+        s(&token),
+    ]);
     assert_eq!(
         server.join().unwrap(),
         "POST /vips/web/backends/198.18.1.1/drain HTTP/1.1"
@@ -857,7 +952,7 @@ fn backend_and_reload_print_the_agents_answer() {
     assert_eq!(out, "198.18.1.1 of web: drain\n");
 
     let (addr, server) = fake_admin("200 OK", "reloaded\n");
-    let out = lb_ok(&["reload", "--admin", &addr]);
+    let out = lb_ok(&["reload", "--control", &addr, "--token-file", s(&token)]);
     assert_eq!(server.join().unwrap(), "POST /reload HTTP/1.1");
     assert_eq!(out, "reloaded\n");
 }

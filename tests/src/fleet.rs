@@ -292,9 +292,14 @@ impl Fleet {
     }
 
     /// `lb-agent ARGS` (the CLI) in balancer `i`'s namespace: its output, or an error with it.
+    /// Run the CLI in balancer `i`'s namespace, pointed at its agent by `--config` (its
+    /// admin address and control socket are the agent's own, not the defaults).
     pub fn cli(&self, i: usize, args: &[&str]) -> Result<String> {
+        let config = &self.agent(i)?.config;
         let out = crate::netns::command(&self.members[i].ns, crate::agentproc::agent_binary()?)
             .args(args)
+            .arg("--config")
+            .arg(config)
             .env_remove("RUST_LOG")
             .output()
             .context("running the lb-agent CLI")?;

@@ -1,4 +1,9 @@
-use super::{client::request, server::serve_with_timeout, *};
+use super::{
+    client::{request, Target},
+    endpoints::serve_with,
+    listen::LIMITS,
+    *,
+};
 use crate::config::{AdminState, AllDown, HashMode, Protocol};
 use crate::health::Health;
 use http_body_util::Empty;
@@ -154,35 +159,100 @@ async fn fake_controller(
     }
 }
 
-struct Harness {
-    addr: SocketAddr,
-    calls: Calls,
-    shutdown: CancellationToken,
-    server: JoinHandle<anyhow::Result<()>>,
+/// A directory under the system's temp dir, removed on drop.
+pub(super) struct TempDir(pub(super) std::path::PathBuf);
+
+impl TempDir {
+    pub(super) fn new(tag: &str) -> TempDir {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("lb-admin-{}-{n}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
 }
 
-async fn start(reload: Result<String, String>) -> Harness {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = mpsc::channel(8);
-    let calls = Calls::default();
-    tokio::spawn(fake_controller(rx, canned_report(), reload, calls.clone()));
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub(super) const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+pub(super) struct Harness {
+    /// The read-only listener.
+    pub(super) addr: SocketAddr,
+    /// The control socket.
+    pub(super) control: Control,
+    /// The TCP control listener with [`TOKEN`].
+    pub(super) control_tcp: SocketAddr,
+    pub(super) calls: Calls,
+    pub(super) shutdown: CancellationToken,
+    pub(super) server: JoinHandle<anyhow::Result<()>>,
+    pub(super) _dir: TempDir,
+}
+
+/// Every listener on loopback or in a temp dir, a fake controller behind them.
+pub(super) async fn start_with(
+    requests: mpsc::Sender<AdminRequest>,
+    timeout: Duration,
+    limits: listen::Limits,
+) -> (Harness, mpsc::Sender<AdminRequest>) {
+    let dir = TempDir::new("harness");
+    let read = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = read.local_addr().unwrap();
+    let socket_path = dir.0.join("admin.sock");
+    let socket = ControlSocket::bind(&socket_path).await.unwrap();
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let control_tcp = tcp.local_addr().unwrap();
+    let listeners = Listeners {
+        read,
+        control: Some(socket),
+        control_tcp: Some((tcp, Token::parse(TOKEN).unwrap())),
+    };
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(serve(listener, tx, canned_reporter(), shutdown.clone()));
-    Harness {
+    let server = tokio::spawn(serve_with(
+        listeners,
+        requests.clone(),
+        canned_reporter(),
+        shutdown.clone(),
+        timeout,
+        limits,
+    ));
+    let h = Harness {
         addr,
-        calls,
+        control: Control::Socket(socket_path),
+        control_tcp,
+        calls: Calls::default(),
         shutdown,
         server,
-    }
+        _dir: dir,
+    };
+    (h, requests)
+}
+
+pub(super) async fn start(reload: Result<String, String>) -> Harness {
+    let (tx, rx) = mpsc::channel(8);
+    let (h, _) = start_with(tx, Duration::from_secs(5), LIMITS).await;
+    tokio::spawn(fake_controller(
+        rx,
+        canned_report(),
+        reload,
+        h.calls.clone(),
+    ));
+    h
 }
 
 fn canned_reporter() -> Reporter {
     Arc::new(canned_report)
 }
 
-async fn raw_get(addr: SocketAddr, path: &str) -> (hyper::StatusCode, String) {
-    request(addr, hyper::Method::GET, path).await.unwrap()
+pub(super) async fn raw_get(addr: SocketAddr, path: &str) -> (hyper::StatusCode, String) {
+    request(Target::Read(addr), hyper::Method::GET, path)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -286,17 +356,17 @@ async fn backend_actions_reach_the_controller() {
     let h = start(Ok("reloaded".to_owned())).await;
     let b1: IpAddr = "198.18.1.1".parse().unwrap();
     let b3: IpAddr = "2001:db8::3".parse().unwrap();
-    let answer = post(h.addr, "/vips/web/backends/198.18.1.1/drain")
+    let answer = post(&h.control, "/vips/web/backends/198.18.1.1/drain")
         .await
         .unwrap();
     assert!(answer.contains("drain"), "{answer}");
-    post(h.addr, "/vips/web/backends/198.18.1.1/undrain")
+    post(&h.control, "/vips/web/backends/198.18.1.1/undrain")
         .await
         .unwrap();
-    post(h.addr, "/vips/dns/backends/2001:db8::3/disable")
+    post(&h.control, "/vips/dns/backends/2001:db8::3/disable")
         .await
         .unwrap();
-    post(h.addr, "/vips/dns/backends/2001:db8::3/enable")
+    post(&h.control, "/vips/dns/backends/2001:db8::3/enable")
         .await
         .unwrap();
     assert_eq!(
@@ -313,13 +383,13 @@ async fn backend_actions_reach_the_controller() {
 #[tokio::test]
 async fn unknown_vip_or_backend_is_404_with_the_controllers_message() {
     let h = start(Ok("reloaded".to_owned())).await;
-    let e = post(h.addr, "/vips/nope/backends/198.18.1.1/drain")
+    let e = post(&h.control, "/vips/nope/backends/198.18.1.1/drain")
         .await
         .unwrap_err()
         .to_string();
     assert!(e.contains("404"), "{e}");
     assert!(e.contains(r#"unknown VIP "nope""#), "{e}");
-    let e = post(h.addr, "/vips/web/backends/198.18.9.9/drain")
+    let e = post(&h.control, "/vips/web/backends/198.18.9.9/drain")
         .await
         .unwrap_err()
         .to_string();
@@ -331,20 +401,26 @@ async fn unknown_vip_or_backend_is_404_with_the_controllers_message() {
 #[tokio::test]
 async fn bad_address_is_400_and_bad_action_404() {
     let h = start(Ok("reloaded".to_owned())).await;
-    let e = post(h.addr, "/vips/web/backends/not-an-ip/drain")
+    let e = post(&h.control, "/vips/web/backends/not-an-ip/drain")
         .await
         .unwrap_err()
         .to_string();
     assert!(e.contains("400"), "{e}");
     assert!(e.contains("not-an-ip"), "{e}");
-    let e = post(h.addr, "/vips/web/backends/198.18.1.1/explode")
+    let e = post(&h.control, "/vips/web/backends/198.18.1.1/explode")
         .await
         .unwrap_err()
         .to_string();
     assert!(e.contains("404"), "{e}");
     assert!(h.calls.lock().unwrap().is_empty());
     // Wrong method.
-    let (status, _) = raw_get(h.addr, "/vips/web/backends/198.18.1.1/drain").await;
+    let (status, _) = request(
+        Target::Control(&h.control),
+        hyper::Method::GET,
+        "/vips/web/backends/198.18.1.1/drain",
+    )
+    .await
+    .unwrap();
     assert_eq!(status, hyper::StatusCode::METHOD_NOT_ALLOWED);
 }
 
@@ -352,11 +428,11 @@ async fn bad_address_is_400_and_bad_action_404() {
 async fn reload_ok_and_err() {
     let h = start(Ok("reloaded: 2 VIPs, 1 backend added".to_owned())).await;
     assert_eq!(
-        post(h.addr, "/reload").await.unwrap(),
+        post(&h.control, "/reload").await.unwrap(),
         "reloaded: 2 VIPs, 1 backend added"
     );
     let h = start(Err("line 3: unknown key `wieght`".to_owned())).await;
-    let e = post(h.addr, "/reload").await.unwrap_err().to_string();
+    let e = post(&h.control, "/reload").await.unwrap_err().to_string();
     assert!(e.contains("422"), "{e}");
     assert!(e.contains("line 3: unknown key `wieght`"), "{e}");
 }
@@ -365,8 +441,6 @@ async fn reload_ok_and_err() {
 /// requests give up with 503.
 #[tokio::test]
 async fn silent_controller_is_503_for_control_only() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let (tx, mut rx) = mpsc::channel::<AdminRequest>(8);
     // Keeps every request, answers none.
     tokio::spawn(async move {
@@ -375,36 +449,30 @@ async fn silent_controller_is_503_for_control_only() {
             held.push(request);
         }
     });
-    let shutdown = CancellationToken::new();
-    tokio::spawn(serve_with_timeout(
-        listener,
-        tx,
-        canned_reporter(),
-        shutdown.clone(),
-        Duration::from_millis(100),
-    ));
-    assert_eq!(fetch_status(addr).await.unwrap(), canned_report());
-    assert!(fetch_metrics(addr).await.unwrap().ends_with("# EOF\n"));
-    let e = post(addr, "/reload").await.unwrap_err().to_string();
+    let (h, _) = start_with(tx, Duration::from_millis(100), LIMITS).await;
+    assert_eq!(fetch_status(h.addr).await.unwrap(), canned_report());
+    assert_eq!(
+        fetch_status_control(&h.control).await.unwrap(),
+        canned_report()
+    );
+    assert!(fetch_metrics(h.addr).await.unwrap().ends_with("# EOF\n"));
+    let e = post(&h.control, "/reload").await.unwrap_err().to_string();
     assert!(e.contains("503"), "{e}");
-    shutdown.cancel();
+    h.shutdown.cancel();
 }
 
 #[tokio::test]
 async fn stopped_controller_is_503_for_control_only() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let (tx, rx) = mpsc::channel::<AdminRequest>(8);
     drop(rx);
-    let shutdown = CancellationToken::new();
-    tokio::spawn(serve(listener, tx, canned_reporter(), shutdown.clone()));
-    assert_eq!(fetch_status(addr).await.unwrap(), canned_report());
-    let e = post(addr, "/vips/web/backends/198.18.1.1/drain")
+    let (h, _) = start_with(tx, Duration::from_secs(5), LIMITS).await;
+    assert_eq!(fetch_status(h.addr).await.unwrap(), canned_report());
+    let e = post(&h.control, "/vips/web/backends/198.18.1.1/drain")
         .await
         .unwrap_err()
         .to_string();
     assert!(e.contains("503"), "{e}");
-    shutdown.cancel();
+    h.shutdown.cancel();
 }
 
 #[tokio::test]
@@ -419,6 +487,11 @@ async fn serve_stops_when_cancelled() {
         .unwrap();
     let e = fetch_status(h.addr).await.unwrap_err().to_string();
     assert!(e.contains("lb-agent run"), "{e}");
+    // The control socket file is gone with the agent.
+    let Control::Socket(path) = &h.control else {
+        unreachable!()
+    };
+    assert!(!path.exists(), "{} left behind", path.display());
 }
 
 #[tokio::test]
@@ -426,9 +499,23 @@ async fn no_agent_error_says_how_to_fix() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
-    let e = format!("{:#}", post(addr, "/reload").await.unwrap_err());
+    let e = format!("{:#}", fetch_status(addr).await.unwrap_err());
     assert!(e.contains("is `lb-agent run` running?"), "{e}");
     assert!(e.contains(&format!("admin_listen is {addr}")), "{e}");
+    let dir = TempDir::new("no-agent");
+    let path = dir.0.join("admin.sock");
+    let e = format!(
+        "{:#}",
+        post(&Control::Socket(path.clone()), "/reload")
+            .await
+            .unwrap_err()
+    );
+    assert!(e.contains("is `lb-agent run` running?"), "{e}");
+    assert!(
+        e.contains(&format!("control_socket is {}", path.display())),
+        "{e}"
+    );
+    assert!(e.contains("--socket PATH"), "{e}");
 }
 
 #[test]
@@ -544,14 +631,14 @@ fn stats_json_shape() {
 async fn maintenance_on_and_off_reach_the_controller() {
     let h = start(Ok("reloaded".to_owned())).await;
     assert_eq!(
-        post(h.addr, "/maintenance/on").await.unwrap(),
+        post(&h.control, "/maintenance/on").await.unwrap(),
         "maintenance on"
     );
     assert_eq!(
-        post(h.addr, "/maintenance/off").await.unwrap(),
+        post(&h.control, "/maintenance/off").await.unwrap(),
         "maintenance off"
     );
-    let e = post(h.addr, "/maintenance/sideways")
+    let e = post(&h.control, "/maintenance/sideways")
         .await
         .unwrap_err()
         .to_string();
@@ -562,9 +649,8 @@ async fn maintenance_on_and_off_reach_the_controller() {
 
 #[tokio::test]
 async fn maintenance_without_bgp_is_409_with_the_controllers_reason() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let (tx, rx) = mpsc::channel(8);
+    let (h, _) = start_with(tx, Duration::from_secs(5), LIMITS).await;
     let report = StatusReport {
         bgp: None,
         ..canned_report()
@@ -575,11 +661,12 @@ async fn maintenance_without_bgp_is_409_with_the_controllers_reason() {
         Ok(String::new()),
         Calls::default(),
     ));
-    let shutdown = CancellationToken::new();
-    tokio::spawn(serve(listener, tx, canned_reporter(), shutdown.clone()));
-    let e = post(addr, "/maintenance/on").await.unwrap_err().to_string();
+    let e = post(&h.control, "/maintenance/on")
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("409") && e.contains("no [bgp] section"), "{e}");
-    shutdown.cancel();
+    h.shutdown.cancel();
 }
 
 fn in_maintenance(phase: crate::bgp::maintenance::Phase, left: Option<u64>) -> StatusReport {

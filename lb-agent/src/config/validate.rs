@@ -8,6 +8,7 @@ use std::{
 
 use super::{locate::KeyPath, CheckKind, Config, Protocol, VipConfig};
 
+mod admin;
 mod values;
 
 pub use values::interface_name_problem;
@@ -60,6 +61,7 @@ impl Config {
             }
         }
         self.check_encap_sources(out);
+        admin::check(a, &agent, out);
         self.check_agent_sizes(&agent, out);
         self.check_mtu(&agent, out);
         if a.outer_ttl == 0 {

@@ -329,11 +329,13 @@ impl Drop for ScaleNs {
 fn scale_config(ns: &ScaleNs) -> String {
     let mut text = format!(
         "[agent]\ninterface = \"cv0\"\nxdp_mode = \"native\"\npin_path = \"{}\"\n\
-         admin_listen = \"{}\"\ngateway_mac = \"02:00:00:00:00:01\"\n\
+         admin_listen = \"{}\"\ncontrol_socket = \"{}\"\n\
+         gateway_mac = \"02:00:00:00:00:01\"\n\
          encap_source_v4 = \"198.18.0.2\"\nmax_vips = {VIPS}\nconn_table_size = 65536\n\
          slow_start_ms = 0\n",
         ns.pin_dir().display(),
-        lb_tests::agentproc::ADMIN
+        lb_tests::agentproc::ADMIN,
+        lb_tests::agentproc::control_socket(&std::env::temp_dir().join(&ns.name), 0).display()
     );
     for i in 0..VIPS {
         write!(

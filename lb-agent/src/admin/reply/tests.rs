@@ -1,11 +1,7 @@
 use super::*;
-use crate::admin::{post, server::serve_with_timeout, AdminRequest, Reporter};
+use crate::admin::{listen::LIMITS, post, tests::start_with, AdminRequest};
 use std::{net::IpAddr, time::Duration};
-use tokio::{
-    net::TcpListener,
-    sync::{mpsc, oneshot},
-};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::{mpsc, oneshot};
 
 /// Short: the outcomes below do not depend on timing (claims happen before or after the
 /// wait, never racing it), only how long the tests take.
@@ -63,8 +59,6 @@ fn a_requester_that_went_away_cannot_be_claimed() {
 /// applied, even when the controller gets to it afterwards; a later drain is applied.
 #[tokio::test]
 async fn a_request_answered_503_is_never_applied_later() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let (tx, mut rx) = mpsc::channel::<AdminRequest>(8);
     let (go_tx, go_rx) = oneshot::channel::<()>();
     let (applied_tx, mut applied_rx) = mpsc::unbounded_channel::<(IpAddr, bool)>();
@@ -82,19 +76,11 @@ async fn a_request_answered_503_is_never_applied_later() {
             }
         }
     });
-    let report: Reporter = std::sync::Arc::new(|| unreachable!("no status in this test"));
-    let shutdown = CancellationToken::new();
-    tokio::spawn(serve_with_timeout(
-        listener,
-        tx,
-        report,
-        shutdown.clone(),
-        Duration::from_millis(200),
-    ));
+    let (h, _) = start_with(tx, Duration::from_millis(200), LIMITS).await;
 
     let e = format!(
         "{:#}",
-        post(addr, "/vips/web/backends/198.18.1.1/drain")
+        post(&h.control, "/vips/web/backends/198.18.1.1/drain")
             .await
             .unwrap_err()
     );
@@ -109,7 +95,7 @@ async fn a_request_answered_503_is_never_applied_later() {
         "the drain answered 503 was applied"
     );
 
-    let ok = post(addr, "/vips/web/backends/198.18.1.2/drain")
+    let ok = post(&h.control, "/vips/web/backends/198.18.1.2/drain")
         .await
         .unwrap();
     assert!(ok.contains("admin state drain"), "{ok}");
@@ -117,5 +103,5 @@ async fn a_request_answered_503_is_never_applied_later() {
         applied_rx.recv().await,
         Some(("198.18.1.2".parse().unwrap(), true))
     );
-    shutdown.cancel();
+    h.shutdown.cancel();
 }
