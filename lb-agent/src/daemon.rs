@@ -7,7 +7,7 @@ use crate::{
     config::{self, GatewayMac},
     controller::{Controller, Setup, TICK},
     dataplane::{self, Balancer, LoadOptions},
-    limits, netinfo,
+    limits, linkwatch, netinfo,
     pinlock::PinLock,
 };
 use anyhow::{Context, Result};
@@ -88,12 +88,14 @@ pub async fn run(config_path: &Path, iface: Option<String>, detach_on_exit: bool
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    let mut links = linkwatch::spawn(&agent.interface, ctl.attached_ifindex(), shutdown.clone())?;
     let mut tick = tokio::time::interval(TICK);
     let (swept_tx, mut swept) = mpsc::channel(1);
     loop {
         let step = tokio::select! {
             Some(report) = reports.recv() => ctl.on_check(report),
             Some(done) = swept.recv() => ctl.on_swept(done),
+            Some(event) = links.recv() => ctl.on_link(event),
             Some(request) = admin_rx.recv() => {
                 ctl.on_admin(request);
                 Ok(())

@@ -12,6 +12,7 @@ pub mod dataplane;
 pub mod doctor;
 pub mod health;
 pub mod limits;
+pub mod linkwatch;
 pub mod maglev;
 pub mod netinfo;
 pub mod pinlock;
