@@ -143,6 +143,16 @@ pub fn link_state(pin: &Path) -> Result<LinkState> {
         .with_context(|| format!("opening the pinned link {}", pin.display()))?;
     // SAFETY: BPF_OBJ_GET returned a new descriptor that nobody else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // Map and program infos start differently: only read a link's.
+    let kind = std::fs::read_link(format!("/proc/thread-self/fd/{}", fd.as_raw_fd()))
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    if kind != "anon_inode:bpf-link" {
+        bail!(
+            "{} is not a pinned link ({kind}): remove it or use another pin directory",
+            pin.display()
+        );
+    }
     // bpf_link_info up to xdp.ifindex: type, id, prog_id, padding, then the union (8-aligned).
     let mut info = [0u32; 8];
     let mut attr = [0u64; 2];
@@ -171,3 +181,6 @@ pub fn ifindex(name: &str) -> Option<u32> {
     let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
     (index != 0).then_some(index)
 }
+
+#[cfg(test)]
+mod tests;
