@@ -305,9 +305,7 @@ async fn decap(action: DecapAction) -> Result<()> {
             // Two attaches at once would race for the pinned link: the second one stops here.
             let _lock = PinLock::acquire(&pin_dir, DECAP_LOCK_HINT)?;
             // Before anything is adopted: another namespace's link would get this one's program.
-            dataplane::pinned::claim(&pin_dir, |other| {
-                format!("--pin-dir {}", other.display())
-            })?;
+            dataplane::pinned::claim(&pin_dir, |other| format!("--pin-dir {}", other.display()))?;
             let mut addrs = netinfo::interface(&iface).await?.addrs;
             addrs.extend(address);
             if addrs.is_empty() {

@@ -48,7 +48,15 @@ pub fn remove_pins(dir: &Path) {
 /// `lb-agent decap attach --iface IFACE --pin-dir DIR` in `ns`: exit success and output.
 pub fn decap_attach(ns: &str, iface: &str, dir: &Path) -> Result<(bool, String)> {
     let out = netns::command(ns, agent_binary()?)
-        .args(["decap", "attach", "--mode", "native", "--iface", iface, "--pin-dir"])
+        .args([
+            "decap",
+            "attach",
+            "--mode",
+            "native",
+            "--iface",
+            iface,
+            "--pin-dir",
+        ])
         .arg(dir)
         .env("RUST_LOG", "info,netlink_packet_route=error")
         .stdin(Stdio::null())

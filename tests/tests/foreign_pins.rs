@@ -108,8 +108,7 @@ fn read_pins(dir: &Path) -> Result<Pins> {
 }
 
 #[test]
-fn agent_in_another_namespace_refuses_the_pin_path_and_the_first_keeps_forwarding() -> Result<()>
-{
+fn agent_in_another_namespace_refuses_the_pin_path_and_the_first_keeps_forwarding() -> Result<()> {
     let _serial = serial();
     let topo = Topology::build_with(
         "nb",
@@ -142,7 +141,10 @@ fn agent_in_another_namespace_refuses_the_pin_path_and_the_first_keeps_forwardin
     let text = balancer_config(&topo, 1, &o, &o.weights);
     std::fs::write(&second, text.replace(&own, &pins.display().to_string()))?;
     let (code, out) = run_to_end(&topo.lbs[1], &second)?;
-    ensure!(code.is_some_and(|c| c != 0), "second agent exited {code:?}:\n{out}");
+    ensure!(
+        code.is_some_and(|c| c != 0),
+        "second agent exited {code:?}:\n{out}"
+    );
     eprintln!("refused agent:\n{out}");
     ensure!(
         out.contains("another network namespace")
@@ -151,7 +153,10 @@ fn agent_in_another_namespace_refuses_the_pin_path_and_the_first_keeps_forwardin
         "the error does not say whose pins these are and what to use instead:\n{out}"
     );
     let after = read_pins(&pins)?;
-    ensure!(before == after, "changed:\nbefore {before:#?}\nafter {after:#?}");
+    ensure!(
+        before == after,
+        "changed:\nbefore {before:#?}\nafter {after:#?}"
+    );
     all_backends_serve(&client, web, 3)?;
 
     // The suggested pin path works for the second balancer.

@@ -166,6 +166,13 @@ fn balancer_interface_deleted_and_recreated_under_traffic_is_attached_again() ->
     sc.topo.create_lb_link(0, &macs)?;
     sc.agent = Agent::start(&sc.topo, &sc.config_path)?;
     let log = sc.agent.log_text();
+    for line in log.lines().filter(|l| {
+        ["interface", "severed", "attached"]
+            .iter()
+            .any(|w| l.contains(w))
+    }) {
+        eprintln!("{line}");
+    }
     ensure!(
         log.contains("severed") && log.contains("balancer attached"),
         "{log}"

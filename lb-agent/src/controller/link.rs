@@ -18,7 +18,10 @@ const ATTACH_RETRY: Duration = Duration::from_secs(2);
 pub(super) enum XdpState {
     /// Not attached yet (the controller programs the maps first).
     Pending,
-    Attached { how: Attachment, ifindex: u32 },
+    Attached {
+        how: Attachment,
+        ifindex: u32,
+    },
     /// Was attached; forwarding stopped for this reason.
     Detached(String),
 }

@@ -72,9 +72,8 @@ fn adopt(prog: &mut Xdp, iface: &str, pin: &Path) -> Result<Option<Attachment>> 
         replace_severed(pin, iface)?;
         return Ok(None);
     }
-    let here = pinned::ifindex(iface).with_context(|| {
-        format!("no interface {iface} in this network namespace to attach to")
-    })?;
+    let here = pinned::ifindex(iface)
+        .with_context(|| format!("no interface {iface} in this network namespace to attach to"))?;
     if state.ifindex != here {
         bail!(
             "the XDP link pinned at {} serves interface index {}, but {iface} is index {here} \
