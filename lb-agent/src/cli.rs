@@ -413,6 +413,14 @@ fn decap_link_pin(pin_dir: &Path, iface: &str) -> PathBuf {
     pin_dir.join(format!("{iface}_link"))
 }
 
+fn has_decap_links(pin_dir: &Path) -> bool {
+    std::fs::read_dir(pin_dir).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with("_link"))
+    })
+}
+
 async fn decap(action: DecapAction) -> Result<()> {
     match action {
         DecapAction::Attach {
@@ -424,6 +432,8 @@ async fn decap(action: DecapAction) -> Result<()> {
             crate::bpffs::ensure()?;
             // Two attaches at once would race for the pinned link: the second one stops here.
             let _lock = PinLock::acquire(&pin_dir, DECAP_LOCK_HINT)?;
+            // Before anything is adopted: another namespace's link would get this one's program.
+            dataplane::pinned::claim(&pin_dir, |other| format!("--pin-dir {}", other.display()))?;
             let mut addrs = netinfo::interface(&iface).await?.addrs;
             addrs.extend(address);
             if addrs.is_empty() {
@@ -450,6 +460,9 @@ async fn decap(action: DecapAction) -> Result<()> {
                 bail!("no decap program pinned for {iface} at {}", pin.display());
             }
             dataplane::detach_pinned(&pin)?;
+            if !has_decap_links(&pin_dir) {
+                dataplane::pinned::release(&pin_dir)?;
+            }
             println!("decap detached from {iface}");
             Ok(())
         }

@@ -7,7 +7,7 @@ use crate::{
     config::{self, GatewayMac},
     controller::{Controller, Setup, TICK},
     dataplane::{self, Balancer, LoadOptions},
-    gateway, limits, netinfo,
+    gateway, limits, linkwatch, netinfo,
     notify::{Notifier, Watchdog},
     pinlock::PinLock,
 };
@@ -99,6 +99,7 @@ pub async fn run(config_path: &Path, iface: Option<String>, detach_on_exit: bool
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    let mut links = linkwatch::spawn(&agent.interface, ctl.attached_ifindex(), shutdown.clone())?;
     let mut tick = tokio::time::interval(TICK);
     let (swept_tx, mut swept) = mpsc::channel(1);
     let mut loaded = ctl
@@ -116,6 +117,7 @@ pub async fn run(config_path: &Path, iface: Option<String>, detach_on_exit: bool
             Some(report) = reports.recv() => ctl.on_check(report),
             Some(done) = swept.recv() => ctl.on_swept(done),
             Some(change) = gateway_rx.recv() => ctl.on_gateway(change),
+            Some(event) = links.recv() => ctl.on_link(event),
             Some(request) = admin_rx.recv() => {
                 // Reported to systemd like a SIGHUP reload; READY=1 follows in `loaded`.
                 if matches!(request, AdminRequest::Reload(_)) {

@@ -14,6 +14,7 @@ pub mod doctor;
 pub mod gateway;
 pub mod health;
 pub mod limits;
+pub mod linkwatch;
 pub mod maglev;
 pub mod netinfo;
 pub mod notify;

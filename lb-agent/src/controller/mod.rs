@@ -16,6 +16,7 @@
 
 mod apply;
 mod ids;
+mod link;
 mod load;
 mod policy;
 mod publish;
@@ -32,7 +33,7 @@ use crate::{
     admin::AdminRequest,
     bgp::Speaker,
     config::{self, AdminState, AgentConfig, Config, VipConfig},
-    dataplane::{Attachment, Balancer, Sweeper},
+    dataplane::{Balancer, Sweeper},
     health::{CheckReport, Health},
 };
 use anyhow::{anyhow, Result};
@@ -110,7 +111,9 @@ pub struct Controller {
     config_path: PathBuf,
     interface_override: Option<String>,
     gateway_mac: [u8; 6],
-    attachment: Option<Attachment>,
+    xdp: link::XdpState,
+    /// When to try attaching again to an interface that came back and refused the program.
+    attach_retry: Option<Instant>,
     vips: BTreeMap<String, VipRt>,
     ids: BackendIds,
     reports: mpsc::Sender<CheckReport>,
@@ -147,7 +150,8 @@ impl Controller {
             config_path: setup.config_path,
             interface_override: setup.interface_override,
             gateway_mac: setup.gateway_mac,
-            attachment: None,
+            xdp: link::XdpState::Pending,
+            attach_retry: None,
             vips: BTreeMap::new(),
             ids,
             reports,
@@ -233,6 +237,7 @@ impl Controller {
 
     /// Slow start: republish VIPs whose backends are still ramping up.
     pub fn on_tick(&mut self) -> Result<()> {
+        self.retry_attach();
         let window = Duration::from_millis(self.config.agent.slow_start_ms);
         // Every VIP with a backend still marked as ramping is republished, including one whose
         // window just ended: that publish gives it full weight, however late the tick came.
@@ -388,14 +393,6 @@ impl Controller {
     /// The data plane, for tests and benchmarks that run packets through it.
     pub fn balancer(&mut self) -> &mut Balancer {
         &mut self.dp
-    }
-
-    /// Attach (or swap into the pinned link) once the maps are programmed.
-    pub fn attach(&mut self, iface: &str, mode: config::XdpMode) -> Result<Attachment> {
-        let how = self.dp.attach(iface, mode)?;
-        self.attachment = Some(how);
-        self.share_now();
-        Ok(how)
     }
 
     /// Stop every health checker (the data plane is left as it is).

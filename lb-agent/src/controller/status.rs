@@ -173,9 +173,7 @@ impl Controller {
         self.shared.urgent = false;
         let before = self.shared.tx.borrow().clone();
         let snapshot = Snapshot {
-            xdp_mode: self
-                .attachment
-                .map_or("detached".to_string(), |a| a.to_string()),
+            xdp_mode: self.xdp.to_string(),
             vips: self.shared.vips.clone(),
             bgp: self.bgp.as_ref().map(|s| s.status()),
             sweep: self.sweep_summary.zip(self.last_sweep),
