@@ -140,6 +140,18 @@ pub enum Command {
     Man { dir: PathBuf },
 }
 
+impl BackendAction {
+    /// The control API's word for the action.
+    fn verb(self) -> &'static str {
+        match self {
+            BackendAction::Drain => "drain",
+            BackendAction::Undrain => "undrain",
+            BackendAction::Disable => "disable",
+            BackendAction::Enable => "enable",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum BackendAction {
     /// Keep existing connections, send no new ones
@@ -282,65 +294,28 @@ pub async fn execute(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Decap(args) => decap(args.action).await.map(|()| 0),
-        Command::Top(args) => {
-            let options = crate::top::TopOptions {
-                interval: std::time::Duration::from_millis(args.interval_ms),
-                count: args.once.then_some(1),
-                json: args.json,
-            };
-            crate::top::run(admin_addr(&args.admin)?, options)
-                .await
-                .map(|()| 0)
-        }
-        Command::Status(args) => {
-            let report = admin::fetch_status(admin_addr(&args.admin)?).await?;
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{}", admin::render_status(&report));
-            }
-            Ok(0)
-        }
-        Command::Stats(args) => {
-            let report = admin::fetch_status(admin_addr(&args.admin)?).await?;
-            if args.json {
-                let stats = admin::StatsReport::from(&report);
-                println!("{}", serde_json::to_string_pretty(&stats)?);
-            } else {
-                print!("{}", admin::render_stats(&report));
-            }
-            Ok(0)
-        }
+        Command::Top(args) => top(args).await,
+        Command::Status(args) => show(&args, false).await,
+        Command::Stats(args) => show(&args, true).await,
         Command::Backend {
             action,
             vip,
             backend,
             client,
         } => {
-            let verb = match action {
-                BackendAction::Drain => "drain",
-                BackendAction::Undrain => "undrain",
-                BackendAction::Disable => "disable",
-                BackendAction::Enable => "enable",
-            };
-            let path = format!("/vips/{vip}/backends/{backend}/{verb}");
-            println!("{}", admin::post(&control_target(&client)?, &path).await?);
-            Ok(0)
+            control(
+                &client,
+                &format!("/vips/{vip}/backends/{backend}/{}", action.verb()),
+            )
+            .await
         }
-        Command::Reload(client) => {
-            println!(
-                "{}",
-                admin::post(&control_target(&client)?, "/reload").await?
-            );
-            Ok(0)
-        }
+        Command::Reload(client) => control(&client, "/reload").await,
         Command::Maintenance { action, client } => {
             let path = match action {
                 MaintenanceAction::On => "/maintenance/on",
                 MaintenanceAction::Off => "/maintenance/off",
             };
-            println!("{}", admin::post(&control_target(&client)?, path).await?);
-            Ok(0)
+            control(&client, path).await
         }
         Command::Doctor {
             iface,
@@ -359,7 +334,38 @@ pub async fn execute(cli: Cli) -> Result<i32> {
     }
 }
 
-/// `lb-agent stats --json`: only the traffic counters of the status report.
+/// `lb-agent status` / `stats` (`--json`: the report, or its traffic counters).
+async fn show(args: &ClientArgs, stats: bool) -> Result<i32> {
+    let report = admin::fetch_status(admin_addr(&args.admin)?).await?;
+    match (stats, args.json) {
+        (false, true) => println!("{}", serde_json::to_string_pretty(&report)?),
+        (false, false) => print!("{}", admin::render_status(&report)),
+        (true, true) => {
+            let stats = admin::StatsReport::from(&report);
+            println!("{}", serde_json::to_string_pretty(&stats)?);
+        }
+        (true, false) => print!("{}", admin::render_stats(&report)),
+    }
+    Ok(0)
+}
+
+/// A POST to the control API; prints the agent's one-line answer.
+async fn control(client: &ControlArgs, path: &str) -> Result<i32> {
+    println!("{}", admin::post(&control_target(client)?, path).await?);
+    Ok(0)
+}
+
+async fn top(args: TopArgs) -> Result<i32> {
+    let options = crate::top::TopOptions {
+        interval: std::time::Duration::from_millis(args.interval_ms),
+        count: args.once.then_some(1),
+        json: args.json,
+    };
+    crate::top::run(admin_addr(&args.admin)?, options)
+        .await
+        .map(|()| 0)
+}
+
 /// Exit status 1 when a check failed, so scripts can gate on the doctor.
 async fn run_doctor(iface: Option<String>, config: Option<PathBuf>, backend: bool) -> Result<i32> {
     let config = config.as_deref().map(config::load).transpose()?;

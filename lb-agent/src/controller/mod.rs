@@ -347,6 +347,11 @@ impl Controller {
             .set_backend(id, &lb_common::Backend::new(addr, generation, vip_id))
     }
 
+    /// The MAC encapsulated packets are sent to now.
+    pub fn gateway_mac(&self) -> [u8; 6] {
+        self.gateway_mac
+    }
+
     /// The gateway's MAC changed (`gateway_mac = "auto"`): packets leave for the new one.
     pub fn on_gateway(&mut self, change: crate::gateway::GatewayChange) -> Result<()> {
         if change.to == self.gateway_mac {
