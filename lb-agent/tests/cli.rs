@@ -1174,9 +1174,18 @@ fn iface_arguments_must_be_interface_names() {
 
 #[test]
 fn maintenance_posts_on_and_off_and_prints_the_answer() {
+    let dir = TempDir::new("maintenance");
+    let token = private_token(&dir);
     for action in ["on", "off"] {
         let (addr, server) = fake_admin("200 OK", "maintenance: ok\n");
-        let out = lb_ok(&["maintenance", action, "--admin", &addr]);
+        let out = lb_ok(&[
+            "maintenance",
+            action,
+            "--control",
+            &addr,
+            "--token-file",
+            s(&token),
+        ]);
         assert_eq!(
             server.join().unwrap(),
             format!("POST /maintenance/{action} HTTP/1.1")
@@ -1187,8 +1196,20 @@ fn maintenance_posts_on_and_off_and_prints_the_answer() {
 
 #[test]
 fn maintenance_reports_the_agents_refusal() {
+    let dir = TempDir::new("maintenance-409");
+    let token = private_token(&dir);
     let (addr, server) = fake_admin("409 Conflict", "lb.toml has no [bgp] section\n");
-    let err = lb_fails(&["maintenance", "on", "--admin", &addr], 1);
+    let err = lb_fails(
+        &[
+            "maintenance",
+            "on",
+            "--control",
+            &addr,
+            "--token-file",
+            s(&token),
+        ],
+        1,
+    );
     assert_eq!(server.join().unwrap(), "POST /maintenance/on HTTP/1.1");
     assert_mentions(
         &err,
