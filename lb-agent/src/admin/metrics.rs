@@ -1,53 +1,41 @@
-//! The `/metrics` exposition: a fresh prometheus-client registry per scrape, filled from one
-//! [`StatusReport`].
+//! The `/metrics` exposition, written by prometheus-client's text encoder straight from one
+//! [`StatusReport`] (a [`Collector`]) and streamed to the client in chunks.
+//!
+//! A scrape of 100 VIPs × 100 backends is about 100,000 series and 7 MB of text. Filling a
+//! registry of `Family`s first (a label `Vec` and `String`s per series, a hash map per family)
+//! took hundreds of ms and tens of MB at that size; encoding from the report allocates nothing
+//! per series, and chunks keep the text from being held whole.
 
 use super::{
-    api::{BackendHealth, StatusReport, VipStatus},
+    api::{BackendHealth, BackendStatus, StatusReport, VipStatus},
     render::name_of,
 };
 use crate::config::AdminState;
+use axum::body::{Body, Bytes};
 use prometheus_client::{
-    encoding::text::encode,
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
-    registry::{Metric, Registry},
+    collector::Collector,
+    encoding::{
+        text::encode, DescriptorEncoder, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+        MetricEncoder, NoLabelSet,
+    },
+    metrics::MetricType,
+    registry::Registry,
 };
-use std::sync::atomic::AtomicU64;
+use std::{
+    convert::Infallible,
+    fmt::{self, Display, Write as _},
+    sync::Arc,
+};
+use tokio::sync::mpsc;
 
-type Labels = Vec<(&'static str, String)>;
+/// Bytes of text per chunk sent to the client, and chunks queued for it: the memory a scrape
+/// holds beyond its report.
+const CHUNK: usize = 64 * 1024;
+const CHUNKS_QUEUED: usize = 4;
 
-/// Registers a labelled metric family and returns a handle to fill it.
-fn family<M>(registry: &mut Registry, name: &str, help: &str) -> Family<Labels, M>
-where
-    M: Default,
-    Family<Labels, M>: Metric + Clone,
-{
-    let family = Family::<Labels, M>::default();
-    registry.register(name, help, family.clone());
-    family
-}
-
-/// Label values as OpenMetrics wants them; prometheus-client writes them verbatim.
-fn label(value: impl std::fmt::Display) -> String {
-    let value = value.to_string();
-    let mut escaped = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '\\' => escaped.push_str("\\\\"),
-            '"' => escaped.push_str("\\\""),
-            '\n' => escaped.push_str("\\n"),
-            c => escaped.push(c),
-        }
-    }
-    escaped
-}
-
-fn gauge_value(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-/// Prometheus text exposition of a report (OpenMetrics text, [`METRICS_CONTENT_TYPE`](super::METRICS_CONTENT_TYPE), ends
-/// with `# EOF`). A fresh registry per scrape: counters are set from the absolute values the
-/// controller reports.
+/// Prometheus text exposition of a report (OpenMetrics text,
+/// [`METRICS_CONTENT_TYPE`](super::METRICS_CONTENT_TYPE), ends with `# EOF`), whole. The
+/// server streams it instead ([`metrics_body`]); the text is the same.
 ///
 /// Metric names (stable):
 ///
@@ -71,21 +59,8 @@ fn gauge_value(v: u64) -> i64 {
 /// | `lb_bgp_announced{address}`                            | gauge   | 1 if BIRD announces the VIP address, 0 if it should but does not yet |
 /// | `lb_bgp_session_established{neighbor}`                 | gauge   | 1 if the BGP session is established      |
 pub fn render_metrics(report: &StatusReport) -> String {
-    // prometheus-client writes families in registration order, so the groups below are called
-    // in the order the families have always appeared in a scrape.
-    let mut registry = Registry::default();
-    vip_traffic(&mut registry, &report.vips);
-    backends(&mut registry, &report.vips);
-    health_checks(&mut registry, &report.vips);
-    vip_tables(&mut registry, &report.vips);
-    datapath(&mut registry, report);
-    agent(&mut registry, report);
-    if let Some(bgp) = &report.bgp {
-        bgp_announcements(&mut registry, bgp);
-    }
-
     let mut out = String::new();
-    if let Err(e) = encode(&mut out, &registry) {
+    if let Err(e) = write_metrics(Arc::new(report.clone()), &mut out) {
         // Writing to a String does not fail; keep the exposition well-formed regardless.
         tracing::error!(error = %e, "encoding metrics");
         out.clear();
@@ -94,190 +69,341 @@ pub fn render_metrics(report: &StatusReport) -> String {
     out
 }
 
-fn vip_labels(vip: &VipStatus) -> Labels {
-    vec![("vip", label(&vip.name))]
+/// Writes the exposition of `report` to `out`, ending with `# EOF`.
+fn write_metrics(report: Arc<StatusReport>, out: &mut impl fmt::Write) -> fmt::Result {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Exposition(report)));
+    encode(out, &registry)
 }
 
-fn backend_labels(vip: &VipStatus, address: std::net::IpAddr) -> Labels {
-    vec![("vip", label(&vip.name)), ("backend", label(address))]
+/// The response body of a scrape: the exposition of `report`, written on a blocking thread
+/// and sent in [`CHUNK`]s as the client takes them; `done` runs on that thread afterwards. A
+/// client that goes away stops the writing.
+pub(super) fn metrics_body(report: StatusReport, done: fn()) -> Body {
+    let (tx, mut rx) = mpsc::channel(CHUNKS_QUEUED);
+    tokio::task::spawn_blocking(move || {
+        let mut out = Chunks {
+            text: String::with_capacity(CHUNK),
+            tx,
+        };
+        if write_metrics(Arc::new(report), &mut out)
+            .and_then(|()| out.send())
+            .is_err()
+        {
+            tracing::debug!("metrics scrape ended before its end (client gone)");
+        }
+        drop(out);
+        done();
+    });
+    Body::from_stream(futures::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx).map(|chunk| chunk.map(Ok::<_, Infallible>))
+    }))
+}
+
+/// A `fmt::Write` that hands its text on every [`CHUNK`] bytes.
+struct Chunks {
+    text: String,
+    tx: mpsc::Sender<Bytes>,
+}
+
+impl Chunks {
+    fn send(&mut self) -> fmt::Result {
+        let text = std::mem::replace(&mut self.text, String::with_capacity(CHUNK));
+        self.tx.blocking_send(Bytes::from(text)).map_err(|_| fmt::Error)
+    }
+}
+
+impl fmt::Write for Chunks {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.text.push_str(s);
+        if self.text.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(())
+    }
+}
+
+/// The whole exposition as one collector, so the families come in the order they always had
+/// (a registry writes registered metrics before collectors).
+#[derive(Debug)]
+struct Exposition(Arc<StatusReport>);
+
+impl Collector for Exposition {
+    fn encode(&self, mut out: DescriptorEncoder) -> fmt::Result {
+        let report = &*self.0;
+        vip_traffic(&mut out, &report.vips)?;
+        backends(&mut out, &report.vips)?;
+        health_checks(&mut out, &report.vips)?;
+        vip_tables(&mut out, &report.vips)?;
+        datapath(&mut out, report)?;
+        agent(&mut out, report)?;
+        if let Some(bgp) = &report.bgp {
+            bgp_announcements(&mut out, bgp)?;
+        }
+        Ok(())
+    }
+}
+
+/// A label value written through `Display` and escaped as OpenMetrics wants (prometheus-client
+/// writes label values verbatim), without a `String` in between.
+#[derive(Clone, Copy)]
+struct Escaped<'a>(&'a dyn Display);
+
+impl EncodeLabelValue for Escaped<'_> {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> fmt::Result {
+        write!(Escaping(encoder), "{}", self.0)
+    }
+}
+
+struct Escaping<'a, 'b>(&'a mut LabelValueEncoder<'b>);
+
+impl fmt::Write for Escaping<'_, '_> {
+    fn write_str(&mut self, mut s: &str) -> fmt::Result {
+        while let Some(i) = s.find(['\\', '"', '\n']) {
+            self.0.write_str(&s[..i])?;
+            self.0.write_str(match s.as_bytes()[i] {
+                b'\\' => "\\\\",
+                b'"' => "\\\"",
+                _ => "\\n",
+            })?;
+            s = &s[i + 1..];
+        }
+        self.0.write_str(s)
+    }
+}
+
+type Label<'a> = (&'static str, Escaped<'a>);
+
+fn vip_label(vip: &VipStatus) -> [Label<'_>; 1] {
+    [("vip", Escaped(&vip.name))]
+}
+
+fn backend_labels<'a>(vip: &'a VipStatus, backend: &'a BackendStatus) -> [Label<'a>; 2] {
+    [("vip", Escaped(&vip.name)), ("backend", Escaped(&backend.address))]
+}
+
+/// One series of a family: its labels, then the value.
+fn counter(family: &mut MetricEncoder, labels: &[Label], value: u64) -> fmt::Result {
+    family
+        .encode_family(&labels)?
+        .encode_counter::<NoLabelSet, _, u64>(&value, None)
+}
+
+fn gauge(family: &mut MetricEncoder, labels: &[Label], value: i64) -> fmt::Result {
+    family.encode_family(&labels)?.encode_gauge(&value)
+}
+
+fn gauge_value(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Writes a family's HELP and TYPE lines; the series follow through the returned encoder.
+fn family<'s>(
+    out: &'s mut DescriptorEncoder,
+    name: &'s str,
+    help: &str,
+    kind: MetricType,
+) -> Result<MetricEncoder<'s>, fmt::Error> {
+    // As `Registry::register` writes help texts, which the exposition always had.
+    out.encode_descriptor(name, &format!("{help}."), None, kind)
+}
+
+/// A family with one series per VIP.
+fn per_vip(
+    out: &mut DescriptorEncoder,
+    (name, help, kind): (&str, &str, MetricType),
+    vips: &[VipStatus],
+    value: impl Fn(&VipStatus) -> u64,
+) -> fmt::Result {
+    let mut f = family(out, name, help, kind)?;
+    for vip in vips {
+        match kind {
+            MetricType::Counter => counter(&mut f, &vip_label(vip), value(vip))?,
+            _ => gauge(&mut f, &vip_label(vip), gauge_value(value(vip)))?,
+        }
+    }
+    Ok(())
 }
 
 /// `lb_vip_packets`, `lb_vip_bytes`.
-fn vip_traffic(registry: &mut Registry, vips: &[VipStatus]) {
-    let packets: Family<Labels, Counter> =
-        family(registry, "lb_vip_packets", "Packets balanced for the VIP");
-    let bytes: Family<Labels, Counter> =
-        family(registry, "lb_vip_bytes", "Bytes balanced for the VIP");
+fn vip_traffic(out: &mut DescriptorEncoder, vips: &[VipStatus]) -> fmt::Result {
+    let packets = ("lb_vip_packets", "Packets balanced for the VIP");
+    let bytes = ("lb_vip_bytes", "Bytes balanced for the VIP");
+    per_vip(out, (packets.0, packets.1, MetricType::Counter), vips, |v| {
+        v.packets
+    })?;
+    per_vip(out, (bytes.0, bytes.1, MetricType::Counter), vips, |v| v.bytes)
+}
+
+/// A family with series per backend, from `series(encoder, labels, backend)`.
+fn per_backend(
+    out: &mut DescriptorEncoder,
+    (name, help, kind): (&str, &str, MetricType),
+    vips: &[VipStatus],
+    series: impl Fn(&mut MetricEncoder, [Label; 2], &BackendStatus) -> fmt::Result,
+) -> fmt::Result {
+    let mut f = family(out, name, help, kind)?;
     for vip in vips {
-        let v = vip_labels(vip);
-        packets.get_or_create(&v).inc_by(vip.packets);
-        bytes.get_or_create(&v).inc_by(vip.bytes);
+        for backend in &vip.backends {
+            series(&mut f, backend_labels(vip, backend), backend)?;
+        }
     }
+    Ok(())
 }
 
 /// `lb_backend_packets`, `lb_backend_bytes`, `lb_backend_up`, `lb_backend_weight`,
 /// `lb_backend_admin_state`.
-fn backends(registry: &mut Registry, vips: &[VipStatus]) {
-    let packets: Family<Labels, Counter> = family(
-        registry,
-        "lb_backend_packets",
-        "Packets sent to the backend",
-    );
-    let bytes: Family<Labels, Counter> =
-        family(registry, "lb_backend_bytes", "Bytes sent to the backend");
-    let up: Family<Labels, Gauge> = family(
-        registry,
+fn backends(out: &mut DescriptorEncoder, vips: &[VipStatus]) -> fmt::Result {
+    use MetricType::{Counter, Gauge};
+    let packets = ("lb_backend_packets", "Packets sent to the backend", Counter);
+    per_backend(out, packets, vips, |f, l, b| counter(f, &l, b.packets))?;
+    let bytes = ("lb_backend_bytes", "Bytes sent to the backend", Counter);
+    per_backend(out, bytes, vips, |f, l, b| counter(f, &l, b.bytes))?;
+    let up = (
         "lb_backend_up",
         "1 if the backend's health check says up, 0 otherwise",
+        Gauge,
     );
-    let weight: Family<Labels, Gauge> = family(
-        registry,
-        "lb_backend_weight",
-        "Effective weight of the backend",
-    );
-    let admin_state: Family<Labels, Gauge> = family(
-        registry,
+    per_backend(out, up, vips, |f, l, b| {
+        gauge(f, &l, i64::from(b.health == BackendHealth::Up))
+    })?;
+    let weight = ("lb_backend_weight", "Effective weight of the backend", Gauge);
+    per_backend(out, weight, vips, |f, l, b| {
+        gauge(f, &l, i64::from(b.effective_weight))
+    })?;
+    let admin_state = (
         "lb_backend_admin_state",
         "1 for the backend's current admin state, 0 for the others",
+        Gauge,
     );
-    for vip in vips {
-        for backend in &vip.backends {
-            let b = backend_labels(vip, backend.address);
-            packets.get_or_create(&b).inc_by(backend.packets);
-            bytes.get_or_create(&b).inc_by(backend.bytes);
-            up.get_or_create(&b)
-                .set(i64::from(backend.health == BackendHealth::Up));
-            weight
-                .get_or_create(&b)
-                .set(i64::from(backend.effective_weight));
-            // Every state gets a series (0 or 1) so dashboards can sum over `state`.
-            for state in [AdminState::Active, AdminState::Drain, AdminState::Disabled] {
-                let mut s = b.clone();
-                s.push(("state", label(name_of(&state))));
-                admin_state
-                    .get_or_create(&s)
-                    .set(i64::from(state == backend.admin_state));
-            }
+    // Every state gets a series (0 or 1) so dashboards can sum over `state`.
+    let states = [AdminState::Active, AdminState::Drain, AdminState::Disabled]
+        .map(|state| (state, name_of(&state)));
+    per_backend(out, admin_state, vips, |f, [vip, backend], b| {
+        for (state, name) in &states {
+            let labels = [vip, backend, ("state", Escaped(name))];
+            gauge(f, &labels, i64::from(*state == b.admin_state))?;
         }
-    }
+        Ok(())
+    })
 }
 
 /// `lb_health_checks`, `lb_health_check_latency_seconds`.
-fn health_checks(registry: &mut Registry, vips: &[VipStatus]) {
-    let checks: Family<Labels, Counter> = family(
-        registry,
+fn health_checks(out: &mut DescriptorEncoder, vips: &[VipStatus]) -> fmt::Result {
+    let checks = (
         "lb_health_checks",
         "Health checks of the backend by result",
+        MetricType::Counter,
     );
-    let latency: Family<Labels, Gauge<f64, AtomicU64>> = family(
-        registry,
+    per_backend(out, checks, vips, |f, [vip, backend], b| {
+        for (result, count) in [("ok", b.checks_ok), ("failed", b.checks_failed)] {
+            let labels = [vip, backend, ("result", Escaped(&result))];
+            counter(f, &labels, count)?;
+        }
+        Ok(())
+    })?;
+    let latency = (
         "lb_health_check_latency_seconds",
         "Latency of the backend's last health check",
+        MetricType::Gauge,
     );
-    for vip in vips {
-        for backend in &vip.backends {
-            let b = backend_labels(vip, backend.address);
-            for (result, count) in [("ok", backend.checks_ok), ("failed", backend.checks_failed)] {
-                let mut r = b.clone();
-                r.push(("result", result.to_owned()));
-                checks.get_or_create(&r).inc_by(count);
-            }
-            if let Some(ms) = backend.last_check_latency_ms {
-                latency.get_or_create(&b).set(ms / 1000.0);
-            }
-        }
-    }
+    per_backend(out, latency, vips, |f, l, b| match b.last_check_latency_ms {
+        Some(ms) => f.encode_family(&l)?.encode_gauge(&(ms / 1000.0)),
+        None => Ok(()),
+    })
 }
 
 /// `lb_table_generation`, `lb_vip_serving`, `lb_vip_moved_slots`.
-fn vip_tables(registry: &mut Registry, vips: &[VipStatus]) {
-    let generation: Family<Labels, Gauge> = family(
-        registry,
+fn vip_tables(out: &mut DescriptorEncoder, vips: &[VipStatus]) -> fmt::Result {
+    use MetricType::Gauge;
+    let generation = (
         "lb_table_generation",
         "Lookup-table publications for the VIP since the agent started",
+        Gauge,
     );
-    let serving: Family<Labels, Gauge> = family(
-        registry,
+    per_vip(out, generation, vips, |v| v.table_generation)?;
+    let serving = (
         "lb_vip_serving",
         "1 if the VIP forwards traffic, 0 otherwise",
+        Gauge,
     );
-    let moved_slots: Family<Labels, Gauge> = family(
-        registry,
+    per_vip(out, serving, vips, |v| u64::from(v.serving))?;
+    let moved = (
         "lb_vip_moved_slots",
         "Slots of the VIP's table whose older flows still use the connection table",
+        Gauge,
     );
-    for vip in vips {
-        let v = vip_labels(vip);
-        generation
-            .get_or_create(&v)
-            .set(gauge_value(vip.table_generation));
-        serving.get_or_create(&v).set(i64::from(vip.serving));
-        moved_slots
-            .get_or_create(&v)
-            .set(gauge_value(vip.moved_slots));
-    }
+    per_vip(out, moved, vips, |v| v.moved_slots)
 }
 
 /// `lb_datapath_events`.
-fn datapath(registry: &mut Registry, report: &StatusReport) {
-    let events: Family<Labels, Counter> = family(
-        registry,
+fn datapath(out: &mut DescriptorEncoder, report: &StatusReport) -> fmt::Result {
+    let mut f = family(
+        out,
         "lb_datapath_events",
         "Data-path counters summed over CPUs",
-    );
+        MetricType::Counter,
+    )?;
     for (event, count) in &report.counters {
-        events
-            .get_or_create(&vec![("event", label(event))])
-            .inc_by(*count);
+        counter(&mut f, &[("event", Escaped(event))], *count)?;
     }
+    Ok(())
 }
 
 /// `lb_health_check_schedule_lag_seconds`, `lb_conn_table_live_entries` (after the first
 /// sweep), `lb_agent_uptime_seconds`: the agent's own tasks.
-fn agent(registry: &mut Registry, report: &StatusReport) {
-    registry.register(
+fn agent(out: &mut DescriptorEncoder, report: &StatusReport) -> fmt::Result {
+    let lag = crate::health::schedule_lag();
+    lag.encode(family(
+        out,
         "lb_health_check_schedule_lag_seconds",
         "How late health checks started relative to their schedule",
-        crate::health::schedule_lag(),
-    );
+        lag.metric_type(),
+    )?)?;
     if let Some(sweep) = &report.conn_sweep {
-        let live = Gauge::<i64>::default();
-        live.set(gauge_value(sweep.live_entries));
-        registry.register(
+        family(
+            out,
             "lb_conn_table_live_entries",
             "Live connection-table entries at the last sweep",
-            live,
-        );
+            MetricType::Gauge,
+        )?
+        .encode_gauge(&gauge_value(sweep.live_entries))?;
     }
-    let uptime = Gauge::<i64>::default();
-    uptime.set(gauge_value(report.uptime_secs));
-    registry.register(
+    family(
+        out,
         "lb_agent_uptime_seconds",
         "Seconds since the agent started",
-        uptime,
-    );
+        MetricType::Gauge,
+    )?
+    .encode_gauge(&gauge_value(report.uptime_secs))
 }
 
 /// `lb_bgp_announced`, `lb_bgp_session_established`.
-fn bgp_announcements(registry: &mut Registry, bgp: &crate::bgp::BgpStatus) {
-    let announced: Family<Labels, Gauge> = family(
-        registry,
+fn bgp_announcements(out: &mut DescriptorEncoder, bgp: &crate::bgp::BgpStatus) -> fmt::Result {
+    let mut announced = family(
+        out,
         "lb_bgp_announced",
         "1 if BIRD announces the VIP address, 0 if it should but does not yet",
-    );
-    let established: Family<Labels, Gauge> = family(
-        registry,
+        MetricType::Gauge,
+    )?;
+    // An address both wanted and announced is one series.
+    let mut seen = std::collections::BTreeSet::new();
+    for address in bgp.wanted.iter().chain(&bgp.announced) {
+        if !seen.insert(address) {
+            continue;
+        }
+        let value = i64::from(bgp.announced.contains(address));
+        gauge(&mut announced, &[("address", Escaped(address))], value)?;
+    }
+    let mut established = family(
+        out,
         "lb_bgp_session_established",
         "1 if the BGP session is established",
-    );
-    for address in bgp.wanted.iter().chain(&bgp.announced) {
-        announced
-            .get_or_create(&vec![("address", label(address))])
-            .set(i64::from(bgp.announced.contains(address)));
-    }
+        MetricType::Gauge,
+    )?;
     for peer in &bgp.peers {
-        established
-            .get_or_create(&vec![("neighbor", label(peer.neighbor))])
-            .set(i64::from(peer.established));
+        let value = i64::from(peer.established);
+        gauge(&mut established, &[("neighbor", Escaped(&peer.neighbor))], value)?;
     }
+    Ok(())
 }

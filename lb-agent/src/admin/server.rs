@@ -5,7 +5,7 @@
 
 use super::{
     api::{AdminRequest, StatusReport, TIMEOUT},
-    metrics::render_metrics,
+    metrics::metrics_body,
     render::name_of,
     METRICS_CONTENT_TYPE,
 };
@@ -162,18 +162,17 @@ async fn status_handler(State(state): State<AppState>) -> Response {
     response
 }
 
+/// The exposition streams from a blocking thread, which trims the heap once it is written.
 async fn metrics_handler(State(state): State<AppState>) -> Response {
-    let response = match current_report(&state).await {
+    match current_report(&state).await {
         Ok(report) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
-            render_metrics(&report),
+            metrics_body(report, release_freed_heap),
         )
             .into_response(),
         Err(response) => response,
-    };
-    release_freed_heap();
-    response
+    }
 }
 
 /// A report of 10,000 backends takes tens of MB to build and render; glibc keeps what is
