@@ -607,3 +607,18 @@ async fn streamed_body_is_the_whole_exposition() {
     let streamed = String::from_utf8(bytes.to_vec()).unwrap();
     assert_eq!(families(&streamed), families(&render_metrics(&report)));
 }
+
+/// A body of many chunks reaches the CLI's client whole.
+#[tokio::test]
+async fn large_exposition_through_the_server() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, _rx) = mpsc::channel(8);
+    let shutdown = CancellationToken::new();
+    let report = large_report();
+    let reporter: Reporter = Arc::new(large_report);
+    tokio::spawn(serve(listener, tx, reporter, shutdown.clone()));
+    let body = fetch_metrics(addr).await.unwrap();
+    assert_eq!(families(&body), families(&render_metrics(&report)));
+    shutdown.cancel();
+}

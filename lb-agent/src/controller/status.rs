@@ -63,9 +63,8 @@ impl StatusSource {
             .unwrap_or(0);
         let vip_traffic = c.vips(vip_ids).unwrap_or_default();
         let backend_traffic = c.backends(backend_ids).unwrap_or_default();
-        let traffic = |all: &[TrafficCounters], id: u32| {
-            all.get(id as usize).copied().unwrap_or_default()
-        };
+        let traffic =
+            |all: &[TrafficCounters], id: u32| all.get(id as usize).copied().unwrap_or_default();
         let counters = c
             .stats()
             .map(|all| {

@@ -70,8 +70,11 @@ impl Counters {
 /// Entries `0..count` of a per-CPU traffic array, summed over CPUs, `BATCH` entries per
 /// syscall. aya 0.14 reads a per-CPU array one entry per syscall (with an allocation each): at
 /// 10,000 backends that alone was most of a scrape's budget.
-fn sum_all(map: &PerCpuArray<MapData, TrafficCounters>, count: u32) -> Result<Vec<TrafficCounters>> {
-    const _: () = assert!(std::mem::size_of::<TrafficCounters>() % 8 == 0);
+fn sum_all(
+    map: &PerCpuArray<MapData, TrafficCounters>,
+    count: u32,
+) -> Result<Vec<TrafficCounters>> {
+    const _: () = assert!(std::mem::size_of::<TrafficCounters>().is_multiple_of(8));
     let count = count.min(map.len()) as usize;
     let cpus = nr_cpus().map_err(|(_, e)| e)?;
     let fd = map.map().fd().as_fd().as_raw_fd();
