@@ -7,7 +7,7 @@
 use super::{
     api::{AdminRequest, StatusReport},
     listen::Peer,
-    metrics::render_metrics,
+    metrics::metrics_body,
     render::name_of,
     reply::{reply_channel, NoAnswer, Reply},
     METRICS_CONTENT_TYPE,
@@ -135,18 +135,17 @@ async fn status_handler(State(report): State<Reporter>) -> Response {
     response
 }
 
+/// The exposition streams from a blocking thread, which trims the heap once it is written.
 async fn metrics_handler(State(report): State<Reporter>) -> Response {
-    let response = match current_report(&report).await {
+    match current_report(&report).await {
         Ok(report) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
-            render_metrics(&report),
+            metrics_body(report, release_freed_heap),
         )
             .into_response(),
         Err(response) => response,
-    };
-    release_freed_heap();
-    response
+    }
 }
 
 /// A report of 10,000 backends takes tens of MB to build and render; glibc keeps what is

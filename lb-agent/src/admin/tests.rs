@@ -684,6 +684,38 @@ fn in_maintenance(phase: crate::bgp::maintenance::Phase, left: Option<u64>) -> S
     report
 }
 
+mod registry_metrics;
+
+/// A report with what the canned one lacks: a sweep, an address both wanted and announced,
+/// label values to escape, and a few hundred backends.
+fn large_report() -> StatusReport {
+    let mut report = canned_report();
+    report.conn_sweep = Some(ConnSweepStatus {
+        live_entries: 17,
+        removed_entries: 3,
+        took_ms: 2,
+        secs_ago: 9,
+    });
+    report.vips[1].name = "we\"ird\\name\nhere".to_owned();
+    if let Some(bgp) = &mut report.bgp {
+        bgp.wanted.push("198.18.10.1".parse().unwrap());
+    }
+    for v in 0..5u32 {
+        let mut vip = report.vips[0].clone();
+        vip.name = format!("v{v}");
+        vip.backends = (0..60)
+            .map(|b| {
+                let mut backend = backend(&format!("198.18.{v}.{b}"), v * 100 + b, u64::from(b));
+                backend.admin_state = [AdminState::Active, AdminState::Drain][b as usize % 2];
+                backend.last_check_latency_ms = (b % 3 != 0).then_some(f64::from(b) / 7.0);
+                backend
+            })
+            .collect();
+        report.vips.push(vip);
+    }
+    report
+}
+
 #[test]
 fn maintenance_in_status_text_and_metrics() {
     use crate::bgp::maintenance::Phase;
@@ -727,4 +759,79 @@ fn maintenance_in_status_text_and_metrics() {
     // The JSON carries the phase for scripts.
     let json = serde_json::to_value(in_maintenance(Phase::Withdrawn, None)).unwrap();
     assert_eq!(json["bgp"]["maintenance"]["phase"], "withdrawn");
+}
+
+/// Family blocks (HELP, TYPE, then sorted series), the process-wide lag histogram without
+/// values (checkers of other tests move it between two renders).
+fn families(text: &str) -> Vec<(Vec<String>, Vec<String>)> {
+    let mut blocks: Vec<(Vec<String>, Vec<String>)> = Vec::new();
+    for line in text.lines() {
+        if line.starts_with("# HELP") || blocks.is_empty() {
+            blocks.push((Vec::new(), Vec::new()));
+        }
+        let block = blocks.last_mut().unwrap();
+        if line.starts_with('#') {
+            block.0.push(line.to_owned());
+        } else if line.starts_with("lb_health_check_schedule_lag_seconds") {
+            block.1.push(line.rsplit_once(' ').unwrap().0.to_owned());
+        } else {
+            block.1.push(line.to_owned());
+        }
+    }
+    for block in &mut blocks {
+        block.1.sort();
+    }
+    blocks
+}
+
+/// The streaming renderer writes what the registry of families wrote, byte for byte, but for
+/// the order of series within a family (a family's hash map had none).
+#[test]
+fn exposition_matches_the_registry_renderer() {
+    for report in [canned_report(), large_report()] {
+        let new = render_metrics(&report);
+        let old = registry_metrics::render_metrics(&report);
+        assert_eq!(families(&new), families(&old), "new:\n{new}\nold:\n{old}");
+        assert!(new.ends_with("# EOF\n"));
+    }
+}
+
+/// The streamed body is the same text as the whole one.
+#[tokio::test]
+async fn streamed_body_is_the_whole_exposition() {
+    let report = large_report();
+    let body = super::metrics::metrics_body(report.clone(), || {});
+    let bytes = http_body_util::BodyExt::collect(body)
+        .await
+        .unwrap()
+        .to_bytes();
+    let streamed = String::from_utf8(bytes.to_vec()).unwrap();
+    assert_eq!(families(&streamed), families(&render_metrics(&report)));
+}
+
+/// A body of many chunks reaches the CLI's client whole.
+#[tokio::test]
+async fn large_exposition_through_the_server() {
+    let read = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = read.local_addr().unwrap();
+    let listeners = Listeners {
+        read,
+        control: None,
+        control_tcp: None,
+    };
+    let (tx, _rx) = mpsc::channel(8);
+    let shutdown = CancellationToken::new();
+    let report = large_report();
+    let reporter: Reporter = Arc::new(large_report);
+    tokio::spawn(serve_with(
+        listeners,
+        tx,
+        reporter,
+        shutdown.clone(),
+        Duration::from_secs(5),
+        LIMITS,
+    ));
+    let body = fetch_metrics(addr).await.unwrap();
+    assert_eq!(families(&body), families(&render_metrics(&report)));
+    shutdown.cancel();
 }
