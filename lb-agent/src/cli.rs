@@ -1,6 +1,7 @@
-//! The command line: `lb-agent run | check | decap | status | stats | backend | reload | doctor`.
+//! The command line: `lb-agent run | check | decap | status | stats | top | backend | reload |
+//! maintenance | doctor`.
 
-use crate::{admin, config, daemon, dataplane, doctor, netinfo, pinlock::PinLock, secrets};
+use crate::{admin, config, daemon, dataplane, docgen, doctor, netinfo, pinlock::PinLock, secrets};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::{
@@ -53,7 +54,7 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
         /// Interface to attach to (overrides agent.interface)
-        #[arg(long)]
+        #[arg(long, value_parser = interface_name)]
         iface: Option<String>,
         /// On exit, detach the program and remove the pinned maps (drops the connection table)
         #[arg(long)]
@@ -80,10 +81,35 @@ pub enum Command {
         /// Backend address
         backend: IpAddr,
         #[command(flatten)]
-        client: AdminArgs,
+        client: ControlArgs,
     },
     /// Make the running agent re-read its configuration file
-    Reload(AdminArgs),
+    Reload(ControlArgs),
+    /// Live view: per VIP and backend packets/s, bits/s, health, weight; drops by reason
+    #[command(
+        long_about = "Live view of the running agent, redrawn every interval: per VIP \
+        and per backend packets and bits per second, health, admin state, published weight \
+        and slow-start progress, and data-path drops per second by reason. Fits 80 columns; \
+        Ctrl-C quits. --once prints one frame (after one interval); --json prints the view as \
+        one JSON object per frame, for scripts."
+    )]
+    Top(TopArgs),
+    /// Take this balancer out of the BGP fleet gracefully (on) or put it back (off)
+    #[command(
+        long_about = "Maintenance mode of the running agent's BGP announcements.\n\n\
+        `on`: the VIPs stay announced, with the graceful-shutdown community 65535:0 (RFC 8326), \
+        for bgp.maintenance_drain_ms; routers that honour it (local preference 0) send new \
+        flows to the other balancers. Then the routes are withdrawn; the agent keeps \
+        forwarding whatever still arrives. `off`: announced normally again at once.\n\n\
+        The mode lasts until `off` or until the agent restarts. `lb-agent status` shows the \
+        phase (draining, withdrawn); the metric lb_maintenance{phase} too."
+    )]
+    Maintenance {
+        #[arg(value_enum)]
+        action: MaintenanceAction,
+        #[command(flatten)]
+        client: ControlArgs,
+    },
     /// Check this host for the setup mistakes that break XDP balancers (one line each)
     #[command(
         long_about = "Check this host, one line per check with OK, WARN or FAIL and \
@@ -94,7 +120,7 @@ pub enum Command {
     )]
     Doctor {
         /// Interface to check (default: agent.interface of --config)
-        #[arg(long)]
+        #[arg(long, value_parser = interface_name)]
         iface: Option<String>,
         /// Configuration to check against (MTU, gateway MAC, VIPs, pin path)
         #[arg(long, short)]
@@ -103,6 +129,27 @@ pub enum Command {
         #[arg(long)]
         backend: bool,
     },
+    /// Print the completion script for SHELL (packaging)
+    #[command(hide = true)]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write a man page for every command into DIR (packaging)
+    #[command(hide = true)]
+    Man { dir: PathBuf },
+}
+
+impl BackendAction {
+    /// The control API's word for the action.
+    fn verb(self) -> &'static str {
+        match self {
+            BackendAction::Drain => "drain",
+            BackendAction::Undrain => "undrain",
+            BackendAction::Disable => "disable",
+            BackendAction::Enable => "enable",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -117,6 +164,14 @@ pub enum BackendAction {
     Enable,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum MaintenanceAction {
+    /// Announce with the graceful-shutdown community, then withdraw after the drain time
+    On,
+    /// Announce normally again
+    Off,
+}
+
 /// Where the running agent's admin endpoint is.
 #[derive(Args, Debug)]
 pub struct AdminArgs {
@@ -128,11 +183,44 @@ pub struct AdminArgs {
     pub config: Option<PathBuf>,
 }
 
+/// Where the running agent's control API is: its control socket (root only) by default.
+#[derive(Args, Debug)]
+pub struct ControlArgs {
+    /// Control socket of the running agent (default: control_socket of --config, else
+    /// /run/lb-agent/admin.sock)
+    #[arg(long, conflicts_with = "control")]
+    pub socket: Option<PathBuf>,
+    /// Use the agent's TCP control listener (its control_listen) instead of the socket
+    #[arg(long, requires = "token_file")]
+    pub control: Option<SocketAddr>,
+    /// File holding the bearer token of --control (mode 0600)
+    #[arg(long, requires = "control")]
+    pub token_file: Option<PathBuf>,
+    /// Configuration file to take control_socket from
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+}
+
 #[derive(Args, Debug)]
 pub struct ClientArgs {
     #[command(flatten)]
     pub admin: AdminArgs,
     /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct TopArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// Refresh interval in milliseconds (100..=60000)
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    pub interval_ms: u64,
+    /// Print one frame and exit
+    #[arg(long)]
+    pub once: bool,
+    /// Print JSON instead of the screen
     #[arg(long)]
     pub json: bool,
 }
@@ -148,7 +236,7 @@ pub enum DecapAction {
     /// Attach the decap program to IFACE through a pinned link (stays after this command exits)
     Attach {
         /// Backend interface that receives the encapsulated packets
-        #[arg(long)]
+        #[arg(long, value_parser = interface_name)]
         iface: String,
         /// Extra local addresses to decapsulate for (default: every address on IFACE)
         #[arg(long)]
@@ -163,7 +251,7 @@ pub enum DecapAction {
     /// Detach the decap program from IFACE
     Detach {
         /// Interface to detach from
-        #[arg(long)]
+        #[arg(long, value_parser = interface_name)]
         iface: String,
         /// bpffs directory of the pinned link
         #[arg(long, default_value = "/sys/fs/bpf/lb-decap")]
@@ -206,54 +294,78 @@ pub async fn execute(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Decap(args) => decap(args.action).await.map(|()| 0),
-        Command::Status(args) => {
-            let report = admin::fetch_status(admin_addr(&args.admin)?).await?;
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{}", admin::render_status(&report));
-            }
-            Ok(0)
-        }
-        Command::Stats(args) => {
-            let report = admin::fetch_status(admin_addr(&args.admin)?).await?;
-            if args.json {
-                let stats = admin::StatsReport::from(&report);
-                println!("{}", serde_json::to_string_pretty(&stats)?);
-            } else {
-                print!("{}", admin::render_stats(&report));
-            }
-            Ok(0)
-        }
+        Command::Top(args) => top(args).await,
+        Command::Status(args) => show(&args, false).await,
+        Command::Stats(args) => show(&args, true).await,
         Command::Backend {
             action,
             vip,
             backend,
             client,
         } => {
-            let verb = match action {
-                BackendAction::Drain => "drain",
-                BackendAction::Undrain => "undrain",
-                BackendAction::Disable => "disable",
-                BackendAction::Enable => "enable",
-            };
-            let path = format!("/vips/{vip}/backends/{backend}/{verb}");
-            println!("{}", admin::post(admin_addr(&client)?, &path).await?);
-            Ok(0)
+            control(
+                &client,
+                &format!("/vips/{vip}/backends/{backend}/{}", action.verb()),
+            )
+            .await
         }
-        Command::Reload(client) => {
-            println!("{}", admin::post(admin_addr(&client)?, "/reload").await?);
-            Ok(0)
+        Command::Reload(client) => control(&client, "/reload").await,
+        Command::Maintenance { action, client } => {
+            let path = match action {
+                MaintenanceAction::On => "/maintenance/on",
+                MaintenanceAction::Off => "/maintenance/off",
+            };
+            control(&client, path).await
         }
         Command::Doctor {
             iface,
             config,
             backend,
         } => run_doctor(iface, config, backend).await,
+        Command::Completions { shell } => {
+            docgen::completions(shell, &mut std::io::stdout().lock()).map(|()| 0)
+        }
+        Command::Man { dir } => {
+            for page in docgen::man_pages(&dir)? {
+                println!("{}", page.display());
+            }
+            Ok(0)
+        }
     }
 }
 
-/// `lb-agent stats --json`: only the traffic counters of the status report.
+/// `lb-agent status` / `stats` (`--json`: the report, or its traffic counters).
+async fn show(args: &ClientArgs, stats: bool) -> Result<i32> {
+    let report = admin::fetch_status(admin_addr(&args.admin)?).await?;
+    match (stats, args.json) {
+        (false, true) => println!("{}", serde_json::to_string_pretty(&report)?),
+        (false, false) => print!("{}", admin::render_status(&report)),
+        (true, true) => {
+            let stats = admin::StatsReport::from(&report);
+            println!("{}", serde_json::to_string_pretty(&stats)?);
+        }
+        (true, false) => print!("{}", admin::render_stats(&report)),
+    }
+    Ok(0)
+}
+
+/// A POST to the control API; prints the agent's one-line answer.
+async fn control(client: &ControlArgs, path: &str) -> Result<i32> {
+    println!("{}", admin::post(&control_target(client)?, path).await?);
+    Ok(0)
+}
+
+async fn top(args: TopArgs) -> Result<i32> {
+    let options = crate::top::TopOptions {
+        interval: std::time::Duration::from_millis(args.interval_ms),
+        count: args.once.then_some(1),
+        json: args.json,
+    };
+    crate::top::run(admin_addr(&args.admin)?, options)
+        .await
+        .map(|()| 0)
+}
+
 /// Exit status 1 when a check failed, so scripts can gate on the doctor.
 async fn run_doctor(iface: Option<String>, config: Option<PathBuf>, backend: bool) -> Result<i32> {
     let config = config.as_deref().map(config::load).transpose()?;
@@ -267,6 +379,14 @@ async fn run_doctor(iface: Option<String>, config: Option<PathBuf>, backend: boo
     Ok(if doctor::failed(&findings) { 1 } else { 0 })
 }
 
+/// `--iface`: a name the kernel could give an interface (it also names pin files).
+fn interface_name(name: &str) -> std::result::Result<String, String> {
+    match config::interface_name_problem(name) {
+        Some(problem) => Err(problem),
+        None => Ok(name.to_string()),
+    }
+}
+
 fn admin_addr(args: &AdminArgs) -> Result<SocketAddr> {
     if let Some(addr) = args.admin {
         return Ok(addr);
@@ -277,12 +397,34 @@ fn admin_addr(args: &AdminArgs) -> Result<SocketAddr> {
     }
 }
 
+fn control_target(args: &ControlArgs) -> Result<admin::Control> {
+    if let (Some(addr), Some(file)) = (args.control, &args.token_file) {
+        let token = admin::Token::from_file(file).context("--token-file")?;
+        return Ok(admin::Control::Tcp { addr, token });
+    }
+    if let Some(path) = &args.socket {
+        return Ok(admin::Control::Socket(path.clone()));
+    }
+    Ok(admin::Control::Socket(match &args.config {
+        Some(path) => config::load(path)?.agent.control_socket,
+        None => PathBuf::from("/run/lb-agent/admin.sock"),
+    }))
+}
+
 const DECAP_LOCK_HINT: &str =
     "Another `lb-agent decap` is attaching or detaching there: run this again when it is done, \
      or use another --pin-dir.";
 
 fn decap_link_pin(pin_dir: &Path, iface: &str) -> PathBuf {
     pin_dir.join(format!("{iface}_link"))
+}
+
+fn has_decap_links(pin_dir: &Path) -> bool {
+    std::fs::read_dir(pin_dir).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with("_link"))
+    })
 }
 
 async fn decap(action: DecapAction) -> Result<()> {
@@ -296,6 +438,8 @@ async fn decap(action: DecapAction) -> Result<()> {
             crate::bpffs::ensure()?;
             // Two attaches at once would race for the pinned link: the second one stops here.
             let _lock = PinLock::acquire(&pin_dir, DECAP_LOCK_HINT)?;
+            // Before anything is adopted: another namespace's link would get this one's program.
+            dataplane::pinned::claim(&pin_dir, |other| format!("--pin-dir {}", other.display()))?;
             let mut addrs = netinfo::interface(&iface).await?.addrs;
             addrs.extend(address);
             if addrs.is_empty() {
@@ -322,6 +466,9 @@ async fn decap(action: DecapAction) -> Result<()> {
                 bail!("no decap program pinned for {iface} at {}", pin.display());
             }
             dataplane::detach_pinned(&pin)?;
+            if !has_decap_links(&pin_dir) {
+                dataplane::pinned::release(&pin_dir)?;
+            }
             println!("decap detached from {iface}");
             Ok(())
         }

@@ -6,6 +6,7 @@ mod counters;
 mod decap;
 mod load;
 pub mod maps;
+pub mod pinned;
 mod sweep;
 mod table;
 

@@ -8,6 +8,7 @@
 use std::{
     io::{BufRead, BufReader, Write},
     net::TcpListener,
+    os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::{Command, Output},
     sync::atomic::{AtomicU32, Ordering},
@@ -175,6 +176,8 @@ fn top_level_help_lists_every_command_and_the_long_description() {
             "stats",
             "backend",
             "reload",
+            "maintenance",
+            "top",
             "doctor",
             "--log-format",
             "human",
@@ -326,7 +329,6 @@ fn client_commands_help() {
             "VIPs, backends, health, weights and table generations",
         ),
         ("stats", "counters, per VIP and per backend"),
-        ("reload", "re-read its configuration file"),
     ] {
         let help = lb_ok(&[command, "--help"]);
         assert_mentions(
@@ -342,12 +344,25 @@ fn client_commands_help() {
             ],
             &format!("lb-agent {command} --help"),
         );
-        // Only the commands that print a report offer JSON.
-        assert_eq!(
-            help.contains("--json"),
-            command != "reload",
-            "{command}: {help}"
+        assert!(help.contains("--json"), "{command}: {help}");
+    }
+    for command in ["reload", "backend"] {
+        let help = lb_ok(&[command, "--help"]);
+        assert_mentions(
+            &help,
+            &[
+                &format!("Usage: lb-agent {command}"),
+                "--socket <SOCKET>",
+                "/run/lb-agent/admin.sock",
+                "control_socket",
+                "--control <CONTROL>",
+                "--token-file <TOKEN_FILE>",
+                "--config <CONFIG>",
+            ],
+            &format!("lb-agent {command} --help"),
         );
+        assert!(!help.contains("--admin"), "{command}: {help}");
+        assert!(!help.contains("--json"), "{command}: {help}");
     }
 }
 
@@ -367,7 +382,7 @@ fn backend_help() {
             "connections move at their next packet",
             "VIP name",
             "Backend address",
-            "--admin <ADMIN>",
+            "--socket <SOCKET>",
             "--config <CONFIG>",
         ],
         "lb-agent backend --help",
@@ -727,21 +742,11 @@ fn assert_not_running(err: &str, addr: &str, what: &str) {
 
 #[test]
 fn client_commands_say_the_agent_is_not_running() {
-    let commands: [&[&str]; 7] = [
+    let commands: [&[&str]; 4] = [
         &["status", "--admin", NOBODY],
         &["status", "--admin", NOBODY, "--json"],
         &["stats", "--admin", NOBODY],
         &["stats", "--admin", NOBODY, "--json"],
-        &["reload", "--admin", NOBODY],
-        &["backend", "drain", "web", "198.18.1.1", "--admin", NOBODY],
-        &[
-            "backend",
-            "enable",
-            "web6",
-            "2001:db8::11",
-            "--admin",
-            NOBODY,
-        ],
     ];
     for args in commands {
         let out = lb(args);
@@ -749,6 +754,56 @@ fn client_commands_say_the_agent_is_not_running() {
         assert!(stdout(&out).is_empty(), "{}", describe(args, &out));
         assert_not_running(&stderr(&out), NOBODY, &args.join(" "));
     }
+    let dir = TempDir::new("no-socket");
+    let socket = dir.0.join("admin.sock");
+    let socket = s(&socket);
+    let commands: [&[&str]; 3] = [
+        &["reload", "--socket", socket],
+        &["backend", "drain", "web", "198.18.1.1", "--socket", socket],
+        &[
+            "backend",
+            "enable",
+            "web6",
+            "2001:db8::11",
+            "--socket",
+            socket,
+        ],
+    ];
+    for args in commands {
+        let out = lb(args);
+        assert_eq!(out.status.code(), Some(1), "{}", describe(args, &out));
+        assert!(stdout(&out).is_empty(), "{}", describe(args, &out));
+        assert_mentions(
+            &stderr(&out),
+            &[
+                &format!("cannot connect to the agent's control socket {socket}"),
+                "is `lb-agent run` running?",
+                &format!("control_socket is {socket}"),
+                "--socket PATH",
+                "--config FILE",
+            ],
+            &args.join(" "),
+        );
+    }
+}
+
+#[test]
+fn control_over_tcp_needs_a_private_token_file() {
+    let dir = TempDir::new("token-cli");
+    let open = dir.write("open.token", "0123456789abcdef0123456789abcdef\n");
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = lb_fails(
+        &["reload", "--control", NOBODY, "--token-file", s(&open)],
+        1,
+    );
+    assert_mentions(
+        &err,
+        &["--token-file", "mode 0644", "chmod 600", s(&open)],
+        "0644 token",
+    );
+    // --control without --token-file is a usage error.
+    let err = lb_fails(&["reload", "--control", NOBODY], 2);
+    assert!(err.contains("--token-file"), "{err}");
 }
 
 #[test]
@@ -756,10 +811,23 @@ fn client_commands_take_the_admin_address_from_the_config() {
     let dir = TempDir::new("admin-from-config");
     let text = valid_config().replace("127.0.0.1:9311", NOBODY);
     let cfg = dir.write("lb.toml", &text);
-    for command in ["status", "stats", "reload"] {
+    for command in ["status", "stats"] {
         let err = lb_fails(&[command, "--config", s(&cfg)], 1);
         assert_not_running(&err, NOBODY, command);
     }
+    // The control commands take control_socket from it.
+    let socket = dir.0.join("admin.sock");
+    let text = text.replacen(
+        "admin_listen",
+        &format!("control_socket = \"{}\"\nadmin_listen", socket.display()),
+        1,
+    );
+    let cfg = dir.write("socket.toml", &text);
+    let err = lb_fails(&["reload", "--config", s(&cfg)], 1);
+    assert!(
+        err.contains(&format!("control_socket is {}", socket.display())),
+        "{err}"
+    );
     // --admin wins over the configuration's admin_listen.
     let cfg2 = dir.write("other.toml", &valid_config());
     let err = lb_fails(&["status", "--config", s(&cfg2), "--admin", NOBODY], 1);
@@ -822,11 +890,29 @@ fn status_from_something_that_is_not_an_agent() {
     );
 }
 
+/// A private token file (mode 0600) in `dir`, for `--control`.
+fn private_token(dir: &TempDir) -> PathBuf {
+    let path = dir.write("token", "0123456789abcdef0123456789abcdef\n");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
 #[test]
 fn backend_posts_the_action_and_reports_the_agents_refusal() {
+    let dir = TempDir::new("refusal");
+    let token = private_token(&dir);
     let (addr, server) = fake_admin("404 Not Found", "no VIP named \"web\"\n");
     let err = lb_fails(
-        &["backend", "disable", "web", "198.18.1.1", "--admin", &addr],
+        &[
+            "backend",
+            "disable",
+            "web",
+            "198.18.1.1",
+            "--control",
+            &addr,
+            "--token-file",
+            s(&token),
+        ],
         1,
     );
     assert_eq!(
@@ -846,8 +932,19 @@ fn backend_posts_the_action_and_reports_the_agents_refusal() {
 
 #[test]
 fn backend_and_reload_print_the_agents_answer() {
+    let dir = TempDir::new("answers");
+    let token = private_token(&dir);
     let (addr, server) = fake_admin("200 OK", "198.18.1.1 of web: drain\n");
-    let out = lb_ok(&["backend", "drain", "web", "198.18.1.1", "--admin", &addr]);
+    let out = lb_ok(&[
+        "backend",
+        "drain",
+        "web",
+        "198.18.1.1",
+        "--control",
+        &addr,
+        "--token-file",
+        s(&token),
+    ]);
     assert_eq!(
         server.join().unwrap(),
         "POST /vips/web/backends/198.18.1.1/drain HTTP/1.1"
@@ -855,7 +952,7 @@ fn backend_and_reload_print_the_agents_answer() {
     assert_eq!(out, "198.18.1.1 of web: drain\n");
 
     let (addr, server) = fake_admin("200 OK", "reloaded\n");
-    let out = lb_ok(&["reload", "--admin", &addr]);
+    let out = lb_ok(&["reload", "--control", &addr, "--token-file", s(&token)]);
     assert_eq!(server.join().unwrap(), "POST /reload HTTP/1.1");
     assert_eq!(out, "reloaded\n");
 }
@@ -939,4 +1036,202 @@ fn bad_arguments_are_usage_errors() {
     assert!(err.contains("--config <CONFIG>"), "{err}");
     let err = lb_fails(&["decap", "attach"], 2);
     assert!(err.contains("--iface <IFACE>"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files and values the agent cannot use (issue 12, items 7 and 8)
+
+/// `check` of a FIFO returns at once with an error instead of waiting for a writer. Nothing
+/// ever writes to the FIFO; the generous bound only keeps a regression from hanging the suite.
+#[test]
+fn check_refuses_a_fifo_without_waiting_for_a_writer() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let dir = TempDir::new("fifo");
+    let path = dir.0.join("lb.toml");
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+    let mut child = Command::new(BIN)
+        .args(["check", "--config", s(&path)])
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawning lb-agent");
+    let bound = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while child.try_wait().expect("waiting for lb-agent").is_none() {
+        if std::time::Instant::now() > bound {
+            let _ = child.kill();
+            panic!("`lb-agent check` on a FIFO did not return");
+        }
+        thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("lb-agent output");
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&["check"], &out));
+    assert_mentions(
+        &stderr(&out),
+        &[s(&path), "is a FIFO (named pipe), not a regular file"],
+        "check of a FIFO",
+    );
+}
+
+#[test]
+fn check_refuses_a_device_and_an_oversized_file() {
+    let err = lb_fails(&["check", "--config", "/dev/zero"], 1);
+    assert_mentions(
+        &err,
+        &["/dev/zero is a character device"],
+        "check of /dev/zero",
+    );
+    let dir = TempDir::new("big");
+    let path = dir.write("lb.toml", "");
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.set_len((16 << 20) + 1))
+        .expect("growing the file (sparse)");
+    let err = lb_fails(&["check", "--config", s(&path)], 1);
+    assert_mentions(
+        &err,
+        &["at most 16777216 bytes"],
+        "check of a 16 MiB + 1 file",
+    );
+}
+
+#[test]
+fn check_rejects_unusable_values_with_file_line_key_and_reason() {
+    #[rustfmt::skip]
+    let cases = [
+        ("path", "path = \"/health check\"", "vip[0].health_check.path", "whitespace"),
+        ("interval", "interval_ms = 9223372036854775807", "vip[0].health_check.interval_ms", "between 10 and 3600000"),
+        ("backend", "address = \"198.18.0.10\" # the VIP itself", "vip[0].backend[0].address", "is a VIP address"),
+    ];
+    for (tag, line, key, what) in cases {
+        let text = format!(
+            "{AGENT}{}[vip.health_check]\nkind = \"http\"\n{}\n[[vip.backend]]\n{}\n",
+            vip("web", "198.18.0.10", 80),
+            if tag == "backend" {
+                "path = \"/\""
+            } else {
+                line
+            },
+            if tag == "backend" {
+                line
+            } else {
+                "address = \"198.18.1.1\""
+            },
+        );
+        assert_check_rejects(tag, &text, line_of(&text, line), key, what);
+    }
+    let text = format!("{AGENT}table_size = 4294967291\n");
+    assert_check_rejects(
+        "table",
+        &text,
+        5,
+        "agent.table_size",
+        "must be at most 1000003",
+    );
+    let text = format!("{AGENT}{}", vip("mcast", "224.0.0.1", 80));
+    assert_check_rejects(
+        "vip",
+        &text,
+        line_of(&text, "224.0.0.1"),
+        "vip[0].address",
+        "a multicast address",
+    );
+    let text = AGENT.replace("\"eth0\"", "\"../../etc\"");
+    assert_check_rejects(
+        "iface",
+        &text,
+        2,
+        "agent.interface",
+        "is not an interface name",
+    );
+}
+
+#[test]
+fn iface_arguments_must_be_interface_names() {
+    for args in [
+        &[
+            "run",
+            "--config",
+            "/nonexistent.toml",
+            "--iface",
+            "../../etc",
+        ][..],
+        &["decap", "detach", "--iface", "../../etc"],
+        &["decap", "attach", "--iface", "a-sixteen-byte-nm"],
+        &["doctor", "--iface", "eth 0"],
+    ] {
+        let err = lb_fails(args, 2);
+        assert_mentions(&err, &["invalid value", "--iface"], &args.join(" "));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Maintenance mode
+
+#[test]
+fn maintenance_posts_on_and_off_and_prints_the_answer() {
+    let dir = TempDir::new("maintenance");
+    let token = private_token(&dir);
+    for action in ["on", "off"] {
+        let (addr, server) = fake_admin("200 OK", "maintenance: ok\n");
+        let out = lb_ok(&[
+            "maintenance",
+            action,
+            "--control",
+            &addr,
+            "--token-file",
+            s(&token),
+        ]);
+        assert_eq!(
+            server.join().unwrap(),
+            format!("POST /maintenance/{action} HTTP/1.1")
+        );
+        assert_eq!(out, "maintenance: ok\n");
+    }
+}
+
+#[test]
+fn maintenance_reports_the_agents_refusal() {
+    let dir = TempDir::new("maintenance-409");
+    let token = private_token(&dir);
+    let (addr, server) = fake_admin("409 Conflict", "lb.toml has no [bgp] section\n");
+    let err = lb_fails(
+        &[
+            "maintenance",
+            "on",
+            "--control",
+            &addr,
+            "--token-file",
+            s(&token),
+        ],
+        1,
+    );
+    assert_eq!(server.join().unwrap(), "POST /maintenance/on HTTP/1.1");
+    assert_mentions(
+        &err,
+        &["409", "no [bgp] section", "/maintenance/on"],
+        "maintenance refused",
+    );
+}
+
+#[test]
+fn maintenance_with_a_bad_or_missing_action_is_a_usage_error() {
+    let err = lb_fails(&["maintenance", "maybe"], 2);
+    assert_mentions(
+        &err,
+        &["invalid value 'maybe'", "on", "off"],
+        "maintenance maybe",
+    );
+    let err = lb_fails(&["maintenance"], 2);
+    assert_mentions(&err, &["<ACTION>"], "maintenance without action");
+    let help = lb_ok(&["maintenance", "--help"]);
+    assert_mentions(
+        &help,
+        &["65535:0", "maintenance_drain_ms", "lb_maintenance"],
+        "maintenance --help",
+    );
 }

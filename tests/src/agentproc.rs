@@ -11,7 +11,14 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// The read-only listener (GET /metrics, /status), on the namespace's loopback.
 pub const ADMIN: &str = "127.0.0.1:9300";
+
+/// The control socket of the agent whose files live in `dir` (bpffs and the filesystem are
+/// shared by every namespace, so each agent needs its own path; `lb` tells balancers apart).
+pub fn control_socket(dir: &Path, lb: usize) -> PathBuf {
+    dir.join(format!("control{lb}.sock"))
+}
 
 /// The agent binary built next to the test executable (target/<profile>/lb-agent), or
 /// LB_AGENT_BIN.
@@ -38,6 +45,8 @@ pub struct Agent {
     pub child: Option<Child>,
     pub config: PathBuf,
     pub log: PathBuf,
+    /// Its control socket (`agent.control_socket` of the configuration it started with).
+    pub control: PathBuf,
     ns: String,
 }
 
@@ -62,6 +71,10 @@ impl Agent {
         adjust: impl FnOnce(&mut std::process::Command),
     ) -> Result<Self> {
         let log = config.with_extension("log");
+        let control = lb_agent::config::load(config)
+            .context("the agent's configuration")?
+            .agent
+            .control_socket;
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -81,6 +94,7 @@ impl Agent {
             child: Some(child),
             config: config.to_path_buf(),
             log,
+            control,
             ns: ns.to_string(),
         };
         agent.wait_ready(ready_within)?;
@@ -147,13 +161,21 @@ impl Agent {
         self.child.as_ref().map(|c| c.id())
     }
 
+    /// `POST path` on the control socket (as the CLI does).
     pub fn post(&self, path: &str) -> Result<String> {
-        let addr: SocketAddr = ADMIN.parse()?;
+        let control = admin::Control::Socket(self.control.clone());
         let path = path.to_string();
-        block_in(
-            &self.ns,
-            move || async move { admin::post(addr, &path).await },
-        )
+        block_in(&self.ns, move || async move {
+            admin::post(&control, &path).await
+        })
+    }
+
+    /// `GET /status` on the control socket: answers while the read-only listener is busy.
+    pub fn control_status(&self) -> Result<StatusReport> {
+        let control = admin::Control::Socket(self.control.clone());
+        block_in(&self.ns, move || async move {
+            admin::fetch_status_control(&control).await
+        })
     }
 
     /// SIGKILL: no cleanup at all, as in a crash.

@@ -31,6 +31,27 @@ pub const FLEET_AS: u32 = 65010;
 /// BGP hold time of every session: a balancer that vanishes silently is withdrawn after it.
 pub const HOLD_TIME_S: u64 = 3;
 
+/// How the fleet's BGP sessions are set up.
+#[derive(Clone, Debug)]
+pub struct FleetBgp {
+    /// Hold time of every session, both sides.
+    pub hold_time_s: u64,
+    /// BFD on every session, both sides (`bfd = true` on the balancers), 100 ms × 3.
+    pub bfd: bool,
+    /// More keys of each balancer's `[bgp]` section (e.g. `maintenance_drain_ms = 6000`).
+    pub extra_keys: String,
+}
+
+impl Default for FleetBgp {
+    fn default() -> Self {
+        Self {
+            hold_time_s: HOLD_TIME_S,
+            bfd: false,
+            extra_keys: String::new(),
+        }
+    }
+}
+
 /// One BIRD process in a namespace (network only, so it shares the file system).
 pub struct Bird {
     child: Option<Child>,
@@ -139,6 +160,16 @@ impl Fleet {
     /// Build the topology with `balancers` balancers, start every server, BIRD and agent, and
     /// wait until the router routes each VIP over all of them.
     pub fn start(tag: &str, balancers: usize, options: Options) -> Result<Self> {
+        Self::start_with(tag, balancers, options, &FleetBgp::default())
+    }
+
+    /// [`Fleet::start`] with sessions set up as `bgp` says.
+    pub fn start_with(
+        tag: &str,
+        balancers: usize,
+        options: Options,
+        bgp: &FleetBgp,
+    ) -> Result<Self> {
         let topo = Topology::build_with(
             tag,
             topo::Options {
@@ -150,8 +181,12 @@ impl Fleet {
         let servers = Backends::start(&topo.backends)?;
         let dir = std::env::temp_dir().join(&topo.prefix);
         std::fs::create_dir_all(&dir)?;
-        let router_bird =
-            Bird::start(&topo.router, &dir, "router", &router_bird_config(balancers))?;
+        let router_bird = Bird::start(
+            &topo.router,
+            &dir,
+            "router",
+            &router_bird_config(balancers, bgp),
+        )?;
         let members = (0..balancers)
             .map(|i| {
                 let mdir = dir.join(format!("lb{i}"));
@@ -162,7 +197,7 @@ impl Fleet {
                     format!(
                         "{}{}",
                         balancer_config(&topo, i, &options, &options.weights),
-                        bgp_section(i, &mdir)
+                        bgp_section(i, &mdir, bgp)
                     ),
                 )?;
                 Ok(Member {
@@ -256,6 +291,29 @@ impl Fleet {
         Ok(())
     }
 
+    /// `lb-agent ARGS` (the CLI) in balancer `i`'s namespace: its output, or an error with it.
+    /// Run the CLI in balancer `i`'s namespace, pointed at its agent by `--config` (its
+    /// admin address and control socket are the agent's own, not the defaults).
+    pub fn cli(&self, i: usize, args: &[&str]) -> Result<String> {
+        let config = &self.agent(i)?.config;
+        let out = crate::netns::command(&self.members[i].ns, crate::agentproc::agent_binary()?)
+            .args(args)
+            .arg("--config")
+            .arg(config)
+            .env_remove("RUST_LOG")
+            .output()
+            .context("running the lb-agent CLI")?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            bail!(
+                "lb-agent {}: {}{text}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(text)
+    }
+
     pub fn agent(&self, i: usize) -> Result<&Agent> {
         self.members[i]
             .agent
@@ -312,18 +370,29 @@ impl Fleet {
 }
 
 /// The router: one eBGP session per balancer, every learnt route into the kernel, equal routes
-/// merged into one multipath route.
-fn router_bird_config(balancers: usize) -> String {
+/// merged into one multipath route. It honours the graceful-shutdown community as RFC 8326
+/// asks (local preference 0), so a balancer in maintenance drops out of the multipath route
+/// while it still announces.
+fn router_bird_config(balancers: usize, bgp: &FleetBgp) -> String {
     let mut c = String::from(
         "router id 198.18.100.1;\nprotocol device {}\n\
          protocol kernel { ipv4 { import none; export all; }; merge paths on; }\n\
-         protocol kernel { ipv6 { import none; export all; }; merge paths on; }\n",
+         protocol kernel { ipv6 { import none; export all; }; merge paths on; }\n\
+         filter honour_gshut {\n  if (65535, 0) ~ bgp_community then bgp_local_pref = 0;\n  accept;\n}\n",
     );
+    let bfd = if bgp.bfd {
+        c.push_str("protocol bfd {\n}\n");
+        "  bfd { min rx interval 100 ms; min tx interval 100 ms; multiplier 3; };\n"
+    } else {
+        ""
+    };
+    let hold = bgp.hold_time_s;
     for i in 0..balancers {
         c.push_str(&format!(
             "protocol bgp lb{i} {{\n  local {} as {ROUTER_AS};\n  neighbor {} as {FLEET_AS};\n  \
-             hold time {HOLD_TIME_S};\n  connect retry time 1;\n  error wait time 1, 2;\n  \
-             ipv4 {{ import all; export none; }};\n  ipv6 {{ import all; export none; }};\n}}\n",
+             hold time {hold};\n  connect retry time 1;\n  error wait time 1, 2;\n{bfd}  \
+             ipv4 {{ import filter honour_gshut; export none; }};\n  \
+             ipv6 {{ import filter honour_gshut; export none; }};\n}}\n",
             router_v4(i),
             lb_v4(i),
         ));
@@ -333,15 +402,18 @@ fn router_bird_config(balancers: usize) -> String {
 
 /// Balancer `i`'s `[bgp]` section: one session to the router, IPv6 VIPs carried on it with
 /// the balancer's IPv6 address as next hop.
-fn bgp_section(i: usize, dir: &Path) -> String {
+fn bgp_section(i: usize, dir: &Path, bgp: &FleetBgp) -> String {
     format!(
-        "\n[bgp]\nlocal_as = {FLEET_AS}\nrouter_id = \"{}\"\nnext_hop_v6 = \"{}\"\nhold_time = {HOLD_TIME_S}\n\
+        "\n[bgp]\nlocal_as = {FLEET_AS}\nrouter_id = \"{}\"\nnext_hop_v6 = \"{}\"\nhold_time = {}\n\
          communities = [\"{FLEET_AS}:100\"]\nbird_socket = \"{}\"\ninclude_file = \"{}\"\n\
-         announce_interface = \"lb-announce\"\n\n[[bgp.neighbor]]\naddress = \"{}\"\nremote_as = {ROUTER_AS}\n",
+         announce_interface = \"lb-announce\"\n{}\n\n[[bgp.neighbor]]\naddress = \"{}\"\nremote_as = {ROUTER_AS}\nbfd = {}\n",
         lb_v4(i),
         lb_v6(i),
+        bgp.hold_time_s,
         dir.join("bird.ctl").display(),
         dir.join("bird").join("vips.conf").display(),
+        bgp.extra_keys,
         router_v4(i),
+        bgp.bfd,
     )
 }

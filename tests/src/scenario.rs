@@ -158,9 +158,10 @@ pub fn balancer_config(topo: &Topology, lb: usize, o: &Options, weights: &[u32])
         s
     };
     let mut text = format!(
-        "[agent]\ninterface = \"{LB_IFACE}\"\nxdp_mode = \"native\"\npin_path = \"{}\"\nadmin_listen = \"{}\"\ngateway_mac = \"auto\"\nencap_source_v4 = \"{}\"\nencap_source_v6 = \"{}\"\nmax_vips = 8\nconn_table_size = {}\nslow_start_ms = {}\n",
+        "[agent]\ninterface = \"{LB_IFACE}\"\nxdp_mode = \"native\"\npin_path = \"{}\"\nadmin_listen = \"{}\"\ncontrol_socket = \"{}\"\ngateway_mac = \"auto\"\nencap_source_v4 = \"{}\"\nencap_source_v6 = \"{}\"\nmax_vips = 8\nconn_table_size = {}\nslow_start_ms = {}\n",
         topo.pin_dir_of(lb).display(),
         crate::agentproc::ADMIN,
+        crate::agentproc::control_socket(&std::env::temp_dir().join(&topo.prefix), lb).display(),
         lb_v4(lb),
         lb_v6(lb),
         o.conn_table_size,

@@ -81,8 +81,9 @@ pub struct Topology {
     pub lb: String,
     pub lbs: Vec<String>,
     pub backends: Vec<String>,
-    /// XDP programs attached by the harness (router's pass, backends' decap): alive while held.
-    programs: Vec<Decap>,
+    /// XDP programs attached by the harness (backends' decap in backend order, then the
+    /// router's pass): alive while held; a released one is None.
+    programs: Vec<Option<Decap>>,
 }
 
 /// Namespace names start with this; the rest is the creating process id (`remove_stale` relies
@@ -233,7 +234,7 @@ impl Topology {
                     .context("attaching xdp_decap")?;
                 Ok(decap)
             })?;
-            self.programs.push(decap);
+            self.programs.push(Some(decap));
         }
         sh(Some(rt), "ip link set br0 up")?;
         // XDP_TX frames from a balancer reach the router only if its end runs XDP itself.
@@ -248,7 +249,7 @@ impl Topology {
             }
             Ok(d)
         })?;
-        self.programs.push(pass);
+        self.programs.push(Some(pass));
         Ok(())
     }
 
@@ -260,6 +261,18 @@ impl Topology {
     /// bpffs directory of balancer `i`'s pins.
     pub fn pin_dir_of(&self, i: usize) -> std::path::PathBuf {
         std::path::PathBuf::from(format!("/sys/fs/bpf/{}", self.lbs[i]))
+    }
+
+    /// Detach the harness's decap program from backend `i` (a test attaches its own there).
+    pub fn release_decap(&mut self, i: usize) {
+        if let Some(slot) = self.programs.get_mut(i) {
+            *slot = None;
+        }
+    }
+
+    /// Keep `program` (attached by a test in this topology) alive until teardown.
+    pub(crate) fn hold(&mut self, program: Decap) {
+        self.programs.push(Some(program));
     }
 
     /// Drop every packet a backend receives (a blackholed, not refusing, backend).
@@ -278,14 +291,14 @@ impl Topology {
     }
 }
 
-fn addr(ns: &str, dev: &str, v4: &str, v6: &str) -> Result<()> {
+pub(crate) fn addr(ns: &str, dev: &str, v4: &str, v6: &str) -> Result<()> {
     sh(Some(ns), &format!("ip addr add {v4} dev {dev}"))?;
     sh(Some(ns), &format!("ip -6 addr add {v6} dev {dev} nodad"))?;
     sh(Some(ns), &format!("ip link set {dev} up"))?;
     Ok(())
 }
 
-fn route(ns: &str, v4: &str, v6: &str) -> Result<()> {
+pub(crate) fn route(ns: &str, v4: &str, v6: &str) -> Result<()> {
     sh(Some(ns), &format!("ip route add default via {v4}"))?;
     sh(Some(ns), &format!("ip -6 route add default via {v6}"))?;
     Ok(())
@@ -314,7 +327,8 @@ pub fn remove_stale() -> Result<()> {
             let pid: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
             if !pid.is_empty() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
                 let _ = lb_agent::dataplane::unpin_all(&e.path());
-                let _ = std::fs::remove_dir(e.path());
+                // Decap pins and namespace records too.
+                crate::pins::remove_pins(&e.path());
             }
         }
     }

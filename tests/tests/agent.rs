@@ -4,9 +4,9 @@
 
 use anyhow::{Context, Result};
 use lb_agent::{
-    admin::{AdminRequest, BackendHealth, StatusReport},
+    admin::{reply_channel, AdminRequest, BackendHealth, StatusReport},
     config::{self, AdminState},
-    controller::{Controller, Setup},
+    controller::{Controller, LoadedConfig, Setup},
     dataplane::{unpin_all, Balancer, LoadOptions, LB_PROGRAM},
     health::{CheckReport, Health},
 };
@@ -22,7 +22,7 @@ use std::{
     sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 9);
 const WEB: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
@@ -30,6 +30,8 @@ const API: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 20);
 const B1: &str = "198.18.1.1";
 const B2: &str = "198.18.1.2";
 const B3: &str = "198.18.1.3";
+/// How long a test waits for an answer the controller gives at once: generous, never reached.
+const ANSWER_BOUND: Duration = Duration::from_secs(120);
 
 fn config_text(extra_backend: bool, extra_vip: bool, all_down: &str, slow_start_ms: u64) -> String {
     let mut text = format!(
@@ -98,6 +100,10 @@ struct Agent {
     ctl: Controller,
     config_path: PathBuf,
     _reports: mpsc::Receiver<CheckReport>,
+    /// Reloaded files, read off the controller as in the agent's event loop.
+    loaded: mpsc::Receiver<LoadedConfig>,
+    /// For the reads and answers of reloads and admin requests.
+    rt: tokio::runtime::Runtime,
 }
 
 fn write_config(dir: &Path, text: &str) -> Result<PathBuf> {
@@ -117,7 +123,7 @@ fn start(pins: &Pins, config_dir: &Path, text: &str) -> Result<Agent> {
         pin_dir: Some(pins.0.clone()),
     })?;
     let (tx, rx) = mpsc::channel(16);
-    let ctl = Controller::new(
+    let mut ctl = Controller::new(
         dp,
         Setup {
             config,
@@ -130,10 +136,17 @@ fn start(pins: &Pins, config_dir: &Path, text: &str) -> Result<Agent> {
         },
         tx,
     )?;
+    let loaded = ctl.take_loaded().context("reload results")?;
     Ok(Agent {
         ctl,
         config_path,
         _reports: rx,
+        loaded,
+        // A worker thread: a read started by the controller runs while the test goes on.
+        rt: tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?,
     })
 }
 
@@ -190,14 +203,17 @@ impl Agent {
     }
 
     fn set_state(&mut self, backend: &str, state: AdminState) -> Result<()> {
-        let (tx, mut rx) = oneshot::channel();
+        let (reply, waiter) = reply_channel();
         self.ctl.on_admin(AdminRequest::SetBackendState {
             vip: "web".into(),
             backend: backend.parse()?,
             state,
-            reply: tx,
+            reply,
         });
-        rx.try_recv()?.map_err(anyhow::Error::msg)
+        self.rt
+            .block_on(waiter.wait(tokio::time::Instant::now() + ANSWER_BOUND))
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?
+            .map_err(anyhow::Error::msg)
     }
 
     fn health(&mut self, backend: &str, health: Health) -> Result<()> {
@@ -214,9 +230,25 @@ impl Agent {
 
     fn reload(&mut self, text: &str) -> Result<String> {
         std::fs::write(&self.config_path, text)?;
-        let (tx, mut rx) = oneshot::channel();
-        self.ctl.on_admin(AdminRequest::Reload(tx));
-        rx.try_recv()?.map_err(anyhow::Error::msg)
+        self.reload_file()
+    }
+
+    /// `POST /reload` of whatever is at the configuration path, as the event loop runs it: the
+    /// read off the controller, its result handed back to it.
+    fn reload_file(&mut self) -> Result<String> {
+        let (reply, waiter) = reply_channel();
+        let (ctl, loaded) = (&mut self.ctl, &mut self.loaded);
+        self.rt.block_on(async {
+            ctl.on_admin(AdminRequest::Reload(reply));
+            let done = loaded.recv().await.context("no reload result")?;
+            // The outcome also reaches the waiter, which is what this checks.
+            let _ = ctl.on_loaded(done);
+            waiter
+                .wait(tokio::time::Instant::now() + ANSWER_BOUND)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?
+                .map_err(anyhow::Error::msg)
+        })
     }
 
     /// Whether the flow from `port` to WEB:80 is in a moved slot of the live table.
@@ -408,16 +440,120 @@ fn reload_adds_without_disturbing_and_rejects_bad_files() -> Result<()> {
         );
     }
     // An invalid file is rejected; the running configuration stays.
-    std::fs::write(&agent.config_path, "[agent]\ninterface = 7\n")?;
-    let (tx, mut rx) = oneshot::channel();
-    agent.ctl.on_admin(AdminRequest::Reload(tx));
-    let err = rx.try_recv()?.expect_err("invalid config must be rejected");
+    let err = agent
+        .reload("[agent]\ninterface = 7\n")
+        .expect_err("invalid config must be rejected")
+        .to_string();
     assert!(err.contains("interface"), "{err}");
     assert_eq!(agent.status()?.vips.len(), 2);
     assert_eq!(
         agent.send(API, 443, 1, Tcp::Syn)?,
         Some("198.18.1.9".parse()?)
     );
+    Ok(())
+}
+
+/// Makes the configuration path a FIFO (nobody ever writes to it).
+fn make_fifo(path: &Path) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let _ = std::fs::remove_file(path);
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    // SAFETY: a valid NUL-terminated path.
+    anyhow::ensure!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) } == 0, "mkfifo");
+    Ok(())
+}
+
+/// Issue 12, item 7: a reload of a FIFO, a device or an oversized file is refused with the
+/// running configuration kept, and health decisions are taken while the file is being read
+/// (the controller only starts the read, on another thread).
+#[test]
+fn reload_of_a_fifo_device_or_oversized_file_is_refused_and_checks_go_on() -> Result<()> {
+    let pins = Pins::new();
+    let mut agent = start_default(&pins)?;
+    let before = agent.status()?.vips[0].table_digest.clone();
+    let path = agent.config_path.clone();
+
+    make_fifo(&path)?;
+    // The read starts; before its result is handed back, a backend dies and is failed over.
+    let (reply, waiter) = reply_channel();
+    {
+        let _runtime = agent.rt.enter();
+        agent.ctl.on_admin(AdminRequest::Reload(reply));
+    }
+    agent.health(B2, Health::Down)?;
+    let seen = agent.spread(WEB, 80, 1000..1300)?;
+    assert!(!seen.contains_key(&B2.parse::<IpAddr>()?), "{seen:?}");
+    let (ctl, loaded) = (&mut agent.ctl, &mut agent.loaded);
+    let err = agent.rt.block_on(async {
+        let _ = ctl.on_loaded(loaded.recv().await.context("no reload result")?);
+        waiter
+            .wait(tokio::time::Instant::now() + ANSWER_BOUND)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e:?}"))
+    })?;
+    let err = err.expect_err("a FIFO must be refused");
+    assert!(
+        err.contains("FIFO") && err.contains("running configuration stays"),
+        "{err}"
+    );
+    agent.health(B2, Health::Up)?;
+    assert_eq!(
+        agent.status()?.vips[0].table_digest,
+        before,
+        "B2 back, same table"
+    );
+
+    std::fs::remove_file(&path)?;
+    std::os::unix::fs::symlink("/dev/zero", &path)?;
+    let err = agent
+        .reload_file()
+        .expect_err("/dev/zero must be refused")
+        .to_string();
+    assert!(err.contains("character device"), "{err}");
+
+    std::fs::remove_file(&path)?;
+    std::fs::File::create(&path)?.set_len(config::MAX_BYTES + 1)?;
+    let err = agent
+        .reload_file()
+        .expect_err("an oversized file must be refused")
+        .to_string();
+    assert!(err.contains("at most 16777216 bytes"), "{err}");
+
+    let status = agent.status()?;
+    assert_eq!(
+        (status.vips.len(), &status.vips[0].table_digest),
+        (1, &before)
+    );
+    assert_eq!(agent.spread(WEB, 80, 1000..1300)?.len(), 3);
+    Ok(())
+}
+
+/// Issue 12, item 7: a reload whose requester gave up (the endpoint answered 503) before the
+/// file was read is not applied when the read completes.
+#[test]
+fn reload_given_up_by_its_requester_is_not_applied() -> Result<()> {
+    let pins = Pins::new();
+    let mut agent = start_default(&pins)?;
+    let (reply, waiter) = reply_channel::<Result<String, String>>();
+    drop(waiter);
+    let new = config::parse(&config_text(false, true, "fail-open", 0), "lb.toml")?;
+    let outcome = agent.ctl.on_loaded(LoadedConfig {
+        result: Ok(new),
+        reply: Some(reply),
+    });
+    assert!(
+        outcome.as_ref().is_err_and(|e| e.contains("given up")),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        agent.status()?.vips.len(),
+        1,
+        "the abandoned reload was applied"
+    );
+    assert_eq!(agent.send(API, 443, 1, Tcp::Syn)?, None);
+    // The same file, asked for by someone who waits, is applied.
+    let summary = agent.reload(&config_text(false, true, "fail-open", 0))?;
+    assert!(summary.contains("added VIP api"), "{summary}");
     Ok(())
 }
 

@@ -93,6 +93,34 @@ fn ipv4_tcp_syn_is_encapsulated_to_its_maglev_backend() -> Result<()> {
     Ok(())
 }
 
+/// The batched reads `/status` and `/metrics` use give what one lookup per entry gives,
+/// across batch boundaries and past the end of the map.
+#[test]
+fn batched_traffic_counters_match_entry_by_entry_reads() -> Result<()> {
+    let (mut lab, key) = web_lab()?;
+    for port in 40000..40030 {
+        let frame = frames::tcp4(CLIENT, port, WEB, 80, Tcp::Syn, &[]);
+        lab.run(&frame)?;
+    }
+    let counters = lab.lb.counters();
+    let backends = counters.backends(1000)?;
+    assert_eq!(backends.len(), 1000);
+    for (id, sum) in backends.iter().enumerate() {
+        assert_eq!(*sum, lab.lb.backend_counters(id as u32)?, "backend {id}");
+    }
+    let total: u64 = backends.iter().map(|t| t.packets).sum();
+    assert_eq!(total, 30);
+    let all = counters.backends(u32::MAX)?;
+    assert_eq!(all.len() as u32, lb_common::MAX_BACKENDS);
+    assert_eq!(all[..1000], backends[..]);
+    let vip = lab.lb.vip(&key)?.id;
+    let vips = counters.vips(vip + 1)?;
+    assert_eq!(vips[vip as usize], lab.lb.vip_counters(vip)?);
+    assert_eq!(vips[vip as usize].packets, 30);
+    assert!(counters.backends(0)?.is_empty());
+    Ok(())
+}
+
 #[test]
 fn established_flow_in_a_stable_slot_never_touches_the_connection_table() -> Result<()> {
     let (mut lab, key) = web_lab()?;

@@ -4,10 +4,10 @@
 //! The scenarios run one at a time (two shared cores) and print their convergence times.
 
 use anyhow::{ensure, Context, Result};
-use lb_agent::admin::BackendHealth;
+use lb_agent::{admin::BackendHealth, bgp::maintenance::Phase};
 use lb_tests::{
     client::{http_burst, LongLived},
-    fleet::{Fleet, HOLD_TIME_S},
+    fleet::{Fleet, FleetBgp, HOLD_TIME_S},
     scenario::{backend_name, Options},
     servers::{HTTP_PORT, LONG_PORT},
     topo::{backend_v4, VIP_UDP, VIP_V4, VIP_V6},
@@ -343,6 +343,223 @@ fn backend_loss_converges_on_every_balancer_and_unservable_vips_are_withdrawn() 
         log.contains("BGP announcements withdrawn"),
         "no withdrawal in the agent's log:\n{log}"
     );
+    all_ok(&f, WEB, 200)?;
+    Ok(())
+}
+
+/// Wait (at most `limit`) until `ok` holds for balancer `i`'s status; how long it took.
+fn wait_status(
+    f: &Fleet,
+    i: usize,
+    limit: Duration,
+    what: &str,
+    ok: impl Fn(&lb_agent::admin::StatusReport) -> bool,
+) -> Result<Duration> {
+    let t = Instant::now();
+    loop {
+        let s = f.agent(i)?.status()?;
+        if ok(&s) {
+            return Ok(t.elapsed());
+        }
+        ensure!(
+            t.elapsed() < limit,
+            "balancer {i}: {what} not seen after {limit:?}: {:?}",
+            s.bgp
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn phase(s: &lb_agent::admin::StatusReport) -> Option<Phase> {
+    s.bgp.as_ref().map(|b| b.maintenance.phase)
+}
+
+/// The drain of the maintenance test: long enough to look at the draining phase at leisure.
+const DRAIN_MS: u64 = 6000;
+
+#[test]
+fn maintenance_drains_a_balancer_without_resetting_connections() -> Result<()> {
+    let _serial = serial();
+    let bgp = FleetBgp {
+        extra_keys: format!("maintenance_drain_ms = {DRAIN_MS}"),
+        ..FleetBgp::default()
+    };
+    let f = Fleet::start_with("fm", 3, Options::default(), &bgp)?;
+    let long = f.client.run(LongLived::open_with_stall(
+        LONG,
+        60,
+        Duration::from_millis(200),
+        Duration::from_secs(20),
+    ))??;
+    exchanges_grow(&long, 120, Duration::from_secs(10))?;
+    let first_backends = long.backend_names();
+    let a = vip_packets(&f, &[0, 1, 2], "long")?;
+    exchanges_grow(&long, 120, Duration::from_secs(10))?;
+    let b = vip_packets(&f, &[0, 1, 2], "long")?;
+    ensure!(
+        b[2] > a[2],
+        "balancer 2 carries no long-lived connection before its maintenance: {a:?} -> {b:?}"
+    );
+    long.take_longest();
+
+    // On: still announced, with 65535:0; the router gives it local preference 0, so it leaves
+    // the multipath route at once and its flows move to the others.
+    let t = Instant::now();
+    let answer = f.cli(2, &["maintenance", "on"])?;
+    ensure!(answer.contains("65535:0"), "{answer}");
+    let left = f.wait_for_nexthops(VIP_V4.into(), 2, Duration::from_secs(10))?;
+    eprintln!("maintenance on: out of the router's multipath route after {left:?}");
+    let routes = f
+        .router_bird
+        .birdc(&["show", "route", "all", "for", "198.18.10.1"])?;
+    let draining = f.agent(2)?.status()?;
+    ensure!(
+        phase(&draining) == Some(Phase::Draining),
+        "the drain ended before the router was looked at (the bound is {DRAIN_MS} ms): {:?}",
+        draining.bgp
+    );
+    ensure!(
+        routes.contains("(65535,0)") && routes.contains("BGP.local_pref: 0"),
+        "the router has no graceful-shutdown route with local preference 0:\n{routes}"
+    );
+    eprintln!("router, while balancer 2 drains:\n{routes}");
+    let text = f.cli(2, &["status"])?;
+    ensure!(text.contains("maintenance: draining"), "{text}");
+    eprintln!(
+        "status while draining:\n{}",
+        text.lines().take(4).collect::<Vec<_>>().join("\n")
+    );
+
+    // Then withdrawn after the drain.
+    let withdrawn = wait_status(
+        &f,
+        2,
+        Duration::from_millis(DRAIN_MS) + Duration::from_secs(20),
+        "withdrawal",
+        |s| {
+            phase(s) == Some(Phase::Withdrawn)
+                && s.bgp.as_ref().is_some_and(|b| b.announced.is_empty())
+        },
+    )?;
+    eprintln!(
+        "maintenance on: withdrawn {:?} after `on` (drain {DRAIN_MS} ms)",
+        t.elapsed()
+    );
+    let _ = withdrawn;
+    f.wait_for_nexthops(VIP_V6.into(), 2, Duration::from_secs(10))?;
+    let metrics = f.agent(2)?.metrics()?;
+    ensure!(
+        metrics
+            .lines()
+            .any(|l| l == r#"lb_maintenance{phase="withdrawn"} 1"#),
+        "{metrics}"
+    );
+
+    // No new connection reaches it: its data path forwards nothing more while the others serve.
+    let before = forwarded(&f, &[0, 1, 2])?;
+    all_ok(&f, WEB, 300)?;
+    all_ok(&f, WEB6, 100)?;
+    exchanges_grow(&long, 300, Duration::from_secs(20))?;
+    let after = forwarded(&f, &[0, 1, 2])?;
+    eprintln!("after the withdrawal: forwarded {before:?} -> {after:?}");
+    ensure!(
+        after[2] == before[2],
+        "balancer 2 still forwards: {before:?} -> {after:?}"
+    );
+    ensure!(
+        after[0] > before[0] && after[1] > before[1],
+        "{before:?} -> {after:?}"
+    );
+    eprintln!(
+        "maintenance: longest exchange of a long-lived connection {:?}",
+        long.take_longest()
+    );
+    ensure!(
+        long.failures().is_empty(),
+        "during maintenance: {:?}",
+        long.failures()
+    );
+
+    // Off: announced normally, new flows reach it again.
+    let answer = f.cli(2, &["maintenance", "off"])?;
+    ensure!(answer.contains("announcing normally"), "{answer}");
+    let back = f.wait_for_nexthops(VIP_V4.into(), 3, Duration::from_secs(20))?;
+    eprintln!("maintenance off: back in the multipath route after {back:?}");
+    let before = forwarded(&f, &[0, 1, 2])?;
+    all_ok(&f, WEB, 300)?;
+    let after = forwarded(&f, &[0, 1, 2])?;
+    ensure!(
+        after[2] > before[2],
+        "balancer 2 carries nothing after `off`"
+    );
+    exchanges_grow(&long, 300, Duration::from_secs(20))?;
+
+    let log = f.agent(2)?.log_text();
+    for line in log.lines().filter(|l| l.contains("maintenance")) {
+        eprintln!("balancer 2 log: {line}");
+    }
+    let names = long.backend_names();
+    let failures = f.client.run(long.close())?;
+    ensure!(failures.is_empty(), "resets or stalls: {failures:?}");
+    ensure!(
+        names.iter().zip(&first_backends).all(|(a, b)| a == b),
+        "a connection changed backend"
+    );
+    Ok(())
+}
+
+#[test]
+fn bfd_withdraws_a_silent_balancer_long_before_the_hold_timer() -> Result<()> {
+    let _serial = serial();
+    // A hold time far above BFD's 300 ms, so a fast withdrawal can only be BFD's.
+    let hold = 9;
+    let bgp = FleetBgp {
+        hold_time_s: hold,
+        bfd: true,
+        ..FleetBgp::default()
+    };
+    let f = Fleet::start_with("fd", 2, Options::default(), &bgp)?;
+    let t = Instant::now();
+    loop {
+        let sessions = f.router_bird.birdc(&["show", "bfd", "sessions"])?;
+        if sessions.matches(" Up ").count() == 2 {
+            eprintln!("router's BFD sessions:\n{sessions}");
+            break;
+        }
+        ensure!(
+            t.elapsed() < Duration::from_secs(20),
+            "BFD sessions not up:\n{sessions}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    all_ok(&f, WEB, 200)?;
+
+    let mut figures = Vec::new();
+    for round in 0..3 {
+        let t = Instant::now();
+        f.cut_link(1, true)?;
+        let gone = f.wait_for_nexthops(VIP_V4.into(), 1, Duration::from_secs(hold + 10))?;
+        let why = f.router_bird.birdc(&["show", "protocols", "all", "lb1"])?;
+        f.cut_link(1, false)?;
+        eprintln!("round {round}: silent balancer's path withdrawn after {gone:?}");
+        figures.push(gone);
+        ensure!(
+            why.contains("BFD session down"),
+            "the session did not end by BFD:\n{why}"
+        );
+        // Generous (BFD needs 300 ms) and still a third of the hold time: only BFD is this fast.
+        ensure!(
+            gone < Duration::from_secs(hold / 3),
+            "withdrawn after {gone:?}, hold time {hold} s"
+        );
+        all_ok(&f, WEB, 100)?;
+        let back = f.wait_for_nexthops(VIP_V4.into(), 2, Duration::from_secs(60))?;
+        eprintln!(
+            "round {round}: link restored, path back after {back:?} ({:?} in all)",
+            t.elapsed()
+        );
+    }
+    eprintln!("BFD withdrawal times: {figures:?} (hold time {hold} s)");
     all_ok(&f, WEB, 200)?;
     Ok(())
 }

@@ -11,7 +11,6 @@ use lb_common::{Backend, VipKey, VipMeta};
 use lb_tests::{
     agentproc::{agent_binary, Agent},
     client::http_burst,
-    netns,
     scenario::{backend_name, config_text, Options, Scenario},
     servers::Backends,
     topo::Topology,
@@ -88,44 +87,11 @@ fn snapshot(sc: &Scenario) -> Result<Snapshot> {
     })
 }
 
-/// Run a second `lb-agent run --config CONFIG` in `ns` to its end (at most 30 s); its exit code
-/// and output.
-fn second_agent(ns: &str, config: &Path) -> Result<(Option<i32>, String)> {
-    let log = config.with_extension("second.log");
-    let out = std::fs::File::create(&log)?;
-    let mut child = netns::command(ns, agent_binary()?)
-        .arg("run")
-        .arg("--config")
-        .arg(config)
-        .env("RUST_LOG", "info,netlink_packet_route=error")
-        .stdin(Stdio::null())
-        .stdout(out.try_clone()?)
-        .stderr(out)
-        .spawn()
-        .context("starting the second lb-agent")?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!(
-                "the second agent still runs after 30 s:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    Ok((status.code(), std::fs::read_to_string(&log)?))
-}
-
 /// Start a second agent with `config` against the scenario's running one and check it refused
 /// and changed nothing.
 fn second_agent_is_refused(sc: &Scenario, config: &Path) -> Result<()> {
     let before = snapshot(sc)?;
-    let (code, output) = second_agent(&sc.topo.lb, config)?;
+    let (code, output) = lb_tests::pins::run_to_end(&sc.topo.lb, config)?;
     let pid = sc.agent.pid().context("first agent not running")?;
     ensure!(
         code.is_some_and(|c| c != 0),

@@ -75,7 +75,20 @@ pub fn cargo_with_ebpf(ebpf: &Path) -> Command {
 /// binary's path.
 pub fn build(release: bool) -> Result<PathBuf> {
     let ebpf = build_ebpf(release)?;
-    let mut c = cargo_with_ebpf(&ebpf);
+    build_agent(release, &ebpf)
+}
+
+/// lb-agent embedding the eBPF objects in `ebpf`; returns the binary's path.
+pub fn build_agent(release: bool, ebpf: &Path) -> Result<PathBuf> {
+    for bin in EBPF_BINS {
+        if !ebpf.join(bin).is_file() {
+            bail!(
+                "no eBPF object {bin} in {} (cargo xtask build-ebpf)",
+                ebpf.display()
+            );
+        }
+    }
+    let mut c = cargo_with_ebpf(ebpf);
     c.args(["build", "-p", "lb-agent"]);
     if release {
         c.arg("--release");

@@ -8,6 +8,7 @@
 mod bench;
 mod build;
 mod cmd;
+mod package;
 mod paths;
 mod run;
 mod setup;
@@ -44,9 +45,10 @@ enum Task {
         2. rust-src for nightly (for -Z build-std=core)\n\
         3. $HOME/.local/share/lb-llvm/lib: libLLVM.so symlinks to the nightly's libLLVM\n\
         4. bpf-linker 0.13, built against that LLVM (cargo install, LLVM_PREFIX set)\n\
-        5. Debian packages for missing test and benchmark tools (ip, ethtool, ping, sysctl, \
-        nsenter, curl, nft, birdc, haproxy, wrk) via apt-get (root only)\n\
-        6. bpffs mounted at /sys/fs/bpf (root only)"
+        5. cargo-deb 3.8.0 for `package` (cargo install --locked)\n\
+        6. Debian packages for missing test and benchmark tools (ip, ethtool, ping, sysctl, \
+        nsenter, curl, nft, birdc, haproxy, wrk, man, systemd-analyze) via apt-get (root only)\n\
+        7. bpffs mounted at /sys/fs/bpf (root only)"
     )]
     Setup,
 
@@ -82,7 +84,8 @@ enum Task {
         4. cargo clippy --workspace --all-targets -- -D warnings\n\
         5. cargo +nightly clippy -p lb-ebpf --target bpfel-unknown-none -Z build-std=core \
         -- -D warnings\n\
-        6. cargo test --workspace [ARGS]\n\n\
+        6. cargo test --workspace [ARGS]\n\
+        7. package --install-test (after the suite: it installs /usr/bin/lb-agent for a moment)\n\n\
         Must run as root (the tests load XDP programs and create network namespaces). \
         ARGS go to `cargo test`; to pass arguments to the test binaries, add another \
         `--`: `cargo xtask test -- -- --nocapture`.")]
@@ -107,6 +110,26 @@ enum Task {
         /// Parts to run (default: all)
         #[arg(value_name = "PART")]
         parts: Vec<String>,
+    },
+
+    /// Build the Debian package: release binary, units, example config, completions, man pages
+    #[command(
+        long_about = "Run build (release), generate the shell completions (bash, zsh, fish) \
+        and a man page per command with the binary's hidden `completions` and `man` commands \
+        into <target>/release/package/, then `cargo deb -p lb-agent --no-build` (cargo-deb, \
+        installed by setup). Prints the .deb's path on stdout.\n\n\
+        With --install-test (root; `cargo xtask test` runs it): dpkg -i the package, run \
+        `lb-agent --version`, `lb-agent check` on /etc/lb-agent/lb.toml, `man -w`, \
+        `systemd-analyze verify` on the units, then dpkg -r (files gone, conffile kept) and \
+        dpkg -P. Refuses to run where lb-agent is already installed."
+    )]
+    Package {
+        /// Install, check, remove and purge the package (root)
+        #[arg(long)]
+        install_test: bool,
+        /// Embed the eBPF objects (lb, decap) from DIR instead of building them
+        #[arg(long, value_name = "DIR")]
+        ebpf_dir: Option<std::path::PathBuf>,
     },
 
     /// Build everything (release), then run the agent
@@ -156,6 +179,17 @@ fn dispatch(task: Task) -> Result<()> {
         }
         Task::Test { args } => test::test(&args),
         Task::Bench { write, parts } => bench::bench(&parts, write),
+        Task::Package {
+            install_test,
+            ebpf_dir,
+        } => {
+            let deb = package::package(ebpf_dir.as_deref())?;
+            if install_test {
+                package::verify(&deb)?;
+            }
+            println!("{}", deb.display());
+            Ok(())
+        }
         Task::Run { args } => run::agent(&args),
         Task::Demo { keep } => run::demo(keep),
     }

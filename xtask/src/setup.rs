@@ -71,6 +71,15 @@ pub const PACKAGES: &[Package] = &[
         command: "wrk",
         package: "wrk",
     },
+    // The package test: `man -w` finds the installed pages, systemd-analyze verifies the units.
+    Package {
+        command: "man",
+        package: "man-db",
+    },
+    Package {
+        command: "systemd-analyze",
+        package: "systemd",
+    },
 ];
 
 /// Where sbin tools live even when a non-root `PATH` omits them.
@@ -84,6 +93,7 @@ pub fn setup() -> Result<()> {
     step("rust-src for nightly", rust_src)?;
     let prefix = step("LLVM prefix for bpf-linker", llvm_symlinks)?;
     step("bpf-linker", || bpf_linker(&prefix))?;
+    step("cargo-deb", crate::package::install_cargo_deb)?;
     step("system packages", || system_packages(root))?;
     step("bpffs", || bpffs(root))?;
     say("setup: done");

@@ -6,6 +6,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::build::{build_ebpf, cargo_with_ebpf, ebpf_cargo};
 use crate::cmd::{self, run};
+use crate::package;
 use crate::paths::is_root;
 use crate::setup::setup;
 
@@ -57,6 +58,12 @@ pub fn test(extra: &[String]) -> Result<()> {
         run(cargo_with_ebpf(&ebpf)
             .args(["test", "--workspace"])
             .args(extra))
+    })?;
+
+    // After the suite, never beside it: it puts /usr/bin/lb-agent and the units in place for
+    // a moment (the tests run target/ binaries, never one from PATH).
+    step("package (dpkg install test)", &mut || {
+        package::verify(&package::package(Some(&ebpf))?)
     })?;
 
     eprintln!(

@@ -1,18 +1,19 @@
 //! What the controller, the admin server and the CLI exchange: requests, the status report
 //! (the `/status` JSON) and the `stats --json` view of it.
 
+use super::reply::Reply;
 use crate::config::{AdminState, AllDown, HashMode, Protocol};
 use crate::health::Health;
 use serde::{Deserialize, Serialize};
 use std::{collections::BTreeMap, fmt, net::IpAddr, time::Duration};
-use tokio::sync::oneshot;
 
 /// How long a handler waits for the controller, and the CLI for the agent.
 pub(super) const TIMEOUT: Duration = Duration::from_secs(5);
 /// Content type of [`render_metrics`](super::render_metrics)' output (prometheus-client writes OpenMetrics text).
 pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// A request from the admin endpoint to the controller.
+/// A request from the admin endpoint to the controller. Its reply must be claimed
+/// ([`Reply::claim`]) before the request is acted on: the endpoint may have given up on it.
 #[derive(Debug)]
 pub enum AdminRequest {
     /// Change a backend's admin state; `Err` (unknown VIP or backend) is shown to the operator
@@ -21,10 +22,17 @@ pub enum AdminRequest {
         vip: String,
         backend: IpAddr,
         state: AdminState,
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: Reply<Result<(), String>>,
     },
     /// Re-read the configuration file: `Ok` is a summary of what changed, `Err` why nothing did.
-    Reload(oneshot::Sender<Result<String, String>>),
+    /// The file is read and parsed off the controller's task (`Controller::start_reload`).
+    Reload(Reply<Result<String, String>>),
+    /// BGP maintenance mode on (drain, then withdraw) or off: `Ok` says what happens next,
+    /// `Err` why it cannot (no `[bgp]` section).
+    SetMaintenance {
+        on: bool,
+        reply: Reply<Result<String, String>>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

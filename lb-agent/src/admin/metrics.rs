@@ -1,53 +1,43 @@
-//! The `/metrics` exposition: a fresh prometheus-client registry per scrape, filled from one
-//! [`StatusReport`].
+//! The `/metrics` exposition, written by prometheus-client's text encoder straight from one
+//! [`StatusReport`] (a [`Collector`]) and streamed to the client in chunks.
+//!
+//! A scrape of 100 VIPs × 100 backends is about 100,000 series and 7 MB of text. Filling a
+//! registry of `Family`s first (a label `Vec` and `String`s per series, a hash map per family)
+//! took hundreds of ms and tens of MB at that size; encoding from the report allocates nothing
+//! per series, and chunks keep the text from being held whole.
 
 use super::{
-    api::{BackendHealth, StatusReport, VipStatus},
+    api::{BackendHealth, BackendStatus, StatusReport, VipStatus},
     render::name_of,
 };
 use crate::config::AdminState;
+use axum::body::{Body, Bytes};
 use prometheus_client::{
-    encoding::text::encode,
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
-    registry::{Metric, Registry},
+    collector::Collector,
+    encoding::{
+        text::{encode, encode_registry},
+        DescriptorEncoder, MetricEncoder, NoLabelSet,
+    },
+    metrics::MetricType,
+    registry::Registry,
 };
-use std::sync::atomic::AtomicU64;
+use std::{
+    convert::Infallible,
+    fmt::{self, Display},
+    sync::Arc,
+};
+use tokio::sync::mpsc;
 
-type Labels = Vec<(&'static str, String)>;
+/// Bytes of text per chunk sent to the client, and chunks queued for it: the memory a scrape
+/// holds beyond its report. The connection's task shares the runtime with thousands of
+/// checkers and may wait tens of ms for each turn: it must find megabytes to write per turn, or
+/// 7 MB take seconds (64 KiB × 4 took up to 3 s at 10,000 backends on a loaded host).
+const CHUNK: usize = 256 * 1024;
+const CHUNKS_QUEUED: usize = 8;
 
-/// Registers a labelled metric family and returns a handle to fill it.
-fn family<M>(registry: &mut Registry, name: &str, help: &str) -> Family<Labels, M>
-where
-    M: Default,
-    Family<Labels, M>: Metric + Clone,
-{
-    let family = Family::<Labels, M>::default();
-    registry.register(name, help, family.clone());
-    family
-}
-
-/// Label values as OpenMetrics wants them; prometheus-client writes them verbatim.
-fn label(value: impl std::fmt::Display) -> String {
-    let value = value.to_string();
-    let mut escaped = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '\\' => escaped.push_str("\\\\"),
-            '"' => escaped.push_str("\\\""),
-            '\n' => escaped.push_str("\\n"),
-            c => escaped.push(c),
-        }
-    }
-    escaped
-}
-
-fn gauge_value(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-/// Prometheus text exposition of a report (OpenMetrics text, [`METRICS_CONTENT_TYPE`](super::METRICS_CONTENT_TYPE), ends
-/// with `# EOF`). A fresh registry per scrape: counters are set from the absolute values the
-/// controller reports.
+/// Prometheus text exposition of a report (OpenMetrics text,
+/// [`METRICS_CONTENT_TYPE`](super::METRICS_CONTENT_TYPE), ends with `# EOF`), whole. The
+/// server streams it instead ([`metrics_body`]); the text is the same.
 ///
 /// Metric names (stable):
 ///
@@ -70,22 +60,10 @@ fn gauge_value(v: u64) -> i64 {
 /// | `lb_agent_uptime_seconds`                              | gauge   | seconds since the agent started          |
 /// | `lb_bgp_announced{address}`                            | gauge   | 1 if BIRD announces the VIP address, 0 if it should but does not yet |
 /// | `lb_bgp_session_established{neighbor}`                 | gauge   | 1 if the BGP session is established      |
+/// | `lb_maintenance{phase}`                                | gauge   | 1 for the current phase (`normal`, `draining`, `withdrawn`), 0 for the others |
 pub fn render_metrics(report: &StatusReport) -> String {
-    // prometheus-client writes families in registration order, so the groups below are called
-    // in the order the families have always appeared in a scrape.
-    let mut registry = Registry::default();
-    vip_traffic(&mut registry, &report.vips);
-    backends(&mut registry, &report.vips);
-    health_checks(&mut registry, &report.vips);
-    vip_tables(&mut registry, &report.vips);
-    datapath(&mut registry, report);
-    agent(&mut registry, report);
-    if let Some(bgp) = &report.bgp {
-        bgp_announcements(&mut registry, bgp);
-    }
-
     let mut out = String::new();
-    if let Err(e) = encode(&mut out, &registry) {
+    if let Err(e) = write_metrics(Arc::new(report.clone()), &mut out) {
         // Writing to a String does not fail; keep the exposition well-formed regardless.
         tracing::error!(error = %e, "encoding metrics");
         out.clear();
@@ -94,190 +72,387 @@ pub fn render_metrics(report: &StatusReport) -> String {
     out
 }
 
-fn vip_labels(vip: &VipStatus) -> Labels {
-    vec![("vip", label(&vip.name))]
-}
-
-fn backend_labels(vip: &VipStatus, address: std::net::IpAddr) -> Labels {
-    vec![("vip", label(&vip.name)), ("backend", label(address))]
-}
-
-/// `lb_vip_packets`, `lb_vip_bytes`.
-fn vip_traffic(registry: &mut Registry, vips: &[VipStatus]) {
-    let packets: Family<Labels, Counter> =
-        family(registry, "lb_vip_packets", "Packets balanced for the VIP");
-    let bytes: Family<Labels, Counter> =
-        family(registry, "lb_vip_bytes", "Bytes balanced for the VIP");
-    for vip in vips {
-        let v = vip_labels(vip);
-        packets.get_or_create(&v).inc_by(vip.packets);
-        bytes.get_or_create(&v).inc_by(vip.bytes);
-    }
-}
-
-/// `lb_backend_packets`, `lb_backend_bytes`, `lb_backend_up`, `lb_backend_weight`,
-/// `lb_backend_admin_state`.
-fn backends(registry: &mut Registry, vips: &[VipStatus]) {
-    let packets: Family<Labels, Counter> = family(
-        registry,
-        "lb_backend_packets",
-        "Packets sent to the backend",
-    );
-    let bytes: Family<Labels, Counter> =
-        family(registry, "lb_backend_bytes", "Bytes sent to the backend");
-    let up: Family<Labels, Gauge> = family(
-        registry,
-        "lb_backend_up",
-        "1 if the backend's health check says up, 0 otherwise",
-    );
-    let weight: Family<Labels, Gauge> = family(
-        registry,
-        "lb_backend_weight",
-        "Effective weight of the backend",
-    );
-    let admin_state: Family<Labels, Gauge> = family(
-        registry,
-        "lb_backend_admin_state",
-        "1 for the backend's current admin state, 0 for the others",
-    );
-    for vip in vips {
-        for backend in &vip.backends {
-            let b = backend_labels(vip, backend.address);
-            packets.get_or_create(&b).inc_by(backend.packets);
-            bytes.get_or_create(&b).inc_by(backend.bytes);
-            up.get_or_create(&b)
-                .set(i64::from(backend.health == BackendHealth::Up));
-            weight
-                .get_or_create(&b)
-                .set(i64::from(backend.effective_weight));
-            // Every state gets a series (0 or 1) so dashboards can sum over `state`.
-            for state in [AdminState::Active, AdminState::Drain, AdminState::Disabled] {
-                let mut s = b.clone();
-                s.push(("state", label(name_of(&state))));
-                admin_state
-                    .get_or_create(&s)
-                    .set(i64::from(state == backend.admin_state));
-            }
-        }
-    }
-}
-
-/// `lb_health_checks`, `lb_health_check_latency_seconds`.
-fn health_checks(registry: &mut Registry, vips: &[VipStatus]) {
-    let checks: Family<Labels, Counter> = family(
-        registry,
-        "lb_health_checks",
-        "Health checks of the backend by result",
-    );
-    let latency: Family<Labels, Gauge<f64, AtomicU64>> = family(
-        registry,
-        "lb_health_check_latency_seconds",
-        "Latency of the backend's last health check",
-    );
-    for vip in vips {
-        for backend in &vip.backends {
-            let b = backend_labels(vip, backend.address);
-            for (result, count) in [("ok", backend.checks_ok), ("failed", backend.checks_failed)] {
-                let mut r = b.clone();
-                r.push(("result", result.to_owned()));
-                checks.get_or_create(&r).inc_by(count);
-            }
-            if let Some(ms) = backend.last_check_latency_ms {
-                latency.get_or_create(&b).set(ms / 1000.0);
-            }
-        }
-    }
-}
-
-/// `lb_table_generation`, `lb_vip_serving`, `lb_vip_moved_slots`.
-fn vip_tables(registry: &mut Registry, vips: &[VipStatus]) {
-    let generation: Family<Labels, Gauge> = family(
-        registry,
-        "lb_table_generation",
-        "Lookup-table publications for the VIP since the agent started",
-    );
-    let serving: Family<Labels, Gauge> = family(
-        registry,
-        "lb_vip_serving",
-        "1 if the VIP forwards traffic, 0 otherwise",
-    );
-    let moved_slots: Family<Labels, Gauge> = family(
-        registry,
-        "lb_vip_moved_slots",
-        "Slots of the VIP's table whose older flows still use the connection table",
-    );
-    for vip in vips {
-        let v = vip_labels(vip);
-        generation
-            .get_or_create(&v)
-            .set(gauge_value(vip.table_generation));
-        serving.get_or_create(&v).set(i64::from(vip.serving));
-        moved_slots
-            .get_or_create(&v)
-            .set(gauge_value(vip.moved_slots));
-    }
-}
-
-/// `lb_datapath_events`.
-fn datapath(registry: &mut Registry, report: &StatusReport) {
-    let events: Family<Labels, Counter> = family(
-        registry,
-        "lb_datapath_events",
-        "Data-path counters summed over CPUs",
-    );
-    for (event, count) in &report.counters {
-        events
-            .get_or_create(&vec![("event", label(event))])
-            .inc_by(*count);
-    }
-}
-
-/// `lb_health_check_schedule_lag_seconds`, `lb_conn_table_live_entries` (after the first
-/// sweep), `lb_agent_uptime_seconds`: the agent's own tasks.
-fn agent(registry: &mut Registry, report: &StatusReport) {
-    registry.register(
+/// Writes the exposition of `report` to `out`, ending with `# EOF`.
+fn write_metrics(report: Arc<StatusReport>, out: &mut impl fmt::Write) -> fmt::Result {
+    let registry = |part| {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Exposition(report.clone(), part)));
+        registry
+    };
+    encode_registry(out, &registry(Part::Report))?;
+    // The histogram's lock is held while it is encoded, and checkers on the runtime's threads
+    // wait on it to record: into a String first, never while a slow client holds up `out`.
+    let mut lag = Registry::default();
+    lag.register(
         "lb_health_check_schedule_lag_seconds",
         "How late health checks started relative to their schedule",
         crate::health::schedule_lag(),
     );
-    if let Some(sweep) = &report.conn_sweep {
-        let live = Gauge::<i64>::default();
-        live.set(gauge_value(sweep.live_entries));
-        registry.register(
-            "lb_conn_table_live_entries",
-            "Live connection-table entries at the last sweep",
-            live,
-        );
-    }
-    let uptime = Gauge::<i64>::default();
-    uptime.set(gauge_value(report.uptime_secs));
-    registry.register(
-        "lb_agent_uptime_seconds",
-        "Seconds since the agent started",
-        uptime,
-    );
+    let mut text = String::new();
+    encode_registry(&mut text, &lag)?;
+    out.write_str(&text)?;
+    encode(out, &registry(Part::Agent))
 }
 
-/// `lb_bgp_announced`, `lb_bgp_session_established`.
-fn bgp_announcements(registry: &mut Registry, bgp: &crate::bgp::BgpStatus) {
-    let announced: Family<Labels, Gauge> = family(
-        registry,
+/// The response body of a scrape: the exposition of `report`, written on a blocking thread
+/// and sent in [`CHUNK`]s as the client takes them; `done` runs on that thread afterwards. A
+/// client that goes away stops the writing.
+pub(super) fn metrics_body(report: StatusReport, done: fn()) -> Body {
+    let (tx, mut rx) = mpsc::channel(CHUNKS_QUEUED);
+    tokio::task::spawn_blocking(move || {
+        let mut out = Chunks {
+            text: String::with_capacity(CHUNK),
+            tx,
+        };
+        if write_metrics(Arc::new(report), &mut out)
+            .and_then(|()| out.send())
+            .is_err()
+        {
+            tracing::debug!("metrics scrape ended before its end (client gone)");
+        }
+        drop(out);
+        done();
+    });
+    Body::from_stream(futures::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx).map(|chunk| chunk.map(Ok::<_, Infallible>))
+    }))
+}
+
+/// A `fmt::Write` that hands its text on every [`CHUNK`] bytes.
+struct Chunks {
+    text: String,
+    tx: mpsc::Sender<Bytes>,
+}
+
+impl Chunks {
+    fn send(&mut self) -> fmt::Result {
+        let text = std::mem::replace(&mut self.text, String::with_capacity(CHUNK));
+        self.tx
+            .blocking_send(Bytes::from(text))
+            .map_err(|_| fmt::Error)
+    }
+}
+
+impl fmt::Write for Chunks {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        // Sent before it would grow: a String that outgrows its capacity doubles it.
+        if self.text.len() + s.len() > self.text.capacity() && !self.text.is_empty() {
+            self.send()?;
+        }
+        self.text.push_str(s);
+        Ok(())
+    }
+}
+
+/// The families before the lag histogram, and those after it (the order they always had).
+#[derive(Debug)]
+enum Part {
+    Report,
+    Agent,
+}
+
+#[derive(Debug)]
+struct Exposition(Arc<StatusReport>, Part);
+
+impl Collector for Exposition {
+    fn encode(&self, mut out: DescriptorEncoder) -> fmt::Result {
+        let report = &*self.0;
+        if let Part::Report = self.1 {
+            let names = Names::of(&report.vips);
+            vip_traffic(&mut out, &names)?;
+            backends(&mut out, &names)?;
+            health_checks(&mut out, &names)?;
+            vip_tables(&mut out, &names)?;
+            return datapath(&mut out, report);
+        }
+        agent(&mut out, report)?;
+        if let Some(bgp) = &report.bgp {
+            bgp_announcements(&mut out, bgp)?;
+        }
+        Ok(())
+    }
+}
+
+/// Label values as OpenMetrics wants them; prometheus-client writes them verbatim.
+fn escape(value: impl Display) -> String {
+    let value = value.to_string();
+    let mut escaped = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => escaped.push_str("\\\\"),
+            '"' => escaped.push_str("\\\""),
+            '\n' => escaped.push_str("\\n"),
+            c => escaped.push(c),
+        }
+    }
+    escaped
+}
+
+/// Every VIP and backend with its label values, escaped once per scrape: a backend has 11
+/// series, and formatting its address for each was a third of the time.
+struct Names<'a> {
+    vips: Vec<(&'a VipStatus, String, Vec<String>)>,
+}
+
+impl<'a> Names<'a> {
+    fn of(vips: &'a [VipStatus]) -> Self {
+        let vips = vips
+            .iter()
+            .map(|v| {
+                let backends = v.backends.iter().map(|b| escape(b.address)).collect();
+                (v, escape(&v.name), backends)
+            })
+            .collect();
+        Self { vips }
+    }
+}
+
+/// A label name and its escaped value.
+type Label<'a> = (&'static str, &'a str);
+
+/// One series of a family: its labels, then the value.
+fn counter(family: &mut MetricEncoder, labels: &[Label], value: u64) -> fmt::Result {
+    family
+        .encode_family(&labels)?
+        .encode_counter::<NoLabelSet, _, u64>(&value, None)
+}
+
+fn gauge(family: &mut MetricEncoder, labels: &[Label], value: i64) -> fmt::Result {
+    family.encode_family(&labels)?.encode_gauge(&value)
+}
+
+fn gauge_value(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Writes a family's HELP and TYPE lines; the series follow through the returned encoder.
+fn family<'s>(
+    out: &'s mut DescriptorEncoder,
+    name: &'s str,
+    help: &str,
+    kind: MetricType,
+) -> Result<MetricEncoder<'s>, fmt::Error> {
+    // As `Registry::register` writes help texts, which the exposition always had.
+    out.encode_descriptor(name, &format!("{help}."), None, kind)
+}
+
+/// A family with one series per VIP.
+fn per_vip(
+    out: &mut DescriptorEncoder,
+    (name, help, kind): (&str, &str, MetricType),
+    names: &Names,
+    value: impl Fn(&VipStatus) -> u64,
+) -> fmt::Result {
+    let mut f = family(out, name, help, kind)?;
+    for (vip, vip_name, _) in &names.vips {
+        let labels = [("vip", vip_name.as_str())];
+        match kind {
+            MetricType::Counter => counter(&mut f, &labels, value(vip))?,
+            _ => gauge(&mut f, &labels, gauge_value(value(vip)))?,
+        }
+    }
+    Ok(())
+}
+
+/// `lb_vip_packets`, `lb_vip_bytes`.
+fn vip_traffic(out: &mut DescriptorEncoder, vips: &Names) -> fmt::Result {
+    use MetricType::Counter;
+    let packets = ("lb_vip_packets", "Packets balanced for the VIP", Counter);
+    per_vip(out, packets, vips, |v| v.packets)?;
+    let bytes = ("lb_vip_bytes", "Bytes balanced for the VIP", Counter);
+    per_vip(out, bytes, vips, |v| v.bytes)
+}
+
+/// A family with series per backend, from `series(encoder, labels, backend)`.
+fn per_backend(
+    out: &mut DescriptorEncoder,
+    (name, help, kind): (&str, &str, MetricType),
+    names: &Names,
+    series: impl Fn(&mut MetricEncoder, [Label; 2], &BackendStatus) -> fmt::Result,
+) -> fmt::Result {
+    let mut f = family(out, name, help, kind)?;
+    for (vip, vip_name, backend_names) in &names.vips {
+        for (backend, backend_name) in vip.backends.iter().zip(backend_names) {
+            let labels = [
+                ("vip", vip_name.as_str()),
+                ("backend", backend_name.as_str()),
+            ];
+            series(&mut f, labels, backend)?;
+        }
+    }
+    Ok(())
+}
+
+/// `lb_backend_packets`, `lb_backend_bytes`, `lb_backend_up`, `lb_backend_weight`,
+/// `lb_backend_admin_state`.
+fn backends(out: &mut DescriptorEncoder, vips: &Names) -> fmt::Result {
+    use MetricType::{Counter, Gauge};
+    let packets = ("lb_backend_packets", "Packets sent to the backend", Counter);
+    per_backend(out, packets, vips, |f, l, b| counter(f, &l, b.packets))?;
+    let bytes = ("lb_backend_bytes", "Bytes sent to the backend", Counter);
+    per_backend(out, bytes, vips, |f, l, b| counter(f, &l, b.bytes))?;
+    let up = (
+        "lb_backend_up",
+        "1 if the backend's health check says up, 0 otherwise",
+        Gauge,
+    );
+    per_backend(out, up, vips, |f, l, b| {
+        gauge(f, &l, i64::from(b.health == BackendHealth::Up))
+    })?;
+    let weight = (
+        "lb_backend_weight",
+        "Effective weight of the backend",
+        Gauge,
+    );
+    per_backend(out, weight, vips, |f, l, b| {
+        gauge(f, &l, i64::from(b.effective_weight))
+    })?;
+    let admin_state = (
+        "lb_backend_admin_state",
+        "1 for the backend's current admin state, 0 for the others",
+        Gauge,
+    );
+    // Every state gets a series (0 or 1) so dashboards can sum over `state`.
+    let states = [AdminState::Active, AdminState::Drain, AdminState::Disabled]
+        .map(|state| (state, escape(name_of(&state))));
+    per_backend(out, admin_state, vips, |f, [vip, backend], b| {
+        for (state, name) in &states {
+            let labels = [vip, backend, ("state", name.as_str())];
+            gauge(f, &labels, i64::from(*state == b.admin_state))?;
+        }
+        Ok(())
+    })
+}
+
+/// `lb_health_checks`, `lb_health_check_latency_seconds`.
+fn health_checks(out: &mut DescriptorEncoder, vips: &Names) -> fmt::Result {
+    let checks = (
+        "lb_health_checks",
+        "Health checks of the backend by result",
+        MetricType::Counter,
+    );
+    per_backend(out, checks, vips, |f, [vip, backend], b| {
+        for (result, count) in [("ok", b.checks_ok), ("failed", b.checks_failed)] {
+            let labels = [vip, backend, ("result", result)];
+            counter(f, &labels, count)?;
+        }
+        Ok(())
+    })?;
+    let latency = (
+        "lb_health_check_latency_seconds",
+        "Latency of the backend's last health check",
+        MetricType::Gauge,
+    );
+    per_backend(out, latency, vips, |f, l, b| {
+        match b.last_check_latency_ms {
+            Some(ms) => f.encode_family(&l)?.encode_gauge(&(ms / 1000.0)),
+            None => Ok(()),
+        }
+    })
+}
+
+/// `lb_table_generation`, `lb_vip_serving`, `lb_vip_moved_slots`.
+fn vip_tables(out: &mut DescriptorEncoder, vips: &Names) -> fmt::Result {
+    use MetricType::Gauge;
+    let generation = (
+        "lb_table_generation",
+        "Lookup-table publications for the VIP since the agent started",
+        Gauge,
+    );
+    per_vip(out, generation, vips, |v| v.table_generation)?;
+    let serving = (
+        "lb_vip_serving",
+        "1 if the VIP forwards traffic, 0 otherwise",
+        Gauge,
+    );
+    per_vip(out, serving, vips, |v| u64::from(v.serving))?;
+    let moved = (
+        "lb_vip_moved_slots",
+        "Slots of the VIP's table whose older flows still use the connection table",
+        Gauge,
+    );
+    per_vip(out, moved, vips, |v| v.moved_slots)
+}
+
+/// `lb_datapath_events`.
+fn datapath(out: &mut DescriptorEncoder, report: &StatusReport) -> fmt::Result {
+    let mut f = family(
+        out,
+        "lb_datapath_events",
+        "Data-path counters summed over CPUs",
+        MetricType::Counter,
+    )?;
+    for (event, count) in &report.counters {
+        counter(&mut f, &[("event", escape(event).as_str())], *count)?;
+    }
+    Ok(())
+}
+
+/// `lb_conn_table_live_entries` (after the first sweep), `lb_agent_uptime_seconds`: the
+/// agent's own tasks (with the lag histogram before them).
+fn agent(out: &mut DescriptorEncoder, report: &StatusReport) -> fmt::Result {
+    if let Some(sweep) = &report.conn_sweep {
+        family(
+            out,
+            "lb_conn_table_live_entries",
+            "Live connection-table entries at the last sweep",
+            MetricType::Gauge,
+        )?
+        .encode_gauge(&gauge_value(sweep.live_entries))?;
+    }
+    family(
+        out,
+        "lb_agent_uptime_seconds",
+        "Seconds since the agent started",
+        MetricType::Gauge,
+    )?
+    .encode_gauge(&gauge_value(report.uptime_secs))
+}
+
+/// `lb_bgp_announced`, `lb_bgp_session_established`, `lb_maintenance`.
+fn bgp_announcements(out: &mut DescriptorEncoder, bgp: &crate::bgp::BgpStatus) -> fmt::Result {
+    let mut announced = family(
+        out,
         "lb_bgp_announced",
         "1 if BIRD announces the VIP address, 0 if it should but does not yet",
-    );
-    let established: Family<Labels, Gauge> = family(
-        registry,
+        MetricType::Gauge,
+    )?;
+    // An address both wanted and announced is one series.
+    let mut seen = std::collections::BTreeSet::new();
+    for address in bgp.wanted.iter().chain(&bgp.announced) {
+        if !seen.insert(address) {
+            continue;
+        }
+        let value = i64::from(bgp.announced.contains(address));
+        gauge(
+            &mut announced,
+            &[("address", escape(address).as_str())],
+            value,
+        )?;
+    }
+    let mut established = family(
+        out,
         "lb_bgp_session_established",
         "1 if the BGP session is established",
-    );
-    for address in bgp.wanted.iter().chain(&bgp.announced) {
-        announced
-            .get_or_create(&vec![("address", label(address))])
-            .set(i64::from(bgp.announced.contains(address)));
-    }
+        MetricType::Gauge,
+    )?;
     for peer in &bgp.peers {
-        established
-            .get_or_create(&vec![("neighbor", label(peer.neighbor))])
-            .set(i64::from(peer.established));
+        let value = i64::from(peer.established);
+        gauge(
+            &mut established,
+            &[("neighbor", escape(peer.neighbor).as_str())],
+            value,
+        )?;
     }
+    let mut maintenance = family(
+        out,
+        "lb_maintenance",
+        "1 for the maintenance phase the balancer is in",
+        MetricType::Gauge,
+    )?;
+    for phase in crate::bgp::maintenance::Phase::ALL {
+        let current = i64::from(phase == bgp.maintenance.phase);
+        gauge(&mut maintenance, &[("phase", phase.as_str())], current)?;
+    }
+    Ok(())
 }

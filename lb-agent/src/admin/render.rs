@@ -100,6 +100,14 @@ fn bgp_status(out: &mut String, bgp: &BgpStatus) {
         }
     };
     let _ = writeln!(out, "bgp: announcing {}", list(&bgp.announced));
+    let m = &bgp.maintenance;
+    if m.on {
+        let left = m
+            .drain_left_ms
+            .map(|ms| format!(", withdrawing in {:.1} s", ms as f64 / 1000.0))
+            .unwrap_or_default();
+        let _ = writeln!(out, "  maintenance: {}{left}", m.phase);
+    }
     if bgp.wanted != bgp.announced {
         let _ = writeln!(out, "  wanted {}", list(&bgp.wanted));
     }
@@ -107,9 +115,14 @@ fn bgp_status(out: &mut String, bgp: &BgpStatus) {
         let _ = writeln!(out, "  BIRD: {e}");
     }
     for p in &bgp.peers {
+        let why = p
+            .last_error
+            .as_ref()
+            .map(|e| format!(" ({e})"))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "  neighbor {} ({}): {}",
+            "  neighbor {} ({}): {}{why}",
             p.neighbor, p.protocol, p.state
         );
     }

@@ -1,32 +1,28 @@
-//! The axum server. Control handlers turn an HTTP request into an [`AdminRequest`] for the
-//! controller and its answer into a response; `/status` and `/metrics` are answered from a
-//! [`Reporter`] (the controller's latest snapshot and counters read on the spot), never by the
-//! controller, so a scrape never waits on it nor delays it.
+//! The routers and their handlers. Control handlers turn an HTTP request into an
+//! [`AdminRequest`] for the controller and its answer into a response, and log each action
+//! with its peer; `/status` and `/metrics` are answered from a [`Reporter`] (the controller's
+//! latest snapshot and counters read on the spot), never by the controller, so a scrape never
+//! waits on it nor delays it.
 
 use super::{
-    api::{AdminRequest, StatusReport, TIMEOUT},
-    metrics::render_metrics,
+    api::{AdminRequest, StatusReport},
+    listen::Peer,
+    metrics::metrics_body,
     render::name_of,
+    reply::{reply_channel, NoAnswer, Reply},
     METRICS_CONTENT_TYPE,
 };
 use crate::config::AdminState;
-use anyhow::Context as _;
 use axum::{
     extract::{Path, State},
     http::{header, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
-    Json, Router,
+    Extension, Json, Router,
 };
-use std::{future::IntoFuture as _, net::IpAddr, sync::Arc, time::Duration};
-use tokio::{
-    net::TcpListener,
-    sync::{mpsc, oneshot},
-};
-use tokio_util::sync::CancellationToken;
-
-/// After `shutdown`, how long open connections may take to finish before `serve` returns anyway.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+use std::{net::IpAddr, sync::Arc, time::Duration};
+use tokio::{sync::mpsc, time::Instant};
+use tracing::{info, warn};
 
 /// Builds the current status report (it reads counters: may block, run it off the runtime).
 pub type Reporter = Arc<dyn Fn() -> StatusReport + Send + Sync>;
@@ -38,62 +34,35 @@ struct AppState {
     timeout: Duration,
 }
 
-/// Serve until `shutdown` is cancelled.
-///
-/// After cancellation, requests in flight get `SHUTDOWN_GRACE` (5 s) to finish; then `serve`
-/// returns regardless.
-pub async fn serve(
-    listener: TcpListener,
-    requests: mpsc::Sender<AdminRequest>,
-    report: Reporter,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    serve_with_timeout(listener, requests, report, shutdown, TIMEOUT).await
-}
-
-pub(super) async fn serve_with_timeout(
-    listener: TcpListener,
-    requests: mpsc::Sender<AdminRequest>,
-    report: Reporter,
-    shutdown: CancellationToken,
-    timeout: Duration,
-) -> anyhow::Result<()> {
-    let local = listener
-        .local_addr()
-        .context("admin endpoint: local address of the listener")?;
-    tracing::info!(%local, "admin endpoint listening");
-    let app = router(AppState {
-        requests,
-        report,
-        timeout,
-    });
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .into_future();
-    let grace_over = async {
-        shutdown.cancelled().await;
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
-    };
-    tokio::select! {
-        result = server => result.with_context(|| format!("admin endpoint on {local}"))?,
-        () = grace_over => {
-            tracing::warn!(%local, "admin endpoint: connections still open after shutdown, leaving them");
-        }
-    }
-    tracing::info!(%local, "admin endpoint stopped");
-    Ok(())
-}
-
-fn router(state: AppState) -> Router {
+/// The read-only listener: `GET /metrics` and `GET /status`; other methods on them are 405,
+/// other paths 404.
+pub(super) fn read_router(report: Reporter) -> Router {
     Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/status", get(status_handler))
+        .with_state(report)
+}
+
+/// The control API: backend actions, reload, and `GET /status` (so the CLI needs one
+/// connection only). Handlers need the request's [`Peer`] extension (set by `listen`).
+pub(super) fn control_router(
+    requests: mpsc::Sender<AdminRequest>,
+    report: Reporter,
+    timeout: Duration,
+) -> Router {
+    Router::new()
+        .route("/status", get(control_status_handler))
         .route(
             "/vips/{vip}/backends/{addr}/{action}",
             post(backend_handler),
         )
         .route("/reload", post(reload_handler))
-        .with_state(state)
+        .route("/maintenance/{action}", post(maintenance_handler))
+        .with_state(AppState {
+            requests,
+            report,
+            timeout,
+        })
 }
 
 /// A plain-text answer, newline-terminated for `curl`.
@@ -111,38 +80,38 @@ fn text(status: StatusCode, body: impl std::fmt::Display) -> Response {
 }
 
 /// Sends a request built around a fresh reply channel and waits for the answer, at most
-/// `state.timeout` in all (a full queue counts against it too).
+/// `state.timeout` in all (a full queue counts against it too). A request not claimed by the
+/// controller by then is given up and never acted on (`reply`); one it claimed is answered
+/// with what it did.
 async fn ask<T>(
     state: &AppState,
-    make: impl FnOnce(oneshot::Sender<T>) -> AdminRequest,
+    make: impl FnOnce(Reply<T>) -> AdminRequest,
 ) -> Result<T, Response> {
-    let (reply, answer) = oneshot::channel();
-    let exchange = async {
-        state
-            .requests
-            .send(make(reply))
-            .await
-            .map_err(|_| "the agent's controller has stopped")?;
-        answer
-            .await
-            .map_err(|_| "the agent's controller dropped the request")
+    let deadline = Instant::now() + state.timeout;
+    let (reply, waiter) = reply_channel();
+    let unavailable = |message: &str| text(StatusCode::SERVICE_UNAVAILABLE, message);
+    let timed_out = || {
+        unavailable(&format!(
+            "the agent's controller did not answer within {} s; nothing was changed, try again",
+            state.timeout.as_secs_f64()
+        ))
     };
-    match tokio::time::timeout(state.timeout, exchange).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(message)) => Err(text(StatusCode::SERVICE_UNAVAILABLE, message)),
-        Err(_) => Err(text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "the agent's controller did not answer within {} s; try again",
-                state.timeout.as_secs_f64()
-            ),
-        )),
+    // A request still waiting for room in the queue at the deadline is dropped with the send.
+    match tokio::time::timeout_at(deadline, state.requests.send(make(reply))).await {
+        Err(_) => return Err(timed_out()),
+        Ok(Err(_)) => return Err(unavailable("the agent's controller has stopped")),
+        Ok(Ok(())) => {}
+    }
+    match waiter.wait(deadline).await {
+        Ok(value) => Ok(value),
+        Err(NoAnswer::TimedOut) => Err(timed_out()),
+        Err(NoAnswer::Dropped) => Err(unavailable("the agent's controller dropped the request")),
     }
 }
 
 /// The report, built on a blocking thread (a per-CPU counter read per VIP and backend).
-async fn current_report(state: &AppState) -> Result<StatusReport, Response> {
-    let report = state.report.clone();
+async fn current_report(report: &Reporter) -> Result<StatusReport, Response> {
+    let report = report.clone();
     tokio::task::spawn_blocking(move || report())
         .await
         .map_err(|e| {
@@ -153,8 +122,12 @@ async fn current_report(state: &AppState) -> Result<StatusReport, Response> {
         })
 }
 
-async fn status_handler(State(state): State<AppState>) -> Response {
-    let response = match current_report(&state).await {
+async fn control_status_handler(State(state): State<AppState>) -> Response {
+    status_handler(State(state.report)).await
+}
+
+async fn status_handler(State(report): State<Reporter>) -> Response {
+    let response = match current_report(&report).await {
         Ok(report) => Json(report).into_response(),
         Err(response) => response,
     };
@@ -162,18 +135,17 @@ async fn status_handler(State(state): State<AppState>) -> Response {
     response
 }
 
-async fn metrics_handler(State(state): State<AppState>) -> Response {
-    let response = match current_report(&state).await {
+/// The exposition streams from a blocking thread, which trims the heap once it is written.
+async fn metrics_handler(State(report): State<Reporter>) -> Response {
+    match current_report(&report).await {
         Ok(report) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
-            render_metrics(&report),
+            metrics_body(report, release_freed_heap),
         )
             .into_response(),
         Err(response) => response,
-    };
-    release_freed_heap();
-    response
+    }
 }
 
 /// A report of 10,000 backends takes tens of MB to build and render; glibc keeps what is
@@ -189,6 +161,7 @@ fn release_freed_heap() {
 
 async fn backend_handler(
     State(state): State<AppState>,
+    Extension(peer): Extension<Peer>,
     Path((vip, addr, action)): Path<(String, String, String)>,
 ) -> Response {
     let admin_state = match action.as_str() {
@@ -196,21 +169,24 @@ async fn backend_handler(
         "undrain" | "enable" => AdminState::Active,
         "disable" => AdminState::Disabled,
         other => {
+            warn!(%peer, vip, backend = addr, action, "control: unknown action");
             return text(
                 StatusCode::NOT_FOUND,
                 format!("unknown action {other:?}: use drain, undrain, disable or enable"),
-            )
+            );
         }
     };
     let backend: IpAddr = match addr.parse() {
         Ok(backend) => backend,
         Err(e) => {
+            warn!(%peer, vip, backend = addr, action, "control: invalid backend address");
             return text(
                 StatusCode::BAD_REQUEST,
                 format!("invalid backend address {addr:?}: {e} (expected an IPv4 or IPv6 address)"),
-            )
+            );
         }
     };
+    info!(%peer, vip, %backend, action, "control: backend action requested");
     let answer = ask(&state, |reply| AdminRequest::SetBackendState {
         vip: vip.clone(),
         backend,
@@ -219,22 +195,68 @@ async fn backend_handler(
     })
     .await;
     match answer {
-        Ok(Ok(())) => text(
-            StatusCode::OK,
-            format!(
-                "backend {backend} of VIP {vip}: admin state {}",
-                name_of(&admin_state)
-            ),
-        ),
-        Ok(Err(message)) => text(StatusCode::NOT_FOUND, message),
-        Err(response) => response,
+        Ok(Ok(())) => {
+            info!(%peer, vip, %backend, action, "control: backend action applied");
+            text(
+                StatusCode::OK,
+                format!(
+                    "backend {backend} of VIP {vip}: admin state {}",
+                    name_of(&admin_state)
+                ),
+            )
+        }
+        Ok(Err(message)) => {
+            warn!(%peer, vip, %backend, action, "control: backend action refused: {message}");
+            text(StatusCode::NOT_FOUND, message)
+        }
+        Err(response) => {
+            warn!(%peer, vip, %backend, action, "control: backend action not answered");
+            response
+        }
     }
 }
 
-async fn reload_handler(State(state): State<AppState>) -> Response {
+async fn reload_handler(
+    State(state): State<AppState>,
+    Extension(peer): Extension<Peer>,
+) -> Response {
+    info!(%peer, "control: reload requested");
     match ask(&state, AdminRequest::Reload).await {
-        Ok(Ok(summary)) => text(StatusCode::OK, summary),
-        Ok(Err(message)) => text(StatusCode::UNPROCESSABLE_ENTITY, message),
+        Ok(Ok(summary)) => {
+            info!(%peer, "control: reload applied: {summary}");
+            text(StatusCode::OK, summary)
+        }
+        Ok(Err(message)) => {
+            warn!(%peer, "control: reload rejected: {message}");
+            text(StatusCode::UNPROCESSABLE_ENTITY, message)
+        }
+        Err(response) => {
+            warn!(%peer, "control: reload not answered");
+            response
+        }
+    }
+}
+
+/// `POST /maintenance/on|off`: 200 with what happens next, 409 without a `[bgp]` section.
+async fn maintenance_handler(
+    State(state): State<AppState>,
+    Extension(peer): Extension<Peer>,
+    Path(action): Path<String>,
+) -> Response {
+    let on = match action.as_str() {
+        "on" => true,
+        "off" => false,
+        other => {
+            return text(
+                StatusCode::NOT_FOUND,
+                format!("unknown maintenance action {other:?}: use on or off"),
+            )
+        }
+    };
+    info!(%peer, on, "control: maintenance requested");
+    match ask(&state, |reply| AdminRequest::SetMaintenance { on, reply }).await {
+        Ok(Ok(message)) => text(StatusCode::OK, message),
+        Ok(Err(message)) => text(StatusCode::CONFLICT, message),
         Err(response) => response,
     }
 }

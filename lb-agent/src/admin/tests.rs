@@ -1,4 +1,9 @@
-use super::{client::request, server::serve_with_timeout, *};
+use super::{
+    client::{request, Target},
+    endpoints::serve_with,
+    listen::LIMITS,
+    *,
+};
 use crate::config::{AdminState, AllDown, HashMode, Protocol};
 use crate::health::Health;
 use http_body_util::Empty;
@@ -102,7 +107,9 @@ fn canned_report() -> StatusReport {
                 protocol: "lb_peer_198_18_0_1".to_owned(),
                 state: "Established".to_owned(),
                 established: true,
+                last_error: None,
             }],
+            maintenance: Default::default(),
         }),
     }
 }
@@ -124,6 +131,7 @@ async fn fake_controller(
                 state,
                 reply,
             } => {
+                let Some(reply) = reply.claim() else { continue };
                 let answer = match report.vips.iter().find(|v| v.name == vip) {
                     None => Err(format!("unknown VIP {vip:?}")),
                     Some(v) if !v.backends.iter().any(|b| b.address == backend) => {
@@ -137,41 +145,115 @@ async fn fake_controller(
                 let _ = reply.send(answer);
             }
             AdminRequest::Reload(reply) => {
-                let _ = reply.send(reload.clone());
+                if let Some(reply) = reply.claim() {
+                    let _ = reply.send(reload.clone());
+                }
+            }
+            AdminRequest::SetMaintenance { on, reply } => {
+                let Some(reply) = reply.claim() else { continue };
+                let _ = reply.send(match &report.bgp {
+                    Some(_) => Ok(format!("maintenance {}", if on { "on" } else { "off" })),
+                    None => Err("no [bgp] section".to_owned()),
+                });
             }
         }
     }
 }
 
-struct Harness {
-    addr: SocketAddr,
-    calls: Calls,
-    shutdown: CancellationToken,
-    server: JoinHandle<anyhow::Result<()>>,
+/// A directory under the system's temp dir, removed on drop.
+pub(super) struct TempDir(pub(super) std::path::PathBuf);
+
+impl TempDir {
+    pub(super) fn new(tag: &str) -> TempDir {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("lb-admin-{}-{n}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
 }
 
-async fn start(reload: Result<String, String>) -> Harness {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = mpsc::channel(8);
-    let calls = Calls::default();
-    tokio::spawn(fake_controller(rx, canned_report(), reload, calls.clone()));
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub(super) const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+pub(super) struct Harness {
+    /// The read-only listener.
+    pub(super) addr: SocketAddr,
+    /// The control socket.
+    pub(super) control: Control,
+    /// The TCP control listener with [`TOKEN`].
+    pub(super) control_tcp: SocketAddr,
+    pub(super) calls: Calls,
+    pub(super) shutdown: CancellationToken,
+    pub(super) server: JoinHandle<anyhow::Result<()>>,
+    pub(super) _dir: TempDir,
+}
+
+/// Every listener on loopback or in a temp dir, a fake controller behind them.
+pub(super) async fn start_with(
+    requests: mpsc::Sender<AdminRequest>,
+    timeout: Duration,
+    limits: listen::Limits,
+) -> (Harness, mpsc::Sender<AdminRequest>) {
+    let dir = TempDir::new("harness");
+    let read = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = read.local_addr().unwrap();
+    let socket_path = dir.0.join("admin.sock");
+    let socket = ControlSocket::bind(&socket_path).await.unwrap();
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let control_tcp = tcp.local_addr().unwrap();
+    let listeners = Listeners {
+        read,
+        control: Some(socket),
+        control_tcp: Some((tcp, Token::parse(TOKEN).unwrap())),
+    };
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(serve(listener, tx, canned_reporter(), shutdown.clone()));
-    Harness {
+    let server = tokio::spawn(serve_with(
+        listeners,
+        requests.clone(),
+        canned_reporter(),
+        shutdown.clone(),
+        timeout,
+        limits,
+    ));
+    let h = Harness {
         addr,
-        calls,
+        control: Control::Socket(socket_path),
+        control_tcp,
+        calls: Calls::default(),
         shutdown,
         server,
-    }
+        _dir: dir,
+    };
+    (h, requests)
+}
+
+pub(super) async fn start(reload: Result<String, String>) -> Harness {
+    let (tx, rx) = mpsc::channel(8);
+    let (h, _) = start_with(tx, Duration::from_secs(5), LIMITS).await;
+    tokio::spawn(fake_controller(
+        rx,
+        canned_report(),
+        reload,
+        h.calls.clone(),
+    ));
+    h
 }
 
 fn canned_reporter() -> Reporter {
     Arc::new(canned_report)
 }
 
-async fn raw_get(addr: SocketAddr, path: &str) -> (hyper::StatusCode, String) {
-    request(addr, hyper::Method::GET, path).await.unwrap()
+pub(super) async fn raw_get(addr: SocketAddr, path: &str) -> (hyper::StatusCode, String) {
+    request(Target::Read(addr), hyper::Method::GET, path)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -275,17 +357,17 @@ async fn backend_actions_reach_the_controller() {
     let h = start(Ok("reloaded".to_owned())).await;
     let b1: IpAddr = "198.18.1.1".parse().unwrap();
     let b3: IpAddr = "2001:db8::3".parse().unwrap();
-    let answer = post(h.addr, "/vips/web/backends/198.18.1.1/drain")
+    let answer = post(&h.control, "/vips/web/backends/198.18.1.1/drain")
         .await
         .unwrap();
     assert!(answer.contains("drain"), "{answer}");
-    post(h.addr, "/vips/web/backends/198.18.1.1/undrain")
+    post(&h.control, "/vips/web/backends/198.18.1.1/undrain")
         .await
         .unwrap();
-    post(h.addr, "/vips/dns/backends/2001:db8::3/disable")
+    post(&h.control, "/vips/dns/backends/2001:db8::3/disable")
         .await
         .unwrap();
-    post(h.addr, "/vips/dns/backends/2001:db8::3/enable")
+    post(&h.control, "/vips/dns/backends/2001:db8::3/enable")
         .await
         .unwrap();
     assert_eq!(
@@ -302,13 +384,13 @@ async fn backend_actions_reach_the_controller() {
 #[tokio::test]
 async fn unknown_vip_or_backend_is_404_with_the_controllers_message() {
     let h = start(Ok("reloaded".to_owned())).await;
-    let e = post(h.addr, "/vips/nope/backends/198.18.1.1/drain")
+    let e = post(&h.control, "/vips/nope/backends/198.18.1.1/drain")
         .await
         .unwrap_err()
         .to_string();
     assert!(e.contains("404"), "{e}");
     assert!(e.contains(r#"unknown VIP "nope""#), "{e}");
-    let e = post(h.addr, "/vips/web/backends/198.18.9.9/drain")
+    let e = post(&h.control, "/vips/web/backends/198.18.9.9/drain")
         .await
         .unwrap_err()
         .to_string();
@@ -320,20 +402,26 @@ async fn unknown_vip_or_backend_is_404_with_the_controllers_message() {
 #[tokio::test]
 async fn bad_address_is_400_and_bad_action_404() {
     let h = start(Ok("reloaded".to_owned())).await;
-    let e = post(h.addr, "/vips/web/backends/not-an-ip/drain")
+    let e = post(&h.control, "/vips/web/backends/not-an-ip/drain")
         .await
         .unwrap_err()
         .to_string();
     assert!(e.contains("400"), "{e}");
     assert!(e.contains("not-an-ip"), "{e}");
-    let e = post(h.addr, "/vips/web/backends/198.18.1.1/explode")
+    let e = post(&h.control, "/vips/web/backends/198.18.1.1/explode")
         .await
         .unwrap_err()
         .to_string();
     assert!(e.contains("404"), "{e}");
     assert!(h.calls.lock().unwrap().is_empty());
     // Wrong method.
-    let (status, _) = raw_get(h.addr, "/vips/web/backends/198.18.1.1/drain").await;
+    let (status, _) = request(
+        Target::Control(&h.control),
+        hyper::Method::GET,
+        "/vips/web/backends/198.18.1.1/drain",
+    )
+    .await
+    .unwrap();
     assert_eq!(status, hyper::StatusCode::METHOD_NOT_ALLOWED);
 }
 
@@ -341,11 +429,11 @@ async fn bad_address_is_400_and_bad_action_404() {
 async fn reload_ok_and_err() {
     let h = start(Ok("reloaded: 2 VIPs, 1 backend added".to_owned())).await;
     assert_eq!(
-        post(h.addr, "/reload").await.unwrap(),
+        post(&h.control, "/reload").await.unwrap(),
         "reloaded: 2 VIPs, 1 backend added"
     );
     let h = start(Err("line 3: unknown key `wieght`".to_owned())).await;
-    let e = post(h.addr, "/reload").await.unwrap_err().to_string();
+    let e = post(&h.control, "/reload").await.unwrap_err().to_string();
     assert!(e.contains("422"), "{e}");
     assert!(e.contains("line 3: unknown key `wieght`"), "{e}");
 }
@@ -354,8 +442,6 @@ async fn reload_ok_and_err() {
 /// requests give up with 503.
 #[tokio::test]
 async fn silent_controller_is_503_for_control_only() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let (tx, mut rx) = mpsc::channel::<AdminRequest>(8);
     // Keeps every request, answers none.
     tokio::spawn(async move {
@@ -364,36 +450,30 @@ async fn silent_controller_is_503_for_control_only() {
             held.push(request);
         }
     });
-    let shutdown = CancellationToken::new();
-    tokio::spawn(serve_with_timeout(
-        listener,
-        tx,
-        canned_reporter(),
-        shutdown.clone(),
-        Duration::from_millis(100),
-    ));
-    assert_eq!(fetch_status(addr).await.unwrap(), canned_report());
-    assert!(fetch_metrics(addr).await.unwrap().ends_with("# EOF\n"));
-    let e = post(addr, "/reload").await.unwrap_err().to_string();
+    let (h, _) = start_with(tx, Duration::from_millis(100), LIMITS).await;
+    assert_eq!(fetch_status(h.addr).await.unwrap(), canned_report());
+    assert_eq!(
+        fetch_status_control(&h.control).await.unwrap(),
+        canned_report()
+    );
+    assert!(fetch_metrics(h.addr).await.unwrap().ends_with("# EOF\n"));
+    let e = post(&h.control, "/reload").await.unwrap_err().to_string();
     assert!(e.contains("503"), "{e}");
-    shutdown.cancel();
+    h.shutdown.cancel();
 }
 
 #[tokio::test]
 async fn stopped_controller_is_503_for_control_only() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let (tx, rx) = mpsc::channel::<AdminRequest>(8);
     drop(rx);
-    let shutdown = CancellationToken::new();
-    tokio::spawn(serve(listener, tx, canned_reporter(), shutdown.clone()));
-    assert_eq!(fetch_status(addr).await.unwrap(), canned_report());
-    let e = post(addr, "/vips/web/backends/198.18.1.1/drain")
+    let (h, _) = start_with(tx, Duration::from_secs(5), LIMITS).await;
+    assert_eq!(fetch_status(h.addr).await.unwrap(), canned_report());
+    let e = post(&h.control, "/vips/web/backends/198.18.1.1/drain")
         .await
         .unwrap_err()
         .to_string();
     assert!(e.contains("503"), "{e}");
-    shutdown.cancel();
+    h.shutdown.cancel();
 }
 
 #[tokio::test]
@@ -408,6 +488,11 @@ async fn serve_stops_when_cancelled() {
         .unwrap();
     let e = fetch_status(h.addr).await.unwrap_err().to_string();
     assert!(e.contains("lb-agent run"), "{e}");
+    // The control socket file is gone with the agent.
+    let Control::Socket(path) = &h.control else {
+        unreachable!()
+    };
+    assert!(!path.exists(), "{} left behind", path.display());
 }
 
 #[tokio::test]
@@ -415,9 +500,23 @@ async fn no_agent_error_says_how_to_fix() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
-    let e = format!("{:#}", post(addr, "/reload").await.unwrap_err());
+    let e = format!("{:#}", fetch_status(addr).await.unwrap_err());
     assert!(e.contains("is `lb-agent run` running?"), "{e}");
     assert!(e.contains(&format!("admin_listen is {addr}")), "{e}");
+    let dir = TempDir::new("no-agent");
+    let path = dir.0.join("admin.sock");
+    let e = format!(
+        "{:#}",
+        post(&Control::Socket(path.clone()), "/reload")
+            .await
+            .unwrap_err()
+    );
+    assert!(e.contains("is `lb-agent run` running?"), "{e}");
+    assert!(
+        e.contains(&format!("control_socket is {}", path.display())),
+        "{e}"
+    );
+    assert!(e.contains("--socket PATH"), "{e}");
 }
 
 #[test]
@@ -527,4 +626,213 @@ fn stats_json_shape() {
   ]
 }"#;
     assert_eq!(json, expected);
+}
+
+#[tokio::test]
+async fn maintenance_on_and_off_reach_the_controller() {
+    let h = start(Ok("reloaded".to_owned())).await;
+    assert_eq!(
+        post(&h.control, "/maintenance/on").await.unwrap(),
+        "maintenance on"
+    );
+    assert_eq!(
+        post(&h.control, "/maintenance/off").await.unwrap(),
+        "maintenance off"
+    );
+    let e = post(&h.control, "/maintenance/sideways")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("404") && e.contains("use on or off"), "{e}");
+    // The read-only listener has no control routes at all.
+    let (status, _) = raw_get(h.addr, "/maintenance/on").await;
+    assert_eq!(status, hyper::StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn maintenance_without_bgp_is_409_with_the_controllers_reason() {
+    let (tx, rx) = mpsc::channel(8);
+    let (h, _) = start_with(tx, Duration::from_secs(5), LIMITS).await;
+    let report = StatusReport {
+        bgp: None,
+        ..canned_report()
+    };
+    tokio::spawn(fake_controller(
+        rx,
+        report,
+        Ok(String::new()),
+        Calls::default(),
+    ));
+    let e = post(&h.control, "/maintenance/on")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("409") && e.contains("no [bgp] section"), "{e}");
+    h.shutdown.cancel();
+}
+
+fn in_maintenance(phase: crate::bgp::maintenance::Phase, left: Option<u64>) -> StatusReport {
+    let mut report = canned_report();
+    if let Some(bgp) = report.bgp.as_mut() {
+        bgp.maintenance = crate::bgp::maintenance::MaintenanceStatus {
+            on: true,
+            phase,
+            drain_left_ms: left,
+        };
+        bgp.peers[0].state = "Active".to_owned();
+        bgp.peers[0].last_error = Some("Socket: Connection refused".to_owned());
+    }
+    report
+}
+
+mod registry_metrics;
+
+/// A report with what the canned one lacks: a sweep, an address both wanted and announced,
+/// label values to escape, and a few hundred backends.
+fn large_report() -> StatusReport {
+    let mut report = canned_report();
+    report.conn_sweep = Some(ConnSweepStatus {
+        live_entries: 17,
+        removed_entries: 3,
+        took_ms: 2,
+        secs_ago: 9,
+    });
+    report.vips[1].name = "we\"ird\\name\nhere".to_owned();
+    if let Some(bgp) = &mut report.bgp {
+        bgp.wanted.push("198.18.10.1".parse().unwrap());
+    }
+    for v in 0..5u32 {
+        let mut vip = report.vips[0].clone();
+        vip.name = format!("v{v}");
+        vip.backends = (0..60)
+            .map(|b| {
+                let mut backend = backend(&format!("198.18.{v}.{b}"), v * 100 + b, u64::from(b));
+                backend.admin_state = [AdminState::Active, AdminState::Drain][b as usize % 2];
+                backend.last_check_latency_ms = (b % 3 != 0).then_some(f64::from(b) / 7.0);
+                backend
+            })
+            .collect();
+        report.vips.push(vip);
+    }
+    report
+}
+
+#[test]
+fn maintenance_in_status_text_and_metrics() {
+    use crate::bgp::maintenance::Phase;
+    let normal = render_status(&canned_report());
+    assert!(!normal.contains("maintenance"), "{normal}");
+    let draining = render_status(&in_maintenance(Phase::Draining, Some(12_345)));
+    assert!(
+        draining.contains("  maintenance: draining, withdrawing in 12.3 s\n"),
+        "{draining}"
+    );
+    assert!(
+        draining.contains(
+            "neighbor 198.18.0.1 (lb_peer_198_18_0_1): Active (Socket: Connection refused)"
+        ),
+        "{draining}"
+    );
+    let withdrawn = render_status(&in_maintenance(Phase::Withdrawn, None));
+    assert!(
+        withdrawn.contains("  maintenance: withdrawn\n"),
+        "{withdrawn}"
+    );
+
+    let metrics = render_metrics(&in_maintenance(Phase::Draining, Some(1)));
+    for line in [
+        r#"lb_maintenance{phase="normal"} 0"#,
+        r#"lb_maintenance{phase="draining"} 1"#,
+        r#"lb_maintenance{phase="withdrawn"} 0"#,
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing {line} in\n{metrics}"
+        );
+    }
+    let normal = render_metrics(&canned_report());
+    assert!(
+        normal
+            .lines()
+            .any(|l| l == r#"lb_maintenance{phase="normal"} 1"#),
+        "{normal}"
+    );
+    // The JSON carries the phase for scripts.
+    let json = serde_json::to_value(in_maintenance(Phase::Withdrawn, None)).unwrap();
+    assert_eq!(json["bgp"]["maintenance"]["phase"], "withdrawn");
+}
+
+/// Family blocks (HELP, TYPE, then sorted series), the process-wide lag histogram without
+/// values (checkers of other tests move it between two renders).
+fn families(text: &str) -> Vec<(Vec<String>, Vec<String>)> {
+    let mut blocks: Vec<(Vec<String>, Vec<String>)> = Vec::new();
+    for line in text.lines() {
+        if line.starts_with("# HELP") || blocks.is_empty() {
+            blocks.push((Vec::new(), Vec::new()));
+        }
+        let block = blocks.last_mut().unwrap();
+        if line.starts_with('#') {
+            block.0.push(line.to_owned());
+        } else if line.starts_with("lb_health_check_schedule_lag_seconds") {
+            block.1.push(line.rsplit_once(' ').unwrap().0.to_owned());
+        } else {
+            block.1.push(line.to_owned());
+        }
+    }
+    for block in &mut blocks {
+        block.1.sort();
+    }
+    blocks
+}
+
+/// The streaming renderer writes what the registry of families wrote, byte for byte, but for
+/// the order of series within a family (a family's hash map had none).
+#[test]
+fn exposition_matches_the_registry_renderer() {
+    for report in [canned_report(), large_report()] {
+        let new = render_metrics(&report);
+        let old = registry_metrics::render_metrics(&report);
+        assert_eq!(families(&new), families(&old), "new:\n{new}\nold:\n{old}");
+        assert!(new.ends_with("# EOF\n"));
+    }
+}
+
+/// The streamed body is the same text as the whole one.
+#[tokio::test]
+async fn streamed_body_is_the_whole_exposition() {
+    let report = large_report();
+    let body = super::metrics::metrics_body(report.clone(), || {});
+    let bytes = http_body_util::BodyExt::collect(body)
+        .await
+        .unwrap()
+        .to_bytes();
+    let streamed = String::from_utf8(bytes.to_vec()).unwrap();
+    assert_eq!(families(&streamed), families(&render_metrics(&report)));
+}
+
+/// A body of many chunks reaches the CLI's client whole.
+#[tokio::test]
+async fn large_exposition_through_the_server() {
+    let read = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = read.local_addr().unwrap();
+    let listeners = Listeners {
+        read,
+        control: None,
+        control_tcp: None,
+    };
+    let (tx, _rx) = mpsc::channel(8);
+    let shutdown = CancellationToken::new();
+    let report = large_report();
+    let reporter: Reporter = Arc::new(large_report);
+    tokio::spawn(serve_with(
+        listeners,
+        tx,
+        reporter,
+        shutdown.clone(),
+        Duration::from_secs(5),
+        LIMITS,
+    ));
+    let body = fetch_metrics(addr).await.unwrap();
+    assert_eq!(families(&body), families(&render_metrics(&report)));
+    shutdown.cancel();
 }

@@ -47,6 +47,16 @@ pub struct BgpConfig {
     /// kernel removes the device, and BIRD withdraws every route through it.
     #[serde(default = "default_announce_interface")]
     pub announce_interface: String,
+    /// `lb-agent maintenance on`: how long the routes stay announced with the graceful-shutdown
+    /// community (routers move new flows to the other balancers) before they are withdrawn.
+    #[serde(default = "default_maintenance_drain_ms")]
+    pub maintenance_drain_ms: u64,
+    /// BFD transmit and receive interval of the sessions with `bfd = true`.
+    #[serde(default = "default_bfd_interval_ms")]
+    pub bfd_interval_ms: u32,
+    /// Missed BFD packets after which the session (and its routes) goes down.
+    #[serde(default = "default_bfd_multiplier")]
+    pub bfd_multiplier: u8,
     #[serde(rename = "neighbor")]
     pub neighbors: Vec<Neighbor>,
 }
@@ -67,6 +77,10 @@ pub struct Neighbor {
     /// Allow a peer this many hops away (for example a route reflector on a loopback).
     #[serde(default)]
     pub multihop: Option<u8>,
+    /// Watch the path with BFD: a silent peer is noticed after `bfd_interval_ms` ×
+    /// `bfd_multiplier` instead of the hold time. The router must run BFD for this session too.
+    #[serde(default)]
+    pub bfd: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,6 +104,21 @@ fn default_include_file() -> PathBuf {
 fn default_announce_interface() -> String {
     "lb-announce".to_string()
 }
+fn default_maintenance_drain_ms() -> u64 {
+    30_000
+}
+fn default_bfd_interval_ms() -> u32 {
+    100
+}
+fn default_bfd_multiplier() -> u8 {
+    3
+}
+
+/// Longest accepted drain: beyond an hour it is a typo, and the balancer would sit half-out.
+const MAX_DRAIN_MS: u64 = 3_600_000;
+/// BIRD's bounds for BFD intervals are wider; below 10 ms packets get lost under load, above
+/// 10 s the hold timer is as good.
+const BFD_INTERVAL_MS: std::ops::RangeInclusive<u32> = 10..=10_000;
 
 impl fmt::Display for Community {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -165,6 +194,7 @@ impl BgpConfig {
                 ),
             );
         }
+        self.check_maintenance_and_bfd(p, out);
         let iface = &self.announce_interface;
         if iface.is_empty()
             || iface.len() > 15
@@ -185,6 +215,44 @@ impl BgpConfig {
                     self.include_file.display()
                 ),
             );
+        }
+    }
+
+    fn check_maintenance_and_bfd(&self, p: &KeyPath, out: &mut Problems) {
+        if self.maintenance_drain_ms > MAX_DRAIN_MS {
+            out.add(
+                p.key("maintenance_drain_ms"),
+                format!(
+                    "must be at most {MAX_DRAIN_MS} (an hour), got {}",
+                    self.maintenance_drain_ms
+                ),
+            );
+        }
+        if !BFD_INTERVAL_MS.contains(&self.bfd_interval_ms) {
+            out.add(
+                p.key("bfd_interval_ms"),
+                format!(
+                    "must be {} to {} milliseconds, got {}",
+                    BFD_INTERVAL_MS.start(),
+                    BFD_INTERVAL_MS.end(),
+                    self.bfd_interval_ms
+                ),
+            );
+        } else if self.bfd_multiplier == 0 {
+            out.add(p.key("bfd_multiplier"), "must be at least 1 (3 is usual)");
+        } else if self.neighbors.iter().any(|n| n.bfd) {
+            // BFD that notices no sooner than the hold timer only adds packets.
+            let detect = u64::from(self.bfd_interval_ms) * u64::from(self.bfd_multiplier);
+            if detect >= u64::from(self.hold_time) * 1000 {
+                out.add(
+                    p.key("bfd_multiplier"),
+                    format!(
+                        "bfd_interval_ms × bfd_multiplier = {detect} ms is not shorter than \
+                         hold_time ({} s): lower them, or turn bfd off",
+                        self.hold_time
+                    ),
+                );
+            }
         }
     }
 

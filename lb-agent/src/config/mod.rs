@@ -2,15 +2,16 @@
 //! and the line.
 //!
 //! `schema` holds the types and defaults, `validate` the rules serde cannot express, `locate`
-//! the key path and line of an error; `bgp` is the optional `[bgp]` section.
+//! the key path and line of an error; `read` reads the file (regular files only, capped, off
+//! the runtime with a timeout); `bgp` is the optional `[bgp]` section.
 
-use anyhow::Context as _;
 use std::path::Path;
 use toml::de::DeTable;
 
 mod bgp;
 mod datapath;
 mod locate;
+mod read;
 mod schema;
 mod validate;
 
@@ -18,15 +19,18 @@ mod validate;
 mod tests;
 
 pub use bgp::{BgpConfig, Community, Neighbor};
+pub use read::{read_text, Reader, MAX_BYTES, READ_TIMEOUT};
 pub use schema::{
     AdminState, AgentConfig, AllDown, BackendConfig, CheckKind, Config, GatewayMac, HashMode,
     HealthCheckConfig, Mac, Protocol, VipConfig, XdpMode,
 };
+pub use validate::interface_name_problem;
 
 /// Reads and validates the configuration file at `path`; errors are `path:LINE: key: problem`.
+/// Only a regular file of at most [`MAX_BYTES`] is read ([`read_text`]); this blocks on the
+/// file system, so the running agent calls it through a [`Reader`].
 pub fn load(path: &Path) -> anyhow::Result<Config> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading the configuration file {}", path.display()))?;
+    let text = read_text(path)?;
     parse(&text, &path.display().to_string())
 }
 

@@ -32,8 +32,18 @@ pub struct AgentConfig {
     pub xdp_mode: XdpMode,
     #[serde(default = "default_pin_path")]
     pub pin_path: PathBuf,
+    /// The read-only listener: GET /metrics and /status.
     #[serde(default = "default_admin_listen")]
     pub admin_listen: SocketAddr,
+    /// The control API (drain, reload, ...): a Unix socket, mode 0600.
+    #[serde(default = "default_control_socket")]
+    pub control_socket: PathBuf,
+    /// A TCP control listener as well; only with `control_token_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_listen: Option<SocketAddr>,
+    /// The bearer token of `control_listen` (mode 0600 or stricter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_token_file: Option<PathBuf>,
     #[serde(default)]
     pub gateway_mac: GatewayMac,
     /// Outer source of IPv4 encapsulation; required when any backend is IPv4.
@@ -220,6 +230,9 @@ fn default_pin_path() -> PathBuf {
 }
 fn default_admin_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9300))
+}
+fn default_control_socket() -> PathBuf {
+    PathBuf::from("/run/lb-agent/admin.sock")
 }
 fn default_table_size() -> u32 {
     lb_common::DEFAULT_TABLE_SIZE

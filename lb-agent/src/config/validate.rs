@@ -1,9 +1,18 @@
 //! The rules serde cannot express: ranges, uniqueness and cross-field requirements. Every
 //! problem is collected (not just the first) with the key path it is about; `parse` adds lines.
 
-use std::{collections::HashMap, net::IpAddr};
+use std::{
+    collections::{HashMap, HashSet},
+    net::IpAddr,
+};
 
 use super::{locate::KeyPath, CheckKind, Config, Protocol, VipConfig};
+
+mod admin;
+mod values;
+
+pub use values::interface_name_problem;
+use values::{http_path_problem, non_unicast, INTERVAL_MS, MAX_TABLE_SIZE, MAX_TABLE_SLOTS};
 
 impl Config {
     /// The semantic checks of [`parse`](super::parse) for a configuration built in code:
@@ -33,10 +42,26 @@ impl Config {
     fn check_agent(&self, out: &mut Problems) {
         let a = &self.agent;
         let agent = KeyPath::default().key("agent");
-        if a.interface.trim().is_empty() {
-            out.add(agent.key("interface"), "must not be empty");
+        if let Some(problem) = interface_name_problem(&a.interface) {
+            out.add(agent.key("interface"), problem);
+        }
+        for (key, address) in [
+            ("encap_source_v4", a.encap_source_v4.map(IpAddr::V4)),
+            ("encap_source_v6", a.encap_source_v6.map(IpAddr::V6)),
+        ] {
+            let Some(address) = address else { continue };
+            if let Some(what) = non_unicast(address) {
+                out.add(
+                    agent.key(key),
+                    format!(
+                        "{address} is {what}; the outer source must be a unicast address of \
+                         this host"
+                    ),
+                );
+            }
         }
         self.check_encap_sources(out);
+        admin::check(a, &agent, out);
         self.check_agent_sizes(&agent, out);
         self.check_mtu(&agent, out);
         self.check_datapath(&agent, out);
@@ -104,6 +129,11 @@ impl Config {
                 agent.key("table_size"),
                 format!("must be a prime number >= 101, got {}", a.table_size),
             );
+        } else if a.table_size > MAX_TABLE_SIZE {
+            out.add(
+                agent.key("table_size"),
+                format!("must be at most {MAX_TABLE_SIZE}, got {}", a.table_size),
+            );
         }
         if a.max_vips == 0 {
             out.add(agent.key("max_vips"), "must be at least 1, got 0");
@@ -114,6 +144,18 @@ impl Config {
                     "{} VIPs are configured but max_vips is {}",
                     self.vips.len(),
                     a.max_vips
+                ),
+            );
+        }
+        let slots = u64::from(a.max_vips) * 2 * u64::from(a.table_size);
+        // Only for a table_size within its own bounds: otherwise that is the problem to fix.
+        if a.table_size <= MAX_TABLE_SIZE && slots > MAX_TABLE_SLOTS {
+            out.add(
+                agent.key("max_vips"),
+                format!(
+                    "max_vips x 2 x table_size ({} x 2 x {}) must be at most {MAX_TABLE_SLOTS} \
+                     slots (the size of the table maps): lower max_vips or table_size",
+                    a.max_vips, a.table_size
                 ),
             );
         }
@@ -158,9 +200,16 @@ impl Config {
         let mut endpoints: HashMap<(IpAddr, u16, Protocol), usize> = HashMap::new();
         // Counted across VIPs: the `BACKENDS` array is shared.
         let mut total_backends: u64 = 0;
+        let vip_addresses: HashSet<IpAddr> = self.vips.iter().map(|v| v.address).collect();
         for (i, v) in self.vips.iter().enumerate() {
             let vp = vip_path(i);
             check_vip_name(v, i, &vp, &mut names, out);
+            if let Some(what) = non_unicast(v.address) {
+                out.add(
+                    vp.key("address"),
+                    format!("{} is {what}; a VIP must be a unicast address", v.address),
+                );
+            }
             if let Some(first) = endpoints.get(&(v.address, v.port, v.protocol)) {
                 out.add(
                     vp.clone(),
@@ -175,7 +224,7 @@ impl Config {
                 endpoints.insert((v.address, v.port, v.protocol), i);
             }
             check_health(v, &vp.key("health_check"), out);
-            self.check_backends(i, v, &mut total_backends, out);
+            self.check_backends(i, v, &vip_addresses, &mut total_backends, out);
         }
     }
 
@@ -184,6 +233,7 @@ impl Config {
         &self,
         i: usize,
         v: &VipConfig,
+        vip_addresses: &HashSet<IpAddr>,
         total_backends: &mut u64,
         out: &mut Problems,
     ) {
@@ -202,6 +252,7 @@ impl Config {
         let mut addresses: HashMap<IpAddr, usize> = HashMap::new();
         for (j, b) in v.backends.iter().enumerate() {
             let p = bp.index(j);
+            check_backend_address(b.address, vip_addresses, &p, out);
             if let Some(first) = addresses.get(&b.address) {
                 out.add(
                     p.key("address"),
@@ -262,6 +313,27 @@ fn check_vip_name<'a>(
     }
 }
 
+/// A backend must be another host: encapsulating to a VIP address would loop the packet
+/// through the balancer again.
+fn check_backend_address(
+    address: IpAddr,
+    vip_addresses: &HashSet<IpAddr>,
+    p: &KeyPath,
+    out: &mut Problems,
+) {
+    if let Some(what) = non_unicast(address) {
+        out.add(
+            p.key("address"),
+            format!("{address} is {what}; a backend must be a unicast address of another host"),
+        );
+    } else if vip_addresses.contains(&address) {
+        out.add(
+            p.key("address"),
+            format!("{address} is a VIP address; a backend must be another host"),
+        );
+    }
+}
+
 /// `p` is the backend's path.
 fn check_weight(weight: u32, p: &KeyPath, out: &mut Problems) {
     if !(1..=10_000).contains(&weight) {
@@ -279,10 +351,15 @@ fn check_weight(weight: u32, p: &KeyPath, out: &mut Problems) {
 
 fn check_health(v: &VipConfig, hp: &KeyPath, out: &mut Problems) {
     let hc = &v.health_check;
-    if hc.interval_ms < 10 {
+    if !INTERVAL_MS.contains(&hc.interval_ms) {
         out.add(
             hp.key("interval_ms"),
-            format!("must be at least 10, got {}", hc.interval_ms),
+            format!(
+                "must be between {} and {} (1 hour), got {}",
+                INTERVAL_MS.start(),
+                INTERVAL_MS.end(),
+                hc.interval_ms
+            ),
         );
     }
     if hc.timeout_ms == 0 {
@@ -302,11 +379,8 @@ fn check_health(v: &VipConfig, hp: &KeyPath, out: &mut Problems) {
     if hc.fall == 0 {
         out.add(hp.key("fall"), "must be at least 1, got 0");
     }
-    if !hc.path.starts_with('/') {
-        out.add(
-            hp.key("path"),
-            format!("must start with '/', got {:?}", hc.path),
-        );
+    if let Some(problem) = http_path_problem(&hc.path) {
+        out.add(hp.key("path"), problem);
     }
     if !(100..=599).contains(&hc.expect_status) {
         out.add(

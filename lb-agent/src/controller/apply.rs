@@ -8,10 +8,10 @@ use super::{
     BackendRt, Controller, VipRt,
 };
 use crate::{
-    config::{self, BackendConfig, CheckKind, VipConfig},
+    config::{BackendConfig, CheckKind, Config, VipConfig},
     health::{self, CheckSpec, Health},
 };
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use lb_common::{words_addr, Backend, VipKey, VipMeta, MAX_BACKENDS};
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
@@ -227,11 +227,12 @@ impl Controller {
         Some(token)
     }
 
-    /// Re-read the configuration file and apply the difference with the least disturbance.
-    pub fn reload(&mut self) -> Result<String> {
+    /// Apply a new configuration (read and parsed off this task, see `start_reload`) with the
+    /// least disturbance; an error before any change (e.g. a restart-only key) keeps the
+    /// running configuration whole.
+    pub fn apply_config(&mut self, mut new: Config) -> Result<String> {
         let span = info_span!("reload", path = %self.config_path.display());
         let _enter = span.enter();
-        let mut new = config::load(&self.config_path).context("the running configuration stays")?;
         if let Some(iface) = &self.interface_override {
             new.agent.interface = iface.clone();
         }

@@ -9,18 +9,22 @@
 //! | `policy`  | a VIP's table members and weights                            | yes  |
 //! | `reload`  | what a new configuration changes                             | yes  |
 //! | `apply`   | adding, updating and removing VIPs and backends (maps, checkers) | no |
+//! | `load`    | reading a reloaded file off this task, then applying it      | no   |
 //! | `publish` | building and publishing a VIP's table                        | no   |
 //! | `sweep`   | connection-table sweeps and settling moved slots             | no   |
 //! | `status`  | the shared snapshot and the report built from it             | no   |
 
 mod apply;
 mod ids;
+mod link;
+mod load;
 mod policy;
 mod publish;
 mod reload;
 mod status;
 mod sweep;
 
+pub use load::LoadedConfig;
 pub use reload::{vip_flags, vip_key};
 pub use status::{Snapshot, StatusSource};
 pub use sweep::{SweepDone, SweepJob, SweepSummary};
@@ -29,7 +33,7 @@ use crate::{
     admin::AdminRequest,
     bgp::Speaker,
     config::{self, AdminState, AgentConfig, Config, VipConfig},
-    dataplane::{Attachment, Balancer, Sweeper},
+    dataplane::{Balancer, Sweeper},
     health::{CheckReport, Health},
 };
 use anyhow::{anyhow, Result};
@@ -43,7 +47,7 @@ use std::{
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 /// One backend of one VIP, as the agent tracks it. Its generation lives in `BackendIds`.
 struct BackendRt {
@@ -113,7 +117,9 @@ pub struct Controller {
     gateway_mac: [u8; 6],
     local_mac: [u8; 6],
     flow_hash_key: FlowHashKey,
-    attachment: Option<Attachment>,
+    xdp: link::XdpState,
+    /// When to try attaching again to an interface that came back and refused the program.
+    attach_retry: Option<Instant>,
     vips: BTreeMap<String, VipRt>,
     ids: BackendIds,
     reports: mpsc::Sender<CheckReport>,
@@ -123,6 +129,11 @@ pub struct Controller {
     last_sweep: Option<Instant>,
     sweep_summary: Option<SweepSummary>,
     shared: status::Shared,
+    /// Reads reloaded files on a blocking thread, one at a time.
+    reader: config::Reader,
+    loaded_tx: mpsc::Sender<LoadedConfig>,
+    /// Taken by the event loop (`take_loaded`).
+    loaded_rx: Option<mpsc::Receiver<LoadedConfig>>,
 }
 
 /// Least time between slow-start table updates.
@@ -138,6 +149,7 @@ impl Controller {
                 .map(|b| (!b.is_free(), b.generation)),
         );
         let shared = status::Shared::new(&setup, dp.options().table_size, dp.counters());
+        let (loaded_tx, loaded_rx) = mpsc::channel(4);
         let mut ctl = Self {
             dp,
             config: setup.config.clone(),
@@ -146,7 +158,8 @@ impl Controller {
             gateway_mac: setup.gateway_mac,
             local_mac: setup.local_mac,
             flow_hash_key: setup.flow_hash_key,
-            attachment: None,
+            xdp: link::XdpState::Pending,
+            attach_retry: None,
             vips: BTreeMap::new(),
             ids,
             reports,
@@ -155,6 +168,9 @@ impl Controller {
             last_sweep: None,
             sweep_summary: None,
             shared,
+            reader: config::Reader::default(),
+            loaded_tx,
+            loaded_rx: Some(loaded_rx),
         };
         ctl.sweeper = ctl.dp.take_sweeper();
         ctl.write_lb_config(&setup.config.agent)?;
@@ -240,6 +256,7 @@ impl Controller {
 
     /// Slow start: republish VIPs whose backends are still ramping up.
     pub fn on_tick(&mut self) -> Result<()> {
+        self.retry_attach();
         let window = Duration::from_millis(self.config.agent.slow_start_ms);
         // Every VIP with a backend still marked as ramping is republished, including one whose
         // window just ended: that publish gives it full weight, however late the tick came.
@@ -266,7 +283,8 @@ impl Controller {
         Ok(())
     }
 
-    /// A request of the control API; status and metrics never come here.
+    /// A request of the control API; status and metrics never come here. A request whose
+    /// requester gave up (its reply cannot be claimed) is dropped unapplied.
     pub fn on_admin(&mut self, request: AdminRequest) {
         match request {
             AdminRequest::SetBackendState {
@@ -275,12 +293,34 @@ impl Controller {
                 state,
                 reply,
             } => {
+                let Some(reply) = reply.claim() else {
+                    warn!(vip, backend = %backend, ?state, "admin request given up by its sender before it was handled: not applied");
+                    return;
+                };
                 let result = self.set_admin_state(&vip, backend, state);
                 let _ = reply.send(result.map_err(|e| format!("{e:#}")));
             }
-            AdminRequest::Reload(reply) => {
-                let result = self.reload();
-                let _ = reply.send(result.map_err(|e| format!("{e:#}")));
+            // Claimed once the file is read and parsed (`on_loaded`).
+            AdminRequest::Reload(reply) => self.start_reload(Some(reply)),
+            AdminRequest::SetMaintenance { on, reply } => {
+                let Some(reply) = reply.claim() else {
+                    warn!(on, "maintenance request given up by its sender before it was handled: not applied");
+                    return;
+                };
+                let result = match &self.bgp {
+                    Some(speaker) => {
+                        let answer = speaker.set_maintenance(on);
+                        // Status shows the new phase from the moment the command returns.
+                        self.share_now();
+                        Ok(answer)
+                    }
+                    None => Err(format!(
+                        "maintenance mode changes BGP announcements, and {} has no [bgp] \
+                         section: take this balancer out where its traffic is routed",
+                        self.config_path.display()
+                    )),
+                };
+                let _ = reply.send(result);
             }
         }
     }
@@ -326,6 +366,29 @@ impl Controller {
             .set_backend(id, &lb_common::Backend::new(addr, generation, vip_id))
     }
 
+    /// The MAC encapsulated packets are sent to now.
+    pub fn gateway_mac(&self) -> [u8; 6] {
+        self.gateway_mac
+    }
+
+    /// The gateway's MAC changed (`gateway_mac = "auto"`): packets leave for the new one.
+    pub fn on_gateway(&mut self, change: crate::gateway::GatewayChange) -> Result<()> {
+        if change.to == self.gateway_mac {
+            return Ok(());
+        }
+        let span = tracing::info_span!("gateway", via = %change.via);
+        let _enter = span.enter();
+        self.gateway_mac = change.to;
+        let agent = self.config.agent.clone();
+        self.write_lb_config(&agent)?;
+        info!(
+            from = %crate::netinfo::format_mac(&change.from),
+            to = %crate::netinfo::format_mac(&change.to),
+            "gateway MAC changed: encapsulated packets now go to the new MAC"
+        );
+        Ok(())
+    }
+
     /// Announce over BGP from now on; called once the tables are published.
     pub fn set_speaker(&mut self, speaker: Speaker) {
         self.bgp = Some(speaker);
@@ -354,14 +417,6 @@ impl Controller {
     /// The data plane, for tests and benchmarks that run packets through it.
     pub fn balancer(&mut self) -> &mut Balancer {
         &mut self.dp
-    }
-
-    /// Attach (or swap into the pinned link) once the maps are programmed.
-    pub fn attach(&mut self, iface: &str, mode: config::XdpMode) -> Result<Attachment> {
-        let how = self.dp.attach(iface, mode)?;
-        self.attachment = Some(how);
-        self.share_now();
-        Ok(how)
     }
 
     /// Stop every health checker (the data plane is left as it is).

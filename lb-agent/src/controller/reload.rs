@@ -171,6 +171,18 @@ pub fn restart_only_fields_unchanged(old_config: &Config, new_config: &Config) -
         (old.xdp_mode != new.xdp_mode, "agent.xdp_mode"),
         (old.pin_path != new.pin_path, "agent.pin_path"),
         (old.admin_listen != new.admin_listen, "agent.admin_listen"),
+        (
+            old.control_socket != new.control_socket,
+            "agent.control_socket",
+        ),
+        (
+            old.control_listen != new.control_listen,
+            "agent.control_listen",
+        ),
+        (
+            old.control_token_file != new.control_token_file,
+            "agent.control_token_file",
+        ),
         (old.table_size != new.table_size, "agent.table_size"),
         (old.max_vips != new.max_vips, "agent.max_vips"),
         (

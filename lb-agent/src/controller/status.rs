@@ -10,6 +10,7 @@ use crate::{
     config::CheckKind,
     dataplane::Counters,
 };
+use lb_common::TrafficCounters;
 use std::{
     collections::{BTreeMap, BTreeSet},
     sync::Arc,
@@ -50,11 +51,22 @@ impl StatusSource {
         self.snapshot.borrow().clone()
     }
 
-    /// The full report: the latest snapshot with counters read now (one lookup per VIP and
-    /// backend: run it where blocking is allowed).
+    /// The full report: the latest snapshot with counters read now (a batch of syscalls: run
+    /// it where blocking is allowed).
     pub fn report(&self) -> StatusReport {
         let snap = self.snapshot();
         let c = &self.counters;
+        // Whole arrays up to the highest id in use, a few hundred entries per syscall.
+        let ids = snap.vips.values();
+        let vip_ids = ids.clone().map(|(id, _)| id + 1).max().unwrap_or(0);
+        let backend_ids = ids
+            .flat_map(|(_, v)| v.backends.iter().map(|b| b.id + 1))
+            .max()
+            .unwrap_or(0);
+        let vip_traffic = c.vips(vip_ids).unwrap_or_default();
+        let backend_traffic = c.backends(backend_ids).unwrap_or_default();
+        let traffic =
+            |all: &[TrafficCounters], id: u32| all.get(id as usize).copied().unwrap_or_default();
         let counters = c
             .stats()
             .map(|all| {
@@ -68,10 +80,10 @@ impl StatusSource {
             .values()
             .map(|(id, v)| {
                 let mut v = VipStatus::clone(v);
-                let traffic = c.vip(*id).unwrap_or_default();
-                (v.packets, v.bytes) = (traffic.packets, traffic.bytes);
+                let t = traffic(&vip_traffic, *id);
+                (v.packets, v.bytes) = (t.packets, t.bytes);
                 for b in &mut v.backends {
-                    let t = c.backend(b.id).unwrap_or_default();
+                    let t = traffic(&backend_traffic, b.id);
                     (b.packets, b.bytes) = (t.packets, t.bytes);
                 }
                 v
@@ -177,9 +189,7 @@ impl Controller {
         self.shared.urgent = false;
         let before = self.shared.tx.borrow().clone();
         let snapshot = Snapshot {
-            xdp_mode: self
-                .attachment
-                .map_or("detached".to_string(), |a| a.to_string()),
+            xdp_mode: self.xdp.to_string(),
             vips: self.shared.vips.clone(),
             bgp: self.bgp.as_ref().map(|s| s.status()),
             sweep: self.sweep_summary.zip(self.last_sweep),

@@ -1,8 +1,8 @@
 //! Attaching programs through XDP links, pinning those links so forwarding outlives the agent,
 //! and removing what the balancer pinned.
 
-use super::maps;
-use anyhow::{Context, Result};
+use super::{maps, pinned};
+use anyhow::{bail, Context, Result};
 use aya::programs::Xdp;
 use std::path::{Path, PathBuf};
 
@@ -33,24 +33,98 @@ impl std::fmt::Display for Attachment {
     }
 }
 
-/// Attach `prog` to `iface`, adopting the link pinned at `link_pin` when there is one.
+/// Attach `prog` to `iface`, adopting the link pinned at `link_pin` when there is one. A pinned
+/// link whose interface is gone (severed) is replaced; one that serves another interface is
+/// refused.
 pub(super) fn attach_xdp(
     prog: &mut Xdp,
     iface: &str,
     mode: crate::config::XdpMode,
     link_pin: Option<&Path>,
 ) -> Result<Attachment> {
-    use crate::config::XdpMode as Mode;
-    use aya::programs::{links::FdLink, links::PinnedLink, xdp::XdpLink, XdpMode as Flags};
+    use aya::programs::links::FdLink;
     if let Some(pin) = link_pin.filter(|p| p.exists()) {
-        let pinned = PinnedLink::from_pin(pin)
-            .with_context(|| format!("opening the pinned link {}", pin.display()))?;
-        let link = XdpLink::try_from(FdLink::from(pinned))
-            .context("the pinned link is not an XDP link")?;
-        prog.attach_to_link(link)
-            .context("swapping the new program into the pinned link")?;
-        return Ok(Attachment::Adopted);
+        if let Some(how) = adopt(prog, iface, pin)? {
+            return Ok(how);
+        }
     }
+    let how = attach_fresh(prog, iface, mode)?;
+    if let Some(pin) = link_pin {
+        let link = prog.take_link(how.1).context("taking the XDP link")?;
+        let fd_link = FdLink::try_from(link)
+            .context("the kernel gave no bpf_link for XDP (kernel too old to pin it)")?;
+        if let Some(dir) = pin.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        fd_link
+            .pin(pin)
+            .with_context(|| format!("pinning the XDP link at {}", pin.display()))?;
+    }
+    Ok(how.0)
+}
+
+/// Swap `prog` into the link pinned at `pin`. None: the link was severed (its interface went
+/// away) and has been removed, so the caller attaches afresh.
+fn adopt(prog: &mut Xdp, iface: &str, pin: &Path) -> Result<Option<Attachment>> {
+    use aya::programs::{links::FdLink, links::PinnedLink, xdp::XdpLink};
+    let state = pinned::link_state(pin)?;
+    if state.severed() {
+        replace_severed(pin, iface)?;
+        return Ok(None);
+    }
+    let here = pinned::ifindex(iface)
+        .with_context(|| format!("no interface {iface} in this network namespace to attach to"))?;
+    if state.ifindex != here {
+        bail!(
+            "the XDP link pinned at {} serves interface index {}, but {iface} is index {here} \
+             here (renamed, or another namespace's): nothing was changed. Remove that pin (it \
+             detaches what runs there) or use another pin directory.",
+            pin.display(),
+            state.ifindex
+        );
+    }
+    let pinned = PinnedLink::from_pin(pin)
+        .with_context(|| format!("opening the pinned link {}", pin.display()))?;
+    let link =
+        XdpLink::try_from(FdLink::from(pinned)).context("the pinned link is not an XDP link")?;
+    match prog.attach_to_link(link) {
+        Ok(_) => Ok(Some(Attachment::Adopted)),
+        // Severed between the look and the swap.
+        Err(e) if errno(&e) == Some(libc::ENOLINK) => {
+            replace_severed(pin, iface)?;
+            Ok(None)
+        }
+        Err(e) => Err(e).context("swapping the new program into the pinned link"),
+    }
+}
+
+fn errno(e: &aya::programs::ProgramError) -> Option<i32> {
+    match e {
+        aya::programs::ProgramError::SyscallError(s) => s.io_error.raw_os_error(),
+        _ => None,
+    }
+}
+
+/// A severed link forwards nothing and can never be updated (ENOLINK): unpin it so the program
+/// is attached afresh.
+fn replace_severed(pin: &Path, iface: &str) -> Result<()> {
+    std::fs::remove_file(pin)
+        .with_context(|| format!("removing the severed pinned link {}", pin.display()))?;
+    tracing::warn!(
+        %iface,
+        link = %pin.display(),
+        "the pinned XDP link was severed (its interface was deleted): replaced by a new attachment"
+    );
+    Ok(())
+}
+
+fn attach_fresh(
+    prog: &mut Xdp,
+    iface: &str,
+    mode: crate::config::XdpMode,
+) -> Result<(Attachment, aya::programs::xdp::XdpLinkId)> {
+    use crate::config::XdpMode as Mode;
+    use aya::programs::XdpMode as Flags;
     let (id, how) = match mode {
         Mode::Native => (prog.attach(iface, Flags::Driver), Attachment::Native),
         Mode::Skb => (prog.attach(iface, Flags::Skb), Attachment::Skb),
@@ -68,18 +142,7 @@ pub(super) fn attach_xdp(
         },
     };
     let id = id.with_context(|| format!("attaching to {iface} ({how} mode)"))?;
-    if let Some(pin) = link_pin {
-        let link = prog.take_link(id).context("taking the XDP link")?;
-        let fd_link = FdLink::try_from(link)
-            .context("the kernel gave no bpf_link for XDP (kernel too old to pin it)")?;
-        if let Some(dir) = pin.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
-        fd_link
-            .pin(pin)
-            .with_context(|| format!("pinning the XDP link at {}", pin.display()))?;
-    }
-    Ok(how)
+    Ok((how, id))
 }
 
 /// Detach the program behind the link pinned at `pin` by removing the pin (the last reference).
@@ -114,5 +177,5 @@ pub fn unpin_all(pin_dir: &Path) -> Result<()> {
             std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
         }
     }
-    Ok(())
+    pinned::release(pin_dir)
 }

@@ -53,6 +53,10 @@ impl Balancer {
         if let Some(dir) = pin_dir {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("creating the pin directory {}", dir.display()))?;
+            // Before anything is adopted: another namespace's maps would be reprogrammed.
+            super::pinned::claim(dir, |other| {
+                format!("agent.pin_path = \"{}\"", other.display())
+            })?;
         }
         let mut loader = loader();
         loader.override_global("TABLE_SIZE", &options.table_size, true);

@@ -52,10 +52,10 @@ pub(super) async fn checks(cfg: &BgpConfig) -> Vec<Finding> {
         let name = render::peer_protocol(&n.address);
         let check = format!("BGP session to {}", n.address);
         out.push(match protocols.iter().find(|p| p.name == name) {
-            Some(p) if p.info.starts_with("Established") => Finding::ok(check, "established"),
+            Some(p) if p.established() => Finding::ok(check, "established"),
             Some(p) => Finding::warn(
                 check,
-                format!("{} {}", p.state, p.info),
+                format!("{} {}", p.state, p.summary()),
                 format!(
                     "check the router's side (AS {}, this host's address as its neighbor, the \
                      same password), TCP 179 to {}, and `birdc show protocols all {name}`",

@@ -407,31 +407,3 @@ fn thousand_backends_fill_every_slot() {
     assert_exact_shares(&b, &t);
     assert_eq!(counts(&t).len(), 1000);
 }
-
-/// Release build on the development machine (2 CPUs), best of 50: N = 100: 1.2 ms equal,
-/// 0.93 ms weighted; N = 1000: 1.24 ms equal, 1.29 ms weighted. Prints only:
-/// `cargo test --release -p lb-agent --lib maglev -- --ignored --nocapture`.
-#[test]
-#[ignore]
-fn bench_build_time() {
-    for n in [100u32, 1000] {
-        let b: Vec<_> = (0..n).map(|i| backend(i, 1)).collect();
-        let w: Vec<_> = (0..n).map(|i| backend(i, 1 + i % 1000)).collect();
-        for (label, set) in [("equal", &b), ("weighted", &w)] {
-            let runs = 50;
-            let mut best = std::time::Duration::MAX;
-            let start = std::time::Instant::now();
-            for _ in 0..runs {
-                let t0 = std::time::Instant::now();
-                let t = build(std::hint::black_box(set), M);
-                best = best.min(t0.elapsed());
-                std::hint::black_box(t);
-            }
-            println!(
-                "M={M} N={n} {label}: mean {:?}, best {:?}",
-                start.elapsed() / runs,
-                best
-            );
-        }
-    }
-}

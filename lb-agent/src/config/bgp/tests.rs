@@ -118,3 +118,94 @@ fn rejects_unknown_bgp_keys() {
         "unknown field",
     );
 }
+
+/// BGP text with `keys` in `[bgp]` and `neighbor_keys` in its neighbor.
+fn bgp_with(keys: &str, neighbor_keys: &str) -> String {
+    format!("{HEAD}{BGP}{neighbor_keys}\n")
+        .replace("[[bgp.neighbor]]", &format!("{keys}\n[[bgp.neighbor]]"))
+}
+
+#[test]
+fn maintenance_and_bfd_defaults() {
+    let b = parse(&bgp_with("", ""), "lb.toml").unwrap().bgp.unwrap();
+    assert_eq!(b.maintenance_drain_ms, 30_000);
+    assert_eq!((b.bfd_interval_ms, b.bfd_multiplier), (100, 3));
+    assert!(!b.neighbors[0].bfd);
+    let b = parse(
+        &bgp_with(
+            "maintenance_drain_ms = 0\nbfd_interval_ms = 50",
+            "bfd = true",
+        ),
+        "lb.toml",
+    )
+    .unwrap()
+    .bgp
+    .unwrap();
+    assert_eq!((b.maintenance_drain_ms, b.bfd_interval_ms), (0, 50));
+    assert!(b.neighbors[0].bfd);
+}
+
+#[test]
+fn rejects_a_drain_over_an_hour() {
+    let text = bgp_with("maintenance_drain_ms = 3600001", "");
+    assert_rejected(
+        &text,
+        "bgp.maintenance_drain_ms",
+        line(&text, "maintenance_drain_ms"),
+        "at most 3600000",
+    );
+    let text = bgp_with("maintenance_drain_ms = -1", "");
+    assert!(rejected(&text).contains("maintenance_drain_ms"), "{text}");
+}
+
+#[test]
+fn rejects_bfd_intervals_out_of_range() {
+    for bad in ["5", "10001"] {
+        let text = bgp_with(&format!("bfd_interval_ms = {bad}"), "bfd = true");
+        assert_rejected(
+            &text,
+            "bgp.bfd_interval_ms",
+            line(&text, "bfd_interval_ms"),
+            &format!("must be 10 to 10000 milliseconds, got {bad}"),
+        );
+    }
+    let text = bgp_with("bfd_multiplier = 0", "");
+    assert_rejected(
+        &text,
+        "bgp.bfd_multiplier",
+        line(&text, "bfd_multiplier"),
+        "at least 1",
+    );
+    let text = bgp_with("bfd_multiplier = 300", "");
+    assert!(rejected(&text).contains("bfd_multiplier"), "{text}");
+}
+
+#[test]
+fn rejects_bfd_slower_than_the_hold_timer() {
+    let text = bgp_with(
+        "hold_time = 3\nbfd_interval_ms = 1000\nbfd_multiplier = 3",
+        "bfd = true",
+    );
+    assert_rejected(
+        &text,
+        "bgp.bfd_multiplier",
+        line(&text, "bfd_multiplier"),
+        "3000 ms is not shorter than hold_time (3 s)",
+    );
+    // Without a BFD session the intervals are unused.
+    let text = bgp_with(
+        "hold_time = 3\nbfd_interval_ms = 1000\nbfd_multiplier = 3",
+        "",
+    );
+    assert!(parse(&text, "lb.toml").is_ok());
+}
+
+#[test]
+fn rejects_a_bfd_flag_that_is_not_a_bool() {
+    let text = bgp_with("", "bfd = \"yes\"");
+    let err = rejected(&text);
+    assert!(
+        err.contains(&format!("lb.toml:{}", line(&text, "bfd ="))) && err.contains("bool"),
+        "{err}"
+    );
+}

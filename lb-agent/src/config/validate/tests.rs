@@ -312,7 +312,7 @@ fn rejects_check_interval_below_10ms() {
         &text,
         "vip[0].health_check.interval_ms",
         line(&text, "interval_ms"),
-        "at least 10, got 9",
+        "between 10 and 3600000 (1 hour), got 9",
     );
 }
 
@@ -425,4 +425,132 @@ fn rejects_check_port_zero() {
         line(&text, "port = 0"),
         "between 1 and 65535",
     );
+}
+
+// ---- the corpus of unusable values ------------------------------------------------------------
+
+/// A valid configuration; each line a corpus case replaces ends in a `# marker` comment.
+const CORPUS_BASE: &str = r#"[agent]
+interface = "eth0" # iface
+encap_source_v4 = "198.18.0.2" # src4
+encap_source_v6 = "2001:db8::2" # src6
+table_size = 65537 # table
+max_vips = 64 # maxv
+
+[[vip]]
+name = "web"
+address = "198.18.0.10" # vip
+port = 80
+protocol = "tcp"
+[vip.health_check]
+kind = "http"
+path = "/healthz" # path
+interval_ms = 1000 # interval
+timeout_ms = 500 # timeout
+[[vip.backend]]
+address = "198.18.1.1" # backend
+"#;
+
+/// `CORPUS_BASE` with the line marked `marker` replaced by `line` (keeping the marker).
+fn corpus_case(marker: &str, line: &str) -> String {
+    let tag = format!("# {marker}");
+    let mut found = false;
+    let text: String = CORPUS_BASE
+        .lines()
+        .map(|l| {
+            if l.ends_with(&tag) {
+                found = true;
+                format!("{line} {tag}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    assert!(found, "no line marked {tag}");
+    text
+}
+
+/// Every value `check` and reload once accepted although the agent cannot use it (issue 12,
+/// item 8), with the key and the reason it is refused at: (marker, line, key, reason).
+#[rustfmt::skip]
+const UNUSABLE: &[(&str, &str, &str, &str)] = &[
+    // Interface names (IFNAMSIZ, and they name pin files).
+    ("iface", r#"interface = "a-sixteen-byte-nm""#, "agent.interface", "interface names are at most 15"),
+    ("iface", r#"interface = "../../etc""#, "agent.interface", "is not an interface name"),
+    ("iface", r#"interface = "..""#, "agent.interface", "is not an interface name"),
+    ("iface", r#"interface = "eth 0""#, "agent.interface", "whitespace"),
+    ("iface", r#"interface = "eth0:1""#, "agent.interface", "':'"),
+    // Health-check request targets.
+    ("path", r#"path = "/health check""#, "vip[0].health_check.path", "whitespace or a control character"),
+    ("path", r#"path = "/h\r\nHost: x""#, "vip[0].health_check.path", "whitespace or a control character"),
+    ("path", r#"path = "/h\u0000""#, "vip[0].health_check.path", "control character"),
+    ("path", r#"path = "healthz""#, "vip[0].health_check.path", "must start with '/'"),
+    ("path", r#"path = "/h\u00e9""#, "vip[0].health_check.path", "non-ASCII"),
+    ("path", r#"path = "/h#frag""#, "vip[0].health_check.path", "fragment"),
+    // Intervals and timeouts.
+    ("interval", "interval_ms = 9223372036854775807", "vip[0].health_check.interval_ms", "between 10 and 3600000 (1 hour), got 9223372036854775807"),
+    ("interval", "interval_ms = 3600001", "vip[0].health_check.interval_ms", "between 10 and 3600000"),
+    ("interval", "interval_ms = 9", "vip[0].health_check.interval_ms", "between 10 and 3600000"),
+    ("timeout", "timeout_ms = 9223372036854775807", "vip[0].health_check.timeout_ms", "must not exceed interval_ms (1000)"),
+    ("timeout", "timeout_ms = 0", "vip[0].health_check.timeout_ms", "at least 1"),
+    // VIPs: unicast only.
+    ("vip", r#"address = "0.0.0.0""#, "vip[0].address", "the unspecified address"),
+    ("vip", r#"address = "255.255.255.255""#, "vip[0].address", "the broadcast address"),
+    ("vip", r#"address = "224.0.0.1""#, "vip[0].address", "a multicast address"),
+    ("vip", r#"address = "127.0.0.1""#, "vip[0].address", "a loopback address"),
+    ("vip", r#"address = "::""#, "vip[0].address", "the unspecified address"),
+    ("vip", r#"address = "ff02::1""#, "vip[0].address", "a multicast address"),
+    ("vip", r#"address = "::1""#, "vip[0].address", "a loopback address"),
+    ("vip", r#"address = "::ffff:127.0.0.1""#, "vip[0].address", "a loopback address"),
+    // Backends: another unicast host.
+    ("backend", r#"address = "127.0.0.1""#, "vip[0].backend[0].address", "a loopback address"),
+    ("backend", r#"address = "0.0.0.0""#, "vip[0].backend[0].address", "the unspecified address"),
+    ("backend", r#"address = "198.18.0.10""#, "vip[0].backend[0].address", "is a VIP address"),
+    ("backend", r#"address = "224.0.0.5""#, "vip[0].backend[0].address", "a multicast address"),
+    ("backend", r#"address = "255.255.255.255""#, "vip[0].backend[0].address", "the broadcast address"),
+    ("backend", r#"address = "::""#, "vip[0].backend[0].address", "the unspecified address"),
+    ("backend", r#"address = "ff05::2""#, "vip[0].backend[0].address", "a multicast address"),
+    ("backend", r#"address = "::1""#, "vip[0].backend[0].address", "a loopback address"),
+    // Encapsulation sources.
+    ("src4", r#"encap_source_v4 = "0.0.0.0""#, "agent.encap_source_v4", "the unspecified address"),
+    ("src4", r#"encap_source_v4 = "224.0.0.1""#, "agent.encap_source_v4", "a multicast address"),
+    ("src4", r#"encap_source_v4 = "255.255.255.255""#, "agent.encap_source_v4", "the broadcast address"),
+    ("src4", r#"encap_source_v4 = "127.0.0.1""#, "agent.encap_source_v4", "a loopback address"),
+    ("src6", r#"encap_source_v6 = "::""#, "agent.encap_source_v6", "the unspecified address"),
+    ("src6", r#"encap_source_v6 = "ff02::1""#, "agent.encap_source_v6", "a multicast address"),
+    ("src6", r#"encap_source_v6 = "::1""#, "agent.encap_source_v6", "a loopback address"),
+    // Table sizes the maps cannot hold.
+    ("table", "table_size = 4294967291", "agent.table_size", "must be at most 1000003, got 4294967291"),
+    ("table", "table_size = 1000033", "agent.table_size", "must be at most 1000003"),
+    ("maxv", "max_vips = 1024", "agent.max_vips", "max_vips x 2 x table_size (1024 x 2 x 65537) must be at most 134217728"),
+];
+
+#[test]
+fn every_unusable_value_is_rejected_with_key_line_and_reason() {
+    parse(CORPUS_BASE, "lb.toml").expect("the corpus base is valid");
+    for (marker, replacement, key, reason) in UNUSABLE {
+        let text = corpus_case(marker, replacement);
+        assert_rejected(&text, key, line(&text, &format!("# {marker}")), reason);
+    }
+}
+
+/// The edges of the same rules are accepted.
+#[test]
+fn the_bounds_themselves_are_accepted() {
+    for (marker, replacement) in [
+        ("iface", r#"interface = "fifteen-bytes-0""#),
+        ("iface", r#"interface = "bond0.100""#),
+        ("path", r#"path = "/a%20b?x=1&y=/z""#),
+        ("interval", "interval_ms = 3600000"),
+        ("interval", "interval_ms = 500"),
+        ("table", "table_size = 1000003"),
+        ("maxv", "max_vips = 1023"),
+        ("vip", r#"address = "2001:db8::10""#),
+        ("backend", r#"address = "198.18.0.11""#),
+    ] {
+        let text = corpus_case(marker, replacement);
+        if let Err(e) = parse(&text, "lb.toml") {
+            panic!("{replacement} rejected: {e:#}");
+        }
+    }
 }
