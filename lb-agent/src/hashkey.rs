@@ -4,7 +4,11 @@
 
 use anyhow::{bail, Context, Result};
 use lb_common::hash::{FlowHashKey, NO_KEY};
-use std::{os::unix::fs::MetadataExt, path::Path};
+use std::{
+    io::Read as _,
+    os::unix::fs::{MetadataExt as _, OpenOptionsExt as _},
+    path::Path,
+};
 
 /// Key length in bytes: a file holds exactly this many raw bytes, or twice as many hex digits.
 pub const KEY_BYTES: usize = 16;
@@ -13,11 +17,24 @@ pub const KEY_BYTES: usize = 16;
 /// recover the key from it.
 const DIGEST_KEYS: (u64, u64) = (0x6c62_2d66_6c6f_772d, 0x6861_7368_2d6b_6579);
 
+/// Longest key file read: a key is 16 bytes or a line of 32 hex digits, anything bigger is a
+/// wrong path.
+const MAX_KEY_FILE: u64 = 4096;
+
 /// The key in `path`, checked: a regular file that no other user can read or write (mode
 /// 0600 or 0400), holding 16 raw bytes or 32 hex digits (surrounding whitespace allowed).
 pub fn load(path: &Path) -> Result<FlowHashKey> {
     let what = || format!("agent.flow_hash_key_file {}", path.display());
-    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", what()))?;
+    // Non-blocking: opening a FIFO named by mistake must not hang the start.
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .with_context(|| format!("reading {}", what()))?;
+    // The checks look at the opened file, not at whatever the path names a moment later.
+    let meta = file
+        .metadata()
+        .with_context(|| format!("reading {}", what()))?;
     if !meta.is_file() {
         bail!("{} is not a regular file", what());
     }
@@ -29,7 +46,11 @@ pub fn load(path: &Path) -> Result<FlowHashKey> {
             path.display()
         );
     }
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", what()))?;
+    let mut bytes = Vec::new();
+    file.by_ref()
+        .take(MAX_KEY_FILE)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {}", what()))?;
     let key = parse(&bytes).with_context(what)?;
     if key == NO_KEY {
         bail!(
