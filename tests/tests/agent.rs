@@ -30,6 +30,8 @@ const API: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 20);
 const B1: &str = "198.18.1.1";
 const B2: &str = "198.18.1.2";
 const B3: &str = "198.18.1.3";
+/// The backend `config_text(true, ..)` adds.
+const B4: &str = "198.18.1.4";
 /// How long a test waits for an answer the controller gives at once: generous, never reached.
 const ANSWER_BOUND: Duration = Duration::from_secs(120);
 
@@ -63,7 +65,7 @@ address = "{B3}"
 "#
     );
     if extra_backend {
-        text.push_str("[[vip.backend]]\naddress = \"198.18.1.4\"\n");
+        text.push_str(&format!("[[vip.backend]]\naddress = \"{B4}\"\n"));
     }
     if extra_vip {
         text.push_str(&format!(
@@ -604,6 +606,28 @@ fn restarted_agent_adopts_the_pinned_maps_and_connection_table() -> Result<()> {
     Ok(())
 }
 
+/// A drained backend that goes down takes its flows with it although the table's members stay
+/// the same: the flows have no entries (non-SYN misses write none), so the moved slots must
+/// stop naming it as their previous backend, which takes a publication.
+#[test]
+fn drained_backend_that_goes_down_loses_its_flows() -> Result<()> {
+    let pins = Pins::new();
+    let mut agent = start_default(&pins)?;
+    let port = agent.port_on(B1)?;
+    agent.set_state(B1, AdminState::Drain)?;
+    assert_eq!(agent.send(WEB, 80, port, Tcp::Ack)?, Some(B1.parse()?));
+    let generation = agent.status()?.vips[0].table_generation;
+    agent.health(B1, Health::Down)?;
+    let now = agent.send(WEB, 80, port, Tcp::Ack)?;
+    assert!(now.is_some() && now != Some(B1.parse()?), "{now:?}");
+    assert_eq!(
+        agent.status()?.vips[0].table_generation,
+        generation + 1,
+        "republished for the slots, once"
+    );
+    Ok(())
+}
+
 #[test]
 fn moved_slots_settle_once_no_live_flow_needs_its_old_backend() -> Result<()> {
     let pins = Pins::new();
@@ -626,17 +650,38 @@ fn moved_slots_settle_once_no_live_flow_needs_its_old_backend() -> Result<()> {
             in_moved.push((*port, *backend));
         }
     }
-    assert!(in_moved.len() >= 2, "too few sample flows in moved slots");
-    let (active, active_backend) = in_moved[0];
-    let (idle, idle_backend) = in_moved[1];
-    // Both flows from before the reload keep their backend and get an entry.
-    assert_eq!(agent.send(WEB, 80, active, Tcp::Ack)?, active_backend);
-    assert_eq!(agent.send(WEB, 80, idle, Tcp::Ack)?, idle_backend);
+    assert!(in_moved.len() >= 3, "too few sample flows in moved slots");
     let entry = |a: &mut Agent, port: u16| -> Result<Option<lb_common::FlowState>> {
         let frame = frames::tcp4(CLIENT, port, WEB, 80, Tcp::Ack, &[]);
         Ok(a.ctl.balancer().flow(&lb_tests::lab::flow_of(&frame)?))
     };
-    assert!(entry(&mut agent, idle)?.is_some());
+    // A flow from before the reload keeps its backend through the slot's previous backend; its
+    // non-SYN miss writes no entry (a spoofer could write any), so it holds no slot.
+    let (old, old_backend) = in_moved[0];
+    assert_eq!(agent.send(WEB, 80, old, Tcp::Ack)?, old_backend);
+    assert_eq!(entry(&mut agent, old)?, None);
+    // Two connections opened since, in slots that moved to the new backend: their SYNs write
+    // the entries.
+    let b4: IpAddr = B4.parse()?;
+    let mut opened = Vec::new();
+    for (port, _) in &in_moved[1..] {
+        if opened.len() < 2 && agent.send(WEB, 80, *port, Tcp::Syn)? == Some(b4) {
+            assert!(
+                entry(&mut agent, *port)?.is_some(),
+                "the SYN wrote an entry"
+            );
+            opened.push(*port);
+        }
+    }
+    let &[active, idle] = opened.as_slice() else {
+        anyhow::bail!("too few sample flows in slots moved to {B4}: {opened:?}");
+    };
+    let active_backend = Some(b4);
+    // The new backend drained: its slots return to their first backends, still moved, and only
+    // the entries keep the two connections on it.
+    agent.set_state(B4, AdminState::Drain)?;
+    assert!(agent.in_moved_slot(active)? && agent.in_moved_slot(idle)?);
+    assert_eq!(agent.send(WEB, 80, idle, Tcp::Ack)?, active_backend);
     // One flow stays active past the idle timeout (the entry's clock has one-second steps).
     let until = Instant::now() + Duration::from_millis(2600);
     while Instant::now() < until {

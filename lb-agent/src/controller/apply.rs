@@ -125,6 +125,7 @@ impl Controller {
             id,
             backends: BTreeMap::new(),
             published: Vec::new(),
+            previous: HashSet::new(),
             slots: HashMap::new(),
             moved_since: HashMap::new(),
             has_live_table,

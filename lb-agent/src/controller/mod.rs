@@ -40,7 +40,7 @@ use anyhow::{anyhow, Result};
 use ids::BackendIds;
 use lb_common::{hash::FlowHashKey, LbConfig, VipKey, LOCAL_MACS};
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     net::IpAddr,
     path::PathBuf,
     time::{Duration, Instant},
@@ -81,6 +81,10 @@ struct VipRt {
     backends: BTreeMap<IpAddr, BackendRt>,
     /// (backend id, weight) of the published table; a publish is skipped when unchanged.
     published: Vec<(u32, u32)>,
+    /// Previous backends the published moved slots name. Republished, even with the same
+    /// members, once one of them may no longer keep its flows (down or disabled while drained):
+    /// flows without an entry follow the previous backend, and non-SYN misses insert none.
+    previous: HashSet<u32>,
     /// Slots each backend id holds in the published table.
     slots: HashMap<u32, u32>,
     /// Moved slots of the live table (`maglev::moves`) and when each first moved.

@@ -44,7 +44,8 @@ impl Controller {
             vip.fail_open_live,
         );
         let wanted = plan.weights();
-        if wanted == vip.published && vip.table_generation > 0 {
+        let previous_kept = vip.previous.iter().all(|p| plan.keep.contains(p));
+        if wanted == vip.published && vip.table_generation > 0 && previous_kept {
             return Ok(());
         }
         let span = info_span!("publish", vip = %name);
@@ -61,6 +62,7 @@ impl Controller {
         vip.fail_open_live = plan.fail_open;
         vip.has_live_table = true;
         vip.published = wanted;
+        vip.previous = slots.iter().filter_map(|s| s.previous()).collect();
         vip.table_generation += 1;
         vip.serving = plan.serving();
         vip.slots = slot_counts(&table);
