@@ -1,8 +1,9 @@
 //! Watching the balancer's interface come and go. Deleting an interface severs its XDP link
 //! without a word to the agent, and a re-created interface of the same name starts without a
 //! program; this task tells the controller, in typed events, so it reports the loss and attaches
-//! again. Events come from rtnetlink's link group; a poll of the name every few seconds catches
-//! what a full socket buffer (ENOBUFS) would drop.
+//! again. It also reports a new MAC on the interface, since the data path forwards only frames
+//! sent to it. Events come from rtnetlink's link group; a poll of the name every few seconds
+//! catches what a full socket buffer (ENOBUFS) would drop.
 
 use anyhow::{Context, Result};
 use futures::StreamExt;
@@ -25,6 +26,8 @@ pub enum LinkEvent {
     Present { ifindex: u32 },
     /// The interface is gone (deleted, renamed away or moved to another namespace).
     Gone { ifindex: u32 },
+    /// The interface (same index) has another Ethernet address now.
+    Address { mac: [u8; 6] },
 }
 
 /// Longest a missed netlink message can hide a change.
@@ -51,9 +54,11 @@ pub fn spawn(
         .context("subscribing to link events (RTNLGRP_LINK)")?;
     let driver = tokio::spawn(connection);
     tokio::spawn(async move {
+        let mac = crate::netinfo::hw_addr(&iface);
         let mut watch = Watch {
             iface,
             current: initial,
+            mac,
         };
         let mut poll = tokio::time::interval(POLL);
         loop {
@@ -63,7 +68,9 @@ pub fn spawn(
                     NetlinkPayload::InnerMessage(m) => watch.on_message(&m),
                     _ => None,
                 },
-                _ = poll.tick() => watch.on_poll(crate::dataplane::pinned::ifindex(&watch.iface)),
+                _ = poll.tick() => watch
+                    .on_poll(crate::dataplane::pinned::ifindex(&watch.iface))
+                    .or_else(|| watch.on_address(crate::netinfo::hw_addr(&watch.iface))),
             };
             if let Some(event) = event {
                 tracing::debug!(?event, iface = %watch.iface, "link event");
@@ -82,6 +89,8 @@ pub fn spawn(
 pub struct Watch {
     pub iface: String,
     pub current: Option<u32>,
+    /// The interface's MAC as last seen; None while unknown.
+    pub mac: Option<[u8; 6]>,
 }
 
 impl Watch {
@@ -90,7 +99,15 @@ impl Watch {
             RouteNetlinkMessage::NewLink(link) => {
                 let index = link.header.index;
                 if name_of(link).as_deref() == Some(self.iface.as_str()) {
-                    self.set(Some(index))
+                    let mac = address_of(link);
+                    match self.set(Some(index)) {
+                        // Attaching again reads the new interface's MAC itself.
+                        Some(event) => {
+                            self.mac = mac.or(self.mac);
+                            Some(event)
+                        }
+                        None => self.on_address(mac),
+                    }
                 } else if self.current == Some(index) {
                     // Renamed away: our name no longer has an interface.
                     self.set(None)
@@ -109,6 +126,13 @@ impl Watch {
         self.set(index)
     }
 
+    /// The interface's MAC, from a message or a poll: an event when it changed.
+    pub fn on_address(&mut self, mac: Option<[u8; 6]>) -> Option<LinkEvent> {
+        let mac = mac.filter(|m| self.mac != Some(*m))?;
+        self.mac = Some(mac);
+        Some(LinkEvent::Address { mac })
+    }
+
     fn set(&mut self, index: Option<u32>) -> Option<LinkEvent> {
         if index == self.current {
             return None;
@@ -120,6 +144,13 @@ impl Watch {
             (None, None) => return None,
         })
     }
+}
+
+fn address_of(link: &LinkMessage) -> Option<[u8; 6]> {
+    link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Address(a) => a.as_slice().try_into().ok(),
+        _ => None,
+    })
 }
 
 fn name_of(link: &LinkMessage) -> Option<String> {

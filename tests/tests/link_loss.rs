@@ -8,9 +8,11 @@ use lb_agent::admin::BackendHealth;
 use lb_tests::{
     agentproc::Agent,
     client::{http_burst, http_get},
-    netns::NsRuntime,
+    netns::{sh, NsRuntime},
     pins::{decap_attach, PinDir},
+    relink::Macs,
     scenario::{backend_name, Options, Scenario},
+    topo::{router_link, LB_IFACE},
 };
 use std::{
     net::SocketAddr,
@@ -204,6 +206,57 @@ fn decap_attach_replaces_the_link_its_deleted_interface_severed() -> Result<()> 
     all_backends_serve(&sc)?;
     let tally = sc.client.run(http_burst(sc.web(), 60, 4))?;
     ensure!(tally.by_backend.contains_key(&backend_name(0)), "{tally:?}");
+    sc.agent.stop()?;
+    Ok(())
+}
+
+/// The data path forwards only frames sent to the interface's MAC (issue 13, item 1), so the
+/// agent follows that MAC: changed in place, and on an interface created again with another
+/// one. The router learns each new MAC as a gratuitous ARP / NA would teach it (neighbours
+/// flushed); frames to it reach the VIP only if the balancer took the new MAC as its own.
+#[test]
+fn a_new_mac_on_the_balancers_interface_is_followed() -> Result<()> {
+    let _serial = serial();
+    let mut sc = Scenario::start("ic", Options::default())?;
+    all_backends_serve(&sc)?;
+    let (lb, router) = (sc.topo.lbs[0].clone(), sc.topo.router.clone());
+    let relearn = || {
+        sh(
+            Some(&router),
+            &format!("ip neigh flush dev {}", router_link(0)),
+        )
+    };
+
+    let in_place = "02:00:00:00:4c:01";
+    sh(
+        Some(&lb),
+        &format!("ip link set dev {LB_IFACE} address {in_place}"),
+    )?;
+    relearn()?;
+    wait_for("the new MAC followed", Duration::from_secs(20), || {
+        Ok(sc.agent.log_text().contains(&format!("to={in_place}")))
+    })?;
+    all_backends_serve(&sc)?;
+
+    let recreated = "02:00:00:00:4c:02";
+    let macs = sc.topo.delete_lb_link(0)?;
+    sc.topo.create_lb_link(
+        0,
+        &Macs {
+            inner: recreated.to_string(),
+            outer: macs.outer,
+        },
+    )?;
+    relearn()?;
+    wait_for("attached again", Duration::from_secs(20), || {
+        Ok(sc.agent.status()?.xdp_mode == "native")
+    })?;
+    ensure!(
+        sc.agent.log_text().contains(&format!("to={recreated}")),
+        "{}",
+        sc.agent.log_text()
+    );
+    all_backends_serve(&sc)?;
     sc.agent.stop()?;
     Ok(())
 }

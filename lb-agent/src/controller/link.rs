@@ -5,6 +5,7 @@ use crate::{
     config,
     dataplane::{pinned, Attachment},
     linkwatch::LinkEvent,
+    netinfo,
 };
 use anyhow::Result;
 use std::time::{Duration, Instant};
@@ -54,7 +55,8 @@ impl Controller {
         }
     }
 
-    /// The interface went away (its link is severed) or came back (attach again).
+    /// The interface went away (its link is severed), came back (attach again), or has a new
+    /// MAC (frames to it are ours from now on).
     pub fn on_link(&mut self, event: LinkEvent) -> Result<()> {
         let iface = self.config.agent.interface.clone();
         match event {
@@ -78,6 +80,7 @@ impl Controller {
                 }
                 self.reattach(&iface, ifindex)
             }
+            LinkEvent::Address { mac } => self.set_local_mac(&iface, mac),
         }
     }
 
@@ -97,7 +100,12 @@ impl Controller {
 
     fn reattach(&mut self, iface: &str, ifindex: u32) -> Result<()> {
         let mode = self.config.agent.xdp_mode;
-        match self.attach(iface, mode) {
+        // The new interface's MAC goes into CONFIG before the program sees its first frame.
+        let mac = netinfo::hw_addr(iface).unwrap_or(self.local_mac);
+        match self
+            .set_local_mac(iface, mac)
+            .and_then(|()| self.attach(iface, mode))
+        {
             Ok(how) => {
                 self.attach_retry = None;
                 info!(%iface, ifindex, mode = %how, "interface back: balancer attached again");
@@ -111,5 +119,28 @@ impl Controller {
                 Err(e.context(format!("attaching to {iface} again after it came back")))
             }
         }
+    }
+
+    /// Frames are forwarded only when sent to the interface's MAC (or `accept_macs`): an
+    /// interface created again under the same name, or given another address, would otherwise
+    /// have its traffic passed to the host as not ours.
+    fn set_local_mac(&mut self, iface: &str, mac: [u8; 6]) -> Result<()> {
+        if mac == self.local_mac {
+            return Ok(());
+        }
+        let before = std::mem::replace(&mut self.local_mac, mac);
+        let agent = self.config.agent.clone();
+        if let Err(e) = self.write_lb_config(&agent) {
+            // CONFIG still holds the old MAC: so does the controller.
+            self.local_mac = before;
+            return Err(e.context("writing the interface's new MAC into CONFIG"));
+        }
+        info!(
+            %iface,
+            from = %netinfo::format_mac(&before),
+            to = %netinfo::format_mac(&mac),
+            "interface MAC changed: frames to the new MAC are forwarded"
+        );
+        Ok(())
     }
 }

@@ -176,6 +176,46 @@ pub async fn interface(name: &str) -> Result<Interface> {
     })
 }
 
+/// The Ethernet address of `name` in this network namespace, from one ioctl (SIOCGIFHWADDR):
+/// for the controller's task, which must not wait on a netlink round trip. None when there is
+/// no such interface.
+pub fn hw_addr(name: &str) -> Option<[u8; 6]> {
+    // SAFETY: ifreq is plain data; all zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    // One byte stays zero: the name is NUL-terminated.
+    if name.len() >= req.ifr_name.len() {
+        return None;
+    }
+    for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: plain socket(2); the descriptor is owned (and closed) below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: a descriptor just returned by socket(2) and owned by nobody else.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: SIOCGIFHWADDR reads ifr_name and writes ifr_hwaddr of the ifreq it is given.
+    let rc = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            libc::SIOCGIFHWADDR,
+            &mut req,
+        )
+    };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: filled by the successful SIOCGIFHWADDR above.
+    let addr = unsafe { req.ifr_ifru.ifru_hwaddr };
+    let mut mac = [0u8; 6];
+    for (d, s) in mac.iter_mut().zip(addr.sa_data) {
+        *d = s as u8;
+    }
+    Some(mac)
+}
+
 /// `ip link set NAME up`.
 pub async fn set_link_up(name: &str) -> Result<()> {
     let nl = Netlink::open()?;

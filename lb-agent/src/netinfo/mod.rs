@@ -20,7 +20,7 @@ mod tests;
 
 pub use gateway::{format_mac, gateway_mac};
 pub use link::{
-    driver, find_interface, interface, interfaces, link_facts, set_link_up, AttachedXdp, Interface,
-    LinkFacts, XdpAttachMode,
+    driver, find_interface, hw_addr, interface, interfaces, link_facts, set_link_up, AttachedXdp,
+    Interface, LinkFacts, XdpAttachMode,
 };
 pub use sysctl::read_sysctl;

@@ -68,3 +68,12 @@ fn driver_of_loopback() {
     assert_eq!(driver("lbdoc-nope0"), None);
     let _ = driver("lo");
 }
+
+#[test]
+fn hw_addr_reads_an_interface_mac_and_none_for_a_missing_one() {
+    // Loopback exists in every network namespace and has no Ethernet address.
+    assert_eq!(hw_addr("lo"), Some([0; 6]));
+    assert_eq!(hw_addr("no-such-if0"), None);
+    // Longer than IFNAMSIZ - 1: no interface can have it.
+    assert_eq!(hw_addr("a-name-far-too-long-for-linux"), None);
+}
