@@ -9,6 +9,7 @@
 use super::{
     api::{BackendHealth, BackendStatus, StatusReport, VipStatus},
     render::name_of,
+    server::Reporter,
 };
 use crate::config::AdminState;
 use axum::body::{Body, Bytes};
@@ -94,12 +95,15 @@ fn write_metrics(report: Arc<StatusReport>, out: &mut impl fmt::Write) -> fmt::R
     encode(out, &registry(Part::Agent))
 }
 
-/// The response body of a scrape: the exposition of `report`, written on a blocking thread
-/// and sent in [`CHUNK`]s as the client takes them; `done` runs on that thread afterwards. A
-/// client that goes away stops the writing.
-pub(super) fn metrics_body(report: StatusReport, done: fn()) -> Body {
+/// The response body of a scrape: the exposition of the report `report` builds, both done on
+/// one blocking thread (one hop off the runtime, not two) and sent in [`CHUNK`]s as the client
+/// takes them; `done` runs on that thread afterwards. A client that goes away stops the
+/// writing; a report that fails to build ends the body without `# EOF`, which Prometheus counts
+/// as a failed scrape.
+pub(super) fn metrics_body(report: Reporter, done: fn()) -> Body {
     let (tx, mut rx) = mpsc::channel(CHUNKS_QUEUED);
     tokio::task::spawn_blocking(move || {
+        let report = report();
         let mut out = Chunks {
             text: String::with_capacity(CHUNK),
             tx,

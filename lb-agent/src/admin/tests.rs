@@ -800,7 +800,7 @@ fn exposition_matches_the_registry_renderer() {
 #[tokio::test]
 async fn streamed_body_is_the_whole_exposition() {
     let report = large_report();
-    let body = super::metrics::metrics_body(report.clone(), || {});
+    let body = super::metrics::metrics_body(Arc::new(large_report), || {});
     let bytes = http_body_util::BodyExt::collect(body)
         .await
         .unwrap()

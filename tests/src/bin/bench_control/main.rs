@@ -47,7 +47,7 @@ const CHECK_PORT: u16 = 8080;
 const FAILOVER_ROUNDS: usize = 5;
 /// Failover rounds at scale, alternately idle and with `/metrics` scraped every
 /// `SCRAPE_EVERY`, so a slow spell of the machine hits both alike.
-const SCALE_FAILOVER_ROUNDS: usize = 10;
+const SCALE_FAILOVER_ROUNDS: usize = 20;
 const SCRAPE_EVERY: Duration = Duration::from_millis(100);
 /// `/metrics` at 100 VIPs x 100 backends, and the scraped failover against the idle one.
 const SCRAPE_TARGET_MS: f64 = 50.0;
