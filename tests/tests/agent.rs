@@ -409,6 +409,12 @@ fn reload_adds_without_disturbing_and_rejects_bad_files() -> Result<()> {
     // A new VIP: the web VIP's table is untouched.
     let summary = agent.reload(&config_text(false, true, "fail-open", 0))?;
     assert!(summary.contains("added VIP api"), "{summary}");
+    let last = agent
+        .status()?
+        .agent
+        .last_reload
+        .context("no last reload")?;
+    assert!(last.applied && last.message == summary, "{last:?}");
     assert_eq!(
         agent
             .status()?
@@ -438,7 +444,19 @@ fn reload_adds_without_disturbing_and_rejects_bad_files() -> Result<()> {
         .expect_err("invalid config must be rejected")
         .to_string();
     assert!(err.contains("interface"), "{err}");
-    assert_eq!(agent.status()?.vips.len(), 2);
+    let status = agent.status()?;
+    assert_eq!(status.vips.len(), 2);
+    // Status and /metrics say the last reload was rejected, and why.
+    let last = status.agent.last_reload.clone().context("no last reload")?;
+    assert!(
+        !last.applied && last.message.contains("interface"),
+        "{last:?}"
+    );
+    let metrics = lb_agent::admin::render_metrics(&status);
+    assert!(
+        metrics.lines().any(|l| l == "lb_reload_success 0"),
+        "{metrics}"
+    );
     assert_eq!(
         agent.send(API, 443, 1, Tcp::Syn)?,
         Some("198.18.1.9".parse()?)

@@ -28,6 +28,7 @@ fn reporter() -> Reporter {
         counters: Default::default(),
         bgp: None,
         conn_sweep: None,
+        agent: Default::default(),
     })
 }
 

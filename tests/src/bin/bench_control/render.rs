@@ -57,6 +57,7 @@ fn report() -> StatusReport {
         counters: BTreeMap::from([("stable_slot".to_owned(), 1u64 << 40)]),
         bgp: None,
         conn_sweep: None,
+        agent: Default::default(),
     }
 }
 
