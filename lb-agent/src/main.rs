@@ -20,6 +20,7 @@ fn init_logging(format: LogFormat, level: &str) {
 }
 
 fn main() -> std::process::ExitCode {
+    lb_agent::limits::cap_malloc_arenas();
     let cli = Cli::parse();
     let level = match &cli.command {
         Command::Run { config, .. } => lb_agent::config::load(config)

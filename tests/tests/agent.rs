@@ -418,6 +418,12 @@ fn reload_adds_without_disturbing_and_rejects_bad_files() -> Result<()> {
     // A new VIP: the web VIP's table is untouched.
     let summary = agent.reload(&config_text(false, true, "fail-open", 0))?;
     assert!(summary.contains("added VIP api"), "{summary}");
+    let last = agent
+        .status()?
+        .agent
+        .last_reload
+        .context("no last reload")?;
+    assert!(last.applied && last.message == summary, "{last:?}");
     assert_eq!(
         agent
             .status()?
@@ -447,7 +453,19 @@ fn reload_adds_without_disturbing_and_rejects_bad_files() -> Result<()> {
         .expect_err("invalid config must be rejected")
         .to_string();
     assert!(err.contains("interface"), "{err}");
-    assert_eq!(agent.status()?.vips.len(), 2);
+    let status = agent.status()?;
+    assert_eq!(status.vips.len(), 2);
+    // Status and /metrics say the last reload was rejected, and why.
+    let last = status.agent.last_reload.clone().context("no last reload")?;
+    assert!(
+        !last.applied && last.message.contains("interface"),
+        "{last:?}"
+    );
+    let metrics = lb_agent::admin::render_metrics(&status);
+    assert!(
+        metrics.lines().any(|l| l == "lb_reload_success 0"),
+        "{metrics}"
+    );
     assert_eq!(
         agent.send(API, 443, 1, Tcp::Syn)?,
         Some("198.18.1.9".parse()?)
@@ -734,5 +752,106 @@ fn balancer_recovering_from_seeing_every_backend_down_routes_unseen_flows_like_i
             "port {port}"
         );
     }
+    Ok(())
+}
+
+/// `count` VIPs 198.18.2.x:80 (those in `moved` on port 8080 instead), `max_vips = 64`.
+fn many_vips(count: u8, moved: std::ops::Range<u8>) -> String {
+    let mut text = String::from(
+        "[agent]\ninterface = \"lo\"\ngateway_mac = \"02:00:00:00:00:fe\"\n\
+         encap_source_v4 = \"198.18.0.2\"\ntable_size = 1021\nmax_vips = 64\n",
+    );
+    for i in 0..count {
+        let port = if moved.contains(&i) { 8080 } else { 80 };
+        text.push_str(&format!(
+            "\n[[vip]]\nname = \"v{i}\"\naddress = \"198.18.2.{i}\"\nport = {port}\n\
+             protocol = \"tcp\"\n[vip.health_check]\nkind = \"none\"\n\
+             [[vip.backend]]\naddress = \"198.18.3.{i}\"\n"
+        ));
+    }
+    text
+}
+
+/// Issue 12, item 6: 60 of 64 VIP ids in use, 5 VIPs change port. A reload of the running
+/// agent accepts it, so a restart with the new file must too (it failed with "no free VIP
+/// id"), and every VIP forwards on its new key afterwards.
+#[test]
+fn restart_accepts_what_a_reload_would() -> Result<()> {
+    let pins = Pins::new();
+    let dir = temp_dir()?;
+    let before = many_vips(60, 0..0);
+    let after = many_vips(60, 10..15);
+    // A reload accepts the change...
+    let mut reloaded = start(&pins, &dir, &before)?;
+    let summary = reloaded.reload(&after)?;
+    assert!(summary.contains("replaced VIP v10"), "{summary}");
+    drop(reloaded);
+    drop(pins);
+    // ...and so does a restart over the first file's pins.
+    let pins = Pins::new();
+    drop(start(&pins, &dir, &before)?);
+    let mut restarted = start(&pins, &dir, &after).context("restart with 5 VIPs moved")?;
+    assert!(restarted.ctl.balancer().adopted());
+    let status = restarted.status()?;
+    assert_eq!(status.vips.len(), 60);
+    assert!(status.vips.iter().all(|v| v.serving), "a VIP not serving");
+    for i in [0u8, 9, 10, 14, 15, 59] {
+        let vip = Ipv4Addr::new(198, 18, 2, i);
+        let backend: IpAddr = Ipv4Addr::new(198, 18, 3, i).into();
+        let (new, old) = if (10..15).contains(&i) {
+            (8080, 80)
+        } else {
+            (80, 8080)
+        };
+        assert_eq!(
+            restarted.send(vip, new, 5000, Tcp::Syn)?,
+            Some(backend),
+            "v{i}"
+        );
+        assert_eq!(
+            restarted.send(vip, old, 5000, Tcp::Syn)?,
+            None,
+            "v{i} old port"
+        );
+    }
+    Ok(())
+}
+
+/// Issue 12, item 10: a reload that changes only `new_flows_per_sec` names it in its summary
+/// and the data path applies it (it said "no change" and kept the old budget).
+#[test]
+fn reload_of_new_flows_per_sec_is_named_and_applied() -> Result<()> {
+    let pins = Pins::new();
+    let mut agent = start_default(&pins)?;
+    // A fourth backend moves slots: only SYNs in moved slots insert entries.
+    agent.reload(&config_text(true, false, "fail-open", 0))?;
+    let moved: Vec<u16> = (30000..40000)
+        .filter(|&p| agent.in_moved_slot(p).unwrap_or(false))
+        .take(80)
+        .collect();
+    assert_eq!(moved.len(), 80, "too few moved slots");
+    let skipped = |a: &mut Agent| a.ctl.balancer().stat(Stat::ConnInsertSkipped);
+    for &port in &moved[..40] {
+        agent
+            .send(WEB, 80, port, Tcp::Syn)?
+            .context("SYN forwarded")?;
+    }
+    assert_eq!(skipped(&mut agent)?, 0, "no budget yet, nothing skipped");
+
+    let limited = config_text(true, false, "fail-open", 0)
+        .replace("new_flows_per_sec = 0", "new_flows_per_sec = 3");
+    let summary = agent.reload(&limited)?;
+    assert_eq!(summary, "configuration reloaded: agent.new_flows_per_sec");
+    for &port in &moved[40..] {
+        agent
+            .send(WEB, 80, port, Tcp::Syn)?
+            .context("SYN forwarded")?;
+    }
+    // Three inserts per CPU per second: 40 SYNs within a few ms skip most of theirs.
+    let now = skipped(&mut agent)?;
+    assert!(
+        now >= 20,
+        "only {now} of 40 inserts skipped under a budget of 3/s"
+    );
     Ok(())
 }

@@ -56,6 +56,32 @@ pub struct StatusReport {
     /// same key; "none" without one. Never the key itself.
     #[serde(default)]
     pub flow_hash_key_digest: String,
+    /// the agent process: version, start, capacity, last reload
+    #[serde(default)]
+    pub agent: AgentInfo,
+}
+
+/// What an operator alerts on about the agent itself.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    pub version: String,
+    /// Unix time the agent started, in seconds
+    pub started_at_unix: f64,
+    /// configured connection-table entries, all CPUs together (each CPU's LRU lists hold
+    /// about an equal share)
+    pub conn_table_capacity: u32,
+    /// the last reload (SIGHUP or `POST /reload`); absent before the first
+    pub last_reload: Option<ReloadStatus>,
+}
+
+/// The outcome of a reload.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReloadStatus {
+    pub applied: bool,
+    /// Unix time it finished, in seconds
+    pub at_unix: f64,
+    /// the summary of what it changed, or why it was rejected
+    pub message: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

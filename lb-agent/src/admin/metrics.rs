@@ -7,8 +7,9 @@
 //! per series, and chunks keep the text from being held whole.
 
 use super::{
-    api::{BackendHealth, BackendStatus, StatusReport, VipStatus},
+    api::{AgentInfo, BackendHealth, BackendStatus, StatusReport, VipStatus},
     render::name_of,
+    server::Reporter,
 };
 use crate::config::AdminState;
 use axum::body::{Body, Bytes};
@@ -55,9 +56,15 @@ const CHUNKS_QUEUED: usize = 8;
 /// | `lb_table_generation{vip}`                             | gauge   | lookup-table publications since start    |
 /// | `lb_vip_serving{vip}`                                  | gauge   | 1 if the VIP forwards traffic            |
 /// | `lb_vip_moved_slots{vip}`                              | gauge   | slots whose older flows still use the connection table |
+/// | `lb_vip_table_info{vip,digest}`                        | gauge   | 1, with the digest of the VIP's live table |
 /// | `lb_conn_table_live_entries`                           | gauge   | live connection-table entries at the last sweep (absent before it) |
 /// | `lb_datapath_events_total{event}`                      | counter | data-path counters, summed over CPUs     |
 /// | `lb_agent_uptime_seconds`                              | gauge   | seconds since the agent started          |
+/// | `lb_agent_start_time_seconds`                          | gauge   | Unix time the agent started              |
+/// | `lb_build_info{version}`                               | gauge   | 1, with the agent's version              |
+/// | `lb_conn_table_capacity`                               | gauge   | connection-table entries configured, all CPUs together |
+/// | `lb_reload_success`                                    | gauge   | 1 if the last reload was applied, 0 if rejected (absent before the first) |
+/// | `lb_reload_timestamp_seconds`                          | gauge   | Unix time the last reload finished (absent before the first) |
 /// | `lb_bgp_announced{address}`                            | gauge   | 1 if BIRD announces the VIP address, 0 if it should but does not yet |
 /// | `lb_bgp_session_established{neighbor}`                 | gauge   | 1 if the BGP session is established      |
 /// | `lb_maintenance{phase}`                                | gauge   | 1 for the current phase (`normal`, `draining`, `withdrawn`), 0 for the others |
@@ -94,12 +101,15 @@ fn write_metrics(report: Arc<StatusReport>, out: &mut impl fmt::Write) -> fmt::R
     encode(out, &registry(Part::Agent))
 }
 
-/// The response body of a scrape: the exposition of `report`, written on a blocking thread
-/// and sent in [`CHUNK`]s as the client takes them; `done` runs on that thread afterwards. A
-/// client that goes away stops the writing.
-pub(super) fn metrics_body(report: StatusReport, done: fn()) -> Body {
+/// The response body of a scrape: the exposition of the report `report` builds, both done on
+/// one blocking thread (one hop off the runtime, not two) and sent in [`CHUNK`]s as the client
+/// takes them; `done` runs on that thread afterwards. A client that goes away stops the
+/// writing; a report that fails to build ends the body without `# EOF`, which Prometheus counts
+/// as a failed scrape.
+pub(super) fn metrics_body(report: Reporter, done: fn()) -> Body {
     let (tx, mut rx) = mpsc::channel(CHUNKS_QUEUED);
     tokio::task::spawn_blocking(move || {
+        let report = report();
         let mut out = Chunks {
             text: String::with_capacity(CHUNK),
             tx,
@@ -351,7 +361,7 @@ fn health_checks(out: &mut DescriptorEncoder, vips: &Names) -> fmt::Result {
     })
 }
 
-/// `lb_table_generation`, `lb_vip_serving`, `lb_vip_moved_slots`.
+/// `lb_table_generation`, `lb_vip_serving`, `lb_vip_moved_slots`, `lb_vip_table_info`.
 fn vip_tables(out: &mut DescriptorEncoder, vips: &Names) -> fmt::Result {
     use MetricType::Gauge;
     let generation = (
@@ -371,7 +381,19 @@ fn vip_tables(out: &mut DescriptorEncoder, vips: &Names) -> fmt::Result {
         "Slots of the VIP's table whose older flows still use the connection table",
         Gauge,
     );
-    per_vip(out, moved, vips, |v| v.moved_slots)
+    per_vip(out, moved, vips, |v| v.moved_slots)?;
+    // An info metric: a fleet alerts when balancers' digests for one VIP differ.
+    let mut info = family(
+        out,
+        "lb_vip_table_info",
+        "The digest of the VIP's live table (equal on every balancer with the same backends)",
+        MetricType::Gauge,
+    )?;
+    for (vip, vip_name, _) in &vips.vips {
+        let digest = escape(&vip.table_digest);
+        gauge(&mut info, &[("vip", vip_name), ("digest", &digest)], 1)?;
+    }
+    Ok(())
 }
 
 /// `lb_datapath_events`.
@@ -406,7 +428,30 @@ fn agent(out: &mut DescriptorEncoder, report: &StatusReport) -> fmt::Result {
         "Seconds since the agent started",
         MetricType::Gauge,
     )?
-    .encode_gauge(&gauge_value(report.uptime_secs))
+    .encode_gauge(&gauge_value(report.uptime_secs))?;
+    process(out, &report.agent)
+}
+
+/// `lb_build_info`, `lb_agent_start_time_seconds`, `lb_conn_table_capacity`, and after the
+/// first reload `lb_reload_success` and `lb_reload_timestamp_seconds`.
+fn process(out: &mut DescriptorEncoder, agent: &AgentInfo) -> fmt::Result {
+    use MetricType::Gauge;
+    let mut build = family(out, "lb_build_info", "The agent's version", Gauge)?;
+    gauge(&mut build, &[("version", &escape(&agent.version))], 1)?;
+    let start = "Unix time the agent started";
+    family(out, "lb_agent_start_time_seconds", start, Gauge)?
+        .encode_gauge(&agent.started_at_unix)?;
+    let capacity = "Connection-table entries configured, all CPUs together";
+    family(out, "lb_conn_table_capacity", capacity, Gauge)?
+        .encode_gauge(&i64::from(agent.conn_table_capacity))?;
+    if let Some(reload) = &agent.last_reload {
+        let success = "1 if the last reload was applied, 0 if it was rejected";
+        family(out, "lb_reload_success", success, Gauge)?
+            .encode_gauge(&i64::from(reload.applied))?;
+        let at = "Unix time the last reload finished";
+        family(out, "lb_reload_timestamp_seconds", at, Gauge)?.encode_gauge(&reload.at_unix)?;
+    }
+    Ok(())
 }
 
 /// `lb_bgp_announced`, `lb_bgp_session_established`, `lb_maintenance`.

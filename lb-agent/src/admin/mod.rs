@@ -35,6 +35,7 @@
 //!
 //! Layout: `api` holds the types the controller, the server and the CLI share; `server` the
 //! routers and handlers; `listen` the accept loop; `endpoints` binds and runs the listeners;
+//! `thread` runs them on a thread and runtime of their own, below the agent's priority;
 //! `socket` the control socket file; `token` the bearer token; `metrics` and `render` turn a
 //! [`StatusReport`] into text; `client` is the CLI's side.
 
@@ -51,12 +52,15 @@ mod socket;
 mod tests;
 #[cfg(test)]
 mod tests_listen;
+#[cfg(test)]
+mod tests_thread;
+mod thread;
 mod token;
 
 // Flat re-exports: callers (daemon, controller, CLI, lb-tests) name everything as `admin::X`.
 pub use api::{
-    AdminRequest, BackendHealth, BackendStats, BackendStatus, ConnSweepStatus, StatsReport,
-    StatusReport, VipStats, VipStatus, METRICS_CONTENT_TYPE,
+    AdminRequest, AgentInfo, BackendHealth, BackendStats, BackendStatus, ConnSweepStatus,
+    ReloadStatus, StatsReport, StatusReport, VipStats, VipStatus, METRICS_CONTENT_TYPE,
 };
 pub use client::{fetch_metrics, fetch_status, fetch_status_control, post, Control};
 pub use endpoints::{serve, Listeners};
@@ -66,4 +70,5 @@ pub use render::{render_stats, render_status};
 pub use reply::{reply_channel, NoAnswer, Reply, Waiter};
 pub use server::Reporter;
 pub use socket::ControlSocket;
+pub use thread::{spawn as spawn_thread, NICE};
 pub use token::{check_file as check_token_file, Token};

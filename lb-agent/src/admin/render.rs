@@ -76,6 +76,23 @@ pub fn render_status(report: &StatusReport) -> String {
         report.table_size,
         report.config_path
     );
+    if let Some(reload) = &report.agent.last_reload {
+        let ago = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |now| now.as_secs_f64() - reload.at_unix)
+            .max(0.0);
+        let outcome = if reload.applied {
+            "applied"
+        } else {
+            "REJECTED"
+        };
+        let _ = writeln!(
+            out,
+            "last reload: {outcome} {} ago: {}",
+            duration(ago as u64),
+            reload.message
+        );
+    }
     let _ = writeln!(out, "flow hash key {}", report.flow_hash_key_digest);
     if let Some(bgp) = &report.bgp {
         bgp_status(&mut out, bgp);

@@ -58,6 +58,8 @@ impl Controller {
         if let Err(e) = &result {
             error!("reload rejected: {e}");
         }
+        self.shared.reloaded(&result);
+        self.share();
         if let Some(reply) = reply {
             let _ = reply.send(result.clone());
         }

@@ -152,7 +152,11 @@ impl Controller {
                 .into_iter()
                 .map(|b| (!b.is_free(), b.generation)),
         );
-        let shared = status::Shared::new(&setup, dp.options().table_size, dp.counters());
+        let shared = status::Shared::new(
+            &setup,
+            (dp.options().table_size, dp.options().conn_table_entries),
+            dp.counters(),
+        );
         let (loaded_tx, loaded_rx) = mpsc::channel(4);
         let mut ctl = Self {
             dp,

@@ -5,7 +5,10 @@
 
 use super::{sweep::SweepSummary, BackendRt, Controller, Setup, VipRt};
 use crate::{
-    admin::{BackendHealth, BackendStatus, ConnSweepStatus, StatusReport, VipStatus},
+    admin::{
+        AgentInfo, BackendHealth, BackendStatus, ConnSweepStatus, ReloadStatus, StatusReport,
+        VipStatus,
+    },
     bgp::BgpStatus,
     config::CheckKind,
     dataplane::Counters,
@@ -14,7 +17,7 @@ use lb_common::TrafficCounters;
 use std::{
     collections::{BTreeMap, BTreeSet},
     sync::Arc,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 use tokio::sync::watch;
 
@@ -36,6 +39,7 @@ pub struct Snapshot {
     pub vips: BTreeMap<String, (u32, Arc<VipStatus>)>,
     pub bgp: Option<BgpStatus>,
     pub sweep: Option<(SweepSummary, Instant)>,
+    pub agent: AgentInfo,
     pub at: Instant,
 }
 
@@ -99,6 +103,7 @@ impl StatusSource {
             vips,
             counters,
             bgp: snap.bgp.clone(),
+            agent: snap.agent.clone(),
             conn_sweep: snap.sweep.map(|(s, at)| ConnSweepStatus {
                 live_entries: s.live,
                 removed_entries: s.removed,
@@ -118,11 +123,22 @@ pub(super) struct Shared {
     dirty: BTreeSet<String>,
     /// A change readers must see at once (health, admin state, table, reload).
     urgent: bool,
+    agent: AgentInfo,
 }
 
 impl Shared {
-    pub(super) fn new(setup: &Setup, table_size: u32, counters: Arc<Counters>) -> Self {
+    pub(super) fn new(
+        setup: &Setup,
+        (table_size, conn_table_capacity): (u32, u32),
+        counters: Arc<Counters>,
+    ) -> Self {
         let now = Instant::now();
+        let agent = AgentInfo {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            started_at_unix: unix_now(),
+            conn_table_capacity,
+            last_reload: None,
+        };
         let (tx, _) = watch::channel(Arc::new(Snapshot {
             interface: setup.interface.clone(),
             xdp_mode: "detached".to_string(),
@@ -133,6 +149,7 @@ impl Shared {
             vips: BTreeMap::new(),
             bgp: None,
             sweep: None,
+            agent: agent.clone(),
             at: now,
         }));
         Self {
@@ -141,7 +158,22 @@ impl Shared {
             vips: BTreeMap::new(),
             dirty: BTreeSet::new(),
             urgent: true,
+            agent,
         }
+    }
+
+    /// A reload finished: applied with its summary, or rejected with its reason.
+    pub(super) fn reloaded(&mut self, result: &Result<String, String>) {
+        let (applied, message) = match result {
+            Ok(summary) => (true, summary.clone()),
+            Err(why) => (false, why.clone()),
+        };
+        self.agent.last_reload = Some(ReloadStatus {
+            applied,
+            at_unix: unix_now(),
+            message,
+        });
+        self.urgent = true;
     }
 
     /// Check counters of the VIP changed.
@@ -193,6 +225,7 @@ impl Controller {
             vips: self.shared.vips.clone(),
             bgp: self.bgp.as_ref().map(|s| s.status()),
             sweep: self.sweep_summary.zip(self.last_sweep),
+            agent: self.shared.agent.clone(),
             at: Instant::now(),
             ..Snapshot::clone(&before)
         };
@@ -258,4 +291,11 @@ fn backend_status(v: &VipRt, b: &BackendRt, checked: bool) -> BackendStatus {
         last_check_latency_ms: b.last_latency.map(|d| d.as_secs_f64() * 1000.0),
         last_change: b.last_change.clone(),
     }
+}
+
+/// Seconds since the Unix epoch (0 for a clock before it).
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }

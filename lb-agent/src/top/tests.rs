@@ -53,6 +53,7 @@ fn report(name: &str, packets: u64, drops: u64, backends: Vec<BackendStatus>) ->
         ]),
         bgp: None,
         conn_sweep: None,
+        agent: Default::default(),
     }
 }
 

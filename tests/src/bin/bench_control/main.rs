@@ -6,6 +6,8 @@
 //! Prints one Markdown section on stdout (progress on stderr); fails when a measurement is not
 //! what it claims to be (a table read back differs, checks fail, the agent never gets ready).
 
+mod render;
+
 use anyhow::{bail, ensure, Context, Result};
 use lb_agent::{
     admin::BackendHealth,
@@ -45,7 +47,7 @@ const CHECK_PORT: u16 = 8080;
 const FAILOVER_ROUNDS: usize = 5;
 /// Failover rounds at scale, alternately idle and with `/metrics` scraped every
 /// `SCRAPE_EVERY`, so a slow spell of the machine hits both alike.
-const SCALE_FAILOVER_ROUNDS: usize = 10;
+const SCALE_FAILOVER_ROUNDS: usize = 20;
 const SCRAPE_EVERY: Duration = Duration::from_millis(100);
 /// `/metrics` at 100 VIPs x 100 backends, and the scraped failover against the idle one.
 const SCRAPE_TARGET_MS: f64 = 50.0;
@@ -54,7 +56,7 @@ const SCRAPED_FAILOVER_TARGET: f64 = 1.10;
 const PUBLISHED_TARGET_MS: f64 = 5.0;
 
 /// Sections, in the order they run; arguments pick some (all by default).
-const SECTIONS: [&str; 4] = ["maglev", "publish", "scale", "failover"];
+const SECTIONS: [&str; 5] = ["maglev", "render", "publish", "scale", "failover"];
 
 fn main() -> Result<()> {
     let picked: Vec<String> = std::env::args().skip(1).collect();
@@ -67,6 +69,9 @@ fn main() -> Result<()> {
     let mut missed = Vec::new();
     if run("maglev") {
         maglev(&mut out, &mut missed)?;
+    }
+    if run("render") {
+        render::render(&mut out)?;
     }
     if run("publish") {
         publish(&mut out)?;
