@@ -91,7 +91,7 @@ fn vip_traffic(registry: &mut Registry, vips: &[VipStatus]) {
 }
 
 /// `lb_backend_packets`, `lb_backend_bytes`, `lb_backend_up`, `lb_backend_weight`,
-/// `lb_backend_admin_state`.
+/// `lb_backend_weight_override`, `lb_backend_admin_state`.
 fn backends(registry: &mut Registry, vips: &[VipStatus]) {
     let packets: Family<Labels, Counter> = family(
         registry,
@@ -110,6 +110,11 @@ fn backends(registry: &mut Registry, vips: &[VipStatus]) {
         "lb_backend_weight",
         "Effective weight of the backend",
     );
+    let weight_override: Family<Labels, Gauge> = family(
+        registry,
+        "lb_backend_weight_override",
+        "Weight set at run time, in force instead of the file's until the next reload",
+    );
     let admin_state: Family<Labels, Gauge> = family(
         registry,
         "lb_backend_admin_state",
@@ -125,6 +130,9 @@ fn backends(registry: &mut Registry, vips: &[VipStatus]) {
             weight
                 .get_or_create(&b)
                 .set(i64::from(backend.effective_weight));
+            if let Some(w) = backend.weight_override {
+                weight_override.get_or_create(&b).set(i64::from(w));
+            }
             // Every state gets a series (0 or 1) so dashboards can sum over `state`.
             for state in [AdminState::Active, AdminState::Drain, AdminState::Disabled] {
                 let mut s = b.clone();
