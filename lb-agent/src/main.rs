@@ -1,4 +1,3 @@
-use clap::Parser;
 use lb_agent::cli::{self, Cli, Command, LogFormat};
 use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
@@ -20,7 +19,7 @@ fn init_logging(format: LogFormat, level: &str) {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_checked();
     let level = match &cli.command {
         Command::Run { config, .. } => lb_agent::config::load(config)
             .map(|c| c.agent.log_level)
