@@ -788,6 +788,7 @@ fn runtime_weight_shifts_new_connections_and_a_reload_clears_it() -> Result<()> 
         argv.extend(args);
         argv.extend(["--socket", socket.as_str()]);
         let (got, _, err) = lb_cli(&sc, &argv)?;
+        println!("$ lb-agent {}\n{err}", argv.join(" "));
         ensure!(
             got == Some(code) && err.contains(needle),
             "{argv:?}: exit {got:?}: {err}"
