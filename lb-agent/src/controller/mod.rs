@@ -327,15 +327,18 @@ impl Controller {
         }
     }
 
-    fn set_admin_state(&mut self, vip: &str, addr: IpAddr, state: AdminState) -> Result<()> {
-        let v = self
-            .vips
+    /// The backend an admin request names, or the error the operator sees.
+    fn backend_mut(&mut self, vip: &str, addr: IpAddr) -> Result<&mut BackendRt> {
+        self.vips
             .get_mut(vip)
-            .ok_or_else(|| anyhow!("no VIP named {vip}"))?;
-        let b = v
+            .ok_or_else(|| anyhow!("no VIP named {vip}"))?
             .backends
             .get_mut(&addr)
-            .ok_or_else(|| anyhow!("VIP {vip} has no backend {addr}"))?;
+            .ok_or_else(|| anyhow!("VIP {vip} has no backend {addr}"))
+    }
+
+    fn set_admin_state(&mut self, vip: &str, addr: IpAddr, state: AdminState) -> Result<()> {
+        let b = self.backend_mut(vip, addr)?;
         if b.admin == state {
             return Ok(());
         }

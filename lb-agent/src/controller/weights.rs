@@ -9,7 +9,7 @@ use crate::{
     config::{AdminState, Weight},
     health::Health,
 };
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use std::net::IpAddr;
 use tracing::info;
 
@@ -17,14 +17,7 @@ impl Controller {
     /// Set backend `addr` of VIP `vip` to `weight` until the next reload; a weight equal to the
     /// file's removes the override. The answer says what is in force now.
     pub(super) fn set_weight(&mut self, vip: &str, addr: IpAddr, weight: Weight) -> Result<String> {
-        let v = self
-            .vips
-            .get_mut(vip)
-            .ok_or_else(|| anyhow!("no VIP named {vip}"))?;
-        let b = v
-            .backends
-            .get_mut(&addr)
-            .ok_or_else(|| anyhow!("VIP {vip} has no backend {addr}"))?;
+        let b = self.backend_mut(vip, addr)?;
         let file = b.cfg.weight;
         let wanted = override_for(file, weight);
         let answer = answer(vip, addr, file, wanted, b.admin, b.health);
