@@ -2,11 +2,14 @@
 //! this test binds and passes to the real agent with WATCHDOG_USEC, as systemd would. READY=1
 //! only once every VIP is published and the program attached; RELOADING=1 (with
 //! MONOTONIC_USEC) then READY=1 with the outcome in STATUS= and ERRNO= around each reload, the
-//! running configuration kept on a rejection; WATCHDOG=1 periodically; STOPPING=1 on SIGTERM.
+//! running configuration kept on a rejection; WATCHDOG=1 periodically, and none while the
+//! controller is stuck; STOPPING=1 on SIGTERM.
 //!
-//! The watchdog is fed from the controller's own event loop (`notify::Watchdog`, a branch of
-//! its `select!`), so only a live controller feeds it; nothing in the agent can block that loop
-//! any more (files are read off it), so there is no real stall left to provoke here.
+//! The stall is real, and one systemd sees in production: the agent logs to stderr (the
+//! journal's stream), and when nobody reads it any more (journald stuck) a controller that logs
+//! blocks in `write`. The test gives the agent a pipe for stderr, fills it and stops reading:
+//! the next reload's log line blocks the controller, and the feeding stops until the pipe is
+//! read again.
 
 use anyhow::{bail, ensure, Context, Result};
 use lb_agent::admin::{self, StatusReport};
@@ -18,9 +21,13 @@ use lb_tests::{
     topo::Topology,
 };
 use std::{
+    fs::File,
+    io::{Read, Write},
     net::SocketAddr,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
     os::unix::net::UnixDatagram,
     path::{Path, PathBuf},
+    process::Stdio,
     time::{Duration, Instant},
 };
 
@@ -85,6 +92,18 @@ impl NotifySocket {
         }
     }
 
+    /// Every message that arrives during `span` (waits all of it).
+    fn during(&self, span: Duration) -> Result<Vec<Message>> {
+        let end = Instant::now() + span;
+        let mut got = Vec::new();
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            if let Some(m) = self.next(left.max(Duration::from_millis(1)))? {
+                got.push(m);
+            }
+        }
+        Ok(got)
+    }
+
     /// Messages up to and including the first that `want` accepts; the others before it.
     fn until(
         &self,
@@ -140,7 +159,7 @@ fn ready_and_published(s: &StatusReport) -> bool {
 type Seen = (Vec<Message>, Message, StatusReport, NotifySocket);
 
 #[test]
-fn systemd_notifications_ready_reload_watchdog_stop() -> Result<()> {
+fn systemd_notifications_ready_reload_watchdog_stall_stop() -> Result<()> {
     let topo = Topology::build("sd", 3)?;
     let _servers = Backends::start(&topo.backends)?;
     let dir = std::env::temp_dir().join(&topo.prefix);
@@ -160,9 +179,13 @@ fn systemd_notifications_ready_reload_watchdog_stop() -> Result<()> {
         let at_ready = status(&ns).context("/status right after READY=1")?;
         Ok((before, ready, at_ready, notify))
     });
+    let log = LogPipe::new()?;
+    let (stdout, stderr) = (log.writer()?, log.writer()?);
     let mut agent = Agent::start_with(&topo.lb, &config, PATIENCE, |c| {
         c.env("NOTIFY_SOCKET", &notify_path)
-            .env("WATCHDOG_USEC", WATCHDOG.as_micros().to_string());
+            .env("WATCHDOG_USEC", WATCHDOG.as_micros().to_string())
+            .stdout(stdout)
+            .stderr(stderr);
     })?;
     let (before, ready, at_ready, notify) = watcher
         .join()
@@ -181,9 +204,117 @@ fn systemd_notifications_ready_reload_watchdog_stop() -> Result<()> {
     }
 
     reloads(&agent, &notify, &topo, &config, &good)?;
+    let drained = stall(&agent, &notify, log)?;
     agent.stop()?;
     notify.until("STOPPING=1", |m| m.has("STOPPING=1"))?;
+    let log = drained
+        .join()
+        .map_err(|_| anyhow::anyhow!("log reader panicked"))?;
+    ensure!(log.contains("configuration reloaded"), "{log}");
     Ok(())
+}
+
+/// The agent's stdout and stderr: a pipe of 1 MiB this test reads, or stops reading.
+struct LogPipe {
+    read: File,
+    write: OwnedFd,
+}
+
+const LOG_PIPE_BYTES: usize = 1 << 20;
+
+impl LogPipe {
+    fn new() -> Result<Self> {
+        let mut fds = [0; 2];
+        // SAFETY: fds has room for the two descriptors pipe2 writes.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            bail!("pipe2: {}", std::io::Error::last_os_error());
+        }
+        // SAFETY: both descriptors were just created and are owned by nothing else.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // SAFETY: F_SETPIPE_SZ on a pipe we own.
+        let size = unsafe {
+            libc::fcntl(
+                write.as_raw_fd(),
+                libc::F_SETPIPE_SZ,
+                LOG_PIPE_BYTES as libc::c_int,
+            )
+        };
+        ensure!(
+            size as usize == LOG_PIPE_BYTES,
+            "F_SETPIPE_SZ: {}",
+            std::io::Error::last_os_error()
+        );
+        Ok(Self {
+            read: File::from(read),
+            write,
+        })
+    }
+
+    fn writer(&self) -> Result<Stdio> {
+        Ok(Stdio::from(self.write.try_clone()?))
+    }
+
+    /// Bytes waiting in the pipe.
+    fn waiting(&self) -> Result<usize> {
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int.
+        if unsafe { libc::ioctl(self.read.as_raw_fd(), libc::FIONREAD, &mut n) } != 0 {
+            bail!("FIONREAD: {}", std::io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+}
+
+/// The controller stuck writing a log line to a full pipe: no WATCHDOG=1 for two feed
+/// intervals; the pipe read again, the reload completes and the feeding resumes. Returns the
+/// thread that reads the pipe to its end (the log).
+fn stall(
+    agent: &Agent,
+    notify: &NotifySocket,
+    log: LogPipe,
+) -> Result<std::thread::JoinHandle<String>> {
+    // Fill the pipe with a writer of our own (blocking, as the agent's writes are); it stays
+    // blocked until the pipe is read.
+    let mut filler = File::from(log.write.try_clone()?);
+    // Twice the pipe's size: it blocks once the pipe is full (partly filled pages of the
+    // agent's lines make "full" a little less than the size).
+    let fill = std::thread::spawn(move || filler.write_all(&vec![b'\n'; 2 * LOG_PIPE_BYTES]));
+    let deadline = Instant::now() + PATIENCE;
+    let mut last = 0;
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = log.waiting()?;
+        if now == last && now > LOG_PIPE_BYTES / 2 {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the log pipe never filled ({now} bytes)"
+        );
+        last = now;
+    }
+    notify.until("a WATCHDOG=1 before the stall", |m| m.has("WATCHDOG=1"))?;
+    // A reload logs its outcome: the controller blocks in that write.
+    agent.hup()?;
+    let stuck = notify.during(WATCHDOG * 2)?;
+    ensure!(
+        !stuck
+            .iter()
+            .any(|m| m.has("WATCHDOG=1") || m.has("READY=1")),
+        "fed or answered while its log could not be written: {stuck:?}"
+    );
+    let LogPipe { mut read, write } = log;
+    drop(write);
+    let reader = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = read.read_to_end(&mut text);
+        String::from_utf8_lossy(&text).into_owned()
+    });
+    let _ = fill.join();
+    let (_, done) = notify.until("READY=1 after the stall", |m| m.has("READY=1"))?;
+    ensure!(done.get("ERRNO") == Some("0"), "{done:?}");
+    notify.until("WATCHDOG=1 after the stall", |m| m.has("WATCHDOG=1"))?;
+    Ok(reader)
 }
 
 /// A rejected reload: RELOADING=1 with MONOTONIC_USEC, then READY=1 with the error and ERRNO=22,
