@@ -2,7 +2,9 @@
 //! maintenance | doctor`.
 
 use crate::{admin, config, daemon, dataplane, docgen, doctor, netinfo, pinlock::PinLock, secrets};
+mod backend;
 use anyhow::{bail, Context, Result};
+pub use backend::BackendAction;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::{
     net::{IpAddr, SocketAddr},
@@ -72,7 +74,15 @@ pub enum Command {
     Status(ClientArgs),
     /// Show the data path's counters, per VIP and per backend
     Stats(ClientArgs),
-    /// Drain, undrain, disable or enable a backend of a VIP in the running agent
+    /// Drain, undrain, disable, enable or set the weight of a backend in the running agent
+    #[command(
+        long_about = "Drain, undrain, disable or enable a backend of a VIP, or set its weight, \
+        in the running agent.\n\n\
+        `weight VIP BACKEND WEIGHT` sets the backend's weight (1..=10000, as in the file) until \
+        the next reload of the configuration file, which clears every such override; the \
+        file's own weight removes the override at once. New flows follow the new table, \
+        established ones stay where they are. `lb-agent status` shows the override."
+    )]
     Backend {
         #[arg(value_enum)]
         action: BackendAction,
@@ -80,6 +90,13 @@ pub enum Command {
         vip: String,
         /// Backend address
         backend: IpAddr,
+        /// The new weight, for `weight` only (1..=10000)
+        #[arg(
+            required_if_eq("action", "weight"),
+            allow_negative_numbers = true,
+            value_parser = backend::weight_arg
+        )]
+        weight: Option<config::Weight>,
         #[command(flatten)]
         client: ControlArgs,
     },
@@ -138,30 +155,6 @@ pub enum Command {
     /// Write a man page for every command into DIR (packaging)
     #[command(hide = true)]
     Man { dir: PathBuf },
-}
-
-impl BackendAction {
-    /// The control API's word for the action.
-    fn verb(self) -> &'static str {
-        match self {
-            BackendAction::Drain => "drain",
-            BackendAction::Undrain => "undrain",
-            BackendAction::Disable => "disable",
-            BackendAction::Enable => "enable",
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum BackendAction {
-    /// Keep existing connections, send no new ones
-    Drain,
-    /// Back to active after a drain
-    Undrain,
-    /// Take out of service: its connections move at their next packet
-    Disable,
-    /// Back to active after disable
-    Enable,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -276,6 +269,20 @@ impl From<ModeArg> for config::XdpMode {
     }
 }
 
+impl Cli {
+    /// The command line, or exit with clap's usage error (status 2), also for the combinations
+    /// clap cannot check itself.
+    pub fn parse_checked() -> Cli {
+        let cli = Cli::parse();
+        if let Command::Backend { action, weight, .. } = &cli.command {
+            if let Err(e) = backend::check(*action, *weight) {
+                e.exit();
+            }
+        }
+        cli
+    }
+}
+
 /// Run one command; the returned code is the process exit status.
 pub async fn execute(cli: Cli) -> Result<i32> {
     match cli.command {
@@ -301,14 +308,9 @@ pub async fn execute(cli: Cli) -> Result<i32> {
             action,
             vip,
             backend,
+            weight,
             client,
-        } => {
-            control(
-                &client,
-                &format!("/vips/{vip}/backends/{backend}/{}", action.verb()),
-            )
-            .await
-        }
+        } => control(&client, &backend::path(action, &vip, backend, weight)).await,
         Command::Reload(client) => control(&client, "/reload").await,
         Command::Maintenance { action, client } => {
             let path = match action {

@@ -105,6 +105,18 @@ mod tests {
     }
 
     #[test]
+    fn unknown_shell_and_missing_dir_are_refused() {
+        use clap::Parser;
+        for bad in [
+            &["lb-agent", "completions", "tcsh"][..],
+            &["lb-agent", "completions"],
+            &["lb-agent", "man"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
     fn completions_name_the_subcommands() {
         for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
             let mut out = Vec::new();

@@ -67,6 +67,25 @@ pub fn raise_nofile() {
     );
 }
 
+/// glibc arenas the allocator may create. Its default, 8 per CPU, gives every thread that
+/// ever allocated (runtime workers, blocking threads, the admin thread) a heap of its own, and
+/// each keeps what it freed: with 10,000 backends that left the agent's RSS megabytes above
+/// what it uses after a scrape or a reload. Two arenas are enough for two runtime workers.
+const MALLOC_ARENAS: libc::c_int = 2;
+
+/// Caps glibc's malloc arenas at [`MALLOC_ARENAS`]; call before any thread starts. An
+/// explicit `MALLOC_ARENA_MAX` in the environment is the operator's choice and is kept.
+pub fn cap_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets an allocator parameter; no thread allocates concurrently
+        // this early.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,24 +113,5 @@ mod tests {
     fn never_above_nr_open_and_never_down() {
         assert_eq!(raised_nofile(1024, 4_000_000, Some(1 << 20)), Some(1 << 20));
         assert_eq!(raised_nofile(2_000_000, INF, Some(1 << 20)), None);
-    }
-}
-
-/// glibc arenas the allocator may create. Its default, 8 per CPU, gives every thread that
-/// ever allocated (runtime workers, blocking threads, the admin thread) a heap of its own, and
-/// each keeps what it freed: with 10,000 backends that left the agent's RSS megabytes above
-/// what it uses after a scrape or a reload. Two arenas are enough for two runtime workers.
-const MALLOC_ARENAS: libc::c_int = 2;
-
-/// Caps glibc's malloc arenas at [`MALLOC_ARENAS`]; call before any thread starts. An
-/// explicit `MALLOC_ARENA_MAX` in the environment is the operator's choice and is kept.
-pub fn cap_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: mallopt only sets an allocator parameter; no thread allocates concurrently
-        // this early.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
-        }
     }
 }

@@ -1,4 +1,3 @@
-use clap::Parser;
 use lb_agent::cli::{self, Cli, Command, LogFormat};
 use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
@@ -21,7 +20,7 @@ fn init_logging(format: LogFormat, level: &str) {
 
 fn main() -> std::process::ExitCode {
     lb_agent::limits::cap_malloc_arenas();
-    let cli = Cli::parse();
+    let cli = Cli::parse_checked();
     let level = match &cli.command {
         Command::Run { config, .. } => lb_agent::config::load(config)
             .map(|c| c.agent.log_level)

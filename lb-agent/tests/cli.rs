@@ -1235,3 +1235,143 @@ fn maintenance_with_a_bad_or_missing_action_is_a_usage_error() {
         "maintenance --help",
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Runtime weights
+
+#[test]
+fn backend_weight_posts_the_weight_and_prints_the_answer() {
+    let dir = TempDir::new("weight");
+    let token = private_token(&dir);
+    let (addr, server) = fake_admin(
+        "200 OK",
+        "backend 2001:db8::2 of VIP web6: weight 300 (override, config 100) until the next reload\n",
+    );
+    let out = lb_ok(&[
+        "backend",
+        "weight",
+        "web6",
+        "2001:db8::2",
+        "300",
+        "--control",
+        &addr,
+        "--token-file",
+        s(&token),
+    ]);
+    assert_eq!(
+        server.join().unwrap(),
+        "POST /vips/web6/backends/2001:db8::2/weight/300 HTTP/1.1"
+    );
+    assert!(out.contains("weight 300 (override, config 100)"), "{out}");
+}
+
+#[test]
+fn backend_weight_reports_the_agents_refusal() {
+    let dir = TempDir::new("weight-404");
+    let token = private_token(&dir);
+    let (addr, server) = fake_admin("404 Not Found", "VIP web has no backend 198.18.9.9\n");
+    let err = lb_fails(
+        &[
+            "backend",
+            "weight",
+            "web",
+            "198.18.9.9",
+            "5",
+            "--control",
+            &addr,
+            "--token-file",
+            s(&token),
+        ],
+        1,
+    );
+    assert_eq!(
+        server.join().unwrap(),
+        "POST /vips/web/backends/198.18.9.9/weight/5 HTTP/1.1"
+    );
+    assert_mentions(
+        &err,
+        &["404", "VIP web has no backend 198.18.9.9", "/weight/5"],
+        "backend weight refused",
+    );
+}
+
+/// Bad weights never reach the agent: nothing listens on the socket, and each is a usage
+/// error (2) that names what is wrong.
+#[test]
+fn backend_weight_with_a_bad_or_missing_weight_is_a_usage_error() {
+    let dir = TempDir::new("weight-usage");
+    let socket = dir.0.join("nobody.sock");
+    let socket = s(&socket);
+    let cases: [(&[&str], &[&str]); 10] = [
+        (
+            &["0"],
+            &[
+                "invalid value '0'",
+                "must be between 1 and 10000, got 0",
+                "lb-agent backend drain",
+            ],
+        ),
+        (&["10001"], &["must be between 1 and 10000, got 10001"]),
+        (
+            &["-3"],
+            &["invalid value '-3'", "must be between 1 and 10000, got -3"],
+        ),
+        (&["99999999999999999999"], &["got 99999999999999999999"]),
+        (
+            &["abc"],
+            &["must be a whole number between 1 and 10000, got \"abc\""],
+        ),
+        (&["2.5"], &["got \"2.5\""]),
+        (&["+5"], &["got \"+5\""]),
+        (&[""], &["got \"\""]),
+        (&[], &["required", "<WEIGHT>"]),
+        (&["5", "6"], &["unexpected argument '6'"]),
+    ];
+    for (weight, needles) in cases {
+        let mut args = vec!["backend", "weight", "web", "198.18.1.1"];
+        args.extend_from_slice(weight);
+        args.extend_from_slice(&["--socket", socket]);
+        let err = lb_fails(&args, 2);
+        assert_mentions(&err, needles, &args.join(" "));
+    }
+    // A weight given to another action would look applied: refused.
+    let err = lb_fails(
+        &[
+            "backend",
+            "drain",
+            "web",
+            "198.18.1.1",
+            "5",
+            "--socket",
+            socket,
+        ],
+        2,
+    );
+    assert_mentions(
+        &err,
+        &[
+            "WEIGHT (5) is only for `lb-agent backend weight`, not `drain`",
+            "Usage: lb-agent backend",
+        ],
+        "drain with a weight",
+    );
+    // A bad address is still the address's error.
+    let err = lb_fails(&["backend", "weight", "web", "198.18.1.300", "5"], 2);
+    assert!(err.contains("'198.18.1.300'"), "{err}");
+}
+
+#[test]
+fn backend_help_describes_weight() {
+    let help = lb_ok(&["backend", "--help"]);
+    assert_mentions(
+        &help,
+        &[
+            "<ACTION> <VIP> <BACKEND> [WEIGHT]",
+            "weight:",
+            "until the next reload",
+            "1..=10000",
+            "lb-agent status",
+        ],
+        "lb-agent backend --help",
+    );
+}

@@ -218,6 +218,21 @@ impl Agent {
             .map_err(anyhow::Error::msg)
     }
 
+    /// `lb-agent backend weight web BACKEND WEIGHT`: the controller's answer.
+    fn set_weight(&mut self, backend: &str, weight: u32) -> Result<String> {
+        let (reply, waiter) = reply_channel();
+        self.ctl.on_admin(AdminRequest::SetBackendWeight {
+            vip: "web".into(),
+            backend: backend.parse()?,
+            weight: config::Weight::new(weight).map_err(anyhow::Error::msg)?,
+            reply,
+        });
+        self.rt
+            .block_on(waiter.wait(tokio::time::Instant::now() + ANSWER_BOUND))
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?
+            .map_err(anyhow::Error::msg)
+    }
+
     fn health(&mut self, backend: &str, health: Health) -> Result<()> {
         self.ctl.on_check(CheckReport {
             vip: "web".into(),
@@ -853,5 +868,90 @@ fn reload_of_new_flows_per_sec_is_named_and_applied() -> Result<()> {
         now >= 20,
         "only {now} of 40 inserts skipped under a budget of 3/s"
     );
+    Ok(())
+}
+
+/// `lb-agent backend weight`: the backend's share of the table follows the new weight, flows
+/// from before keep their backend (moved slots), and a reload brings the file's weight back.
+#[test]
+fn runtime_weight_moves_new_flows_keeps_old_ones_and_a_reload_clears_it() -> Result<()> {
+    let pins = Pins::new();
+    let mut agent = start_default(&pins)?;
+    let before = agent.syn_backends(7000..7600)?;
+    let b1 = |s: &StatusReport| {
+        s.vips[0]
+            .backends
+            .iter()
+            .find(|b| b.address.to_string() == B1)
+            .map(|b| (b.weight, b.weight_override, b.effective_weight, b.slots))
+    };
+    let answer = agent.set_weight(B1, 300)?;
+    assert_eq!(
+        answer,
+        "backend 198.18.1.1 of VIP web: weight 300 (override, config 100) until the next reload"
+    );
+    let status = agent.status()?;
+    let (weight, weight_override, effective, slots) = b1(&status).context("B1")?;
+    assert_eq!((weight, weight_override, effective), (100, Some(300), 300));
+    // 300 of 500: 60% of the 65537 slots (Maglev's shares are within a percent or two).
+    assert!((37_000..41_500).contains(&slots), "{slots} slots");
+    assert_eq!(status.vips[0].table_generation, 2, "one publication");
+    assert!(status.vips[0].moved_slots > 0);
+    // Established flows stay where they were; new ones follow the table.
+    for (port, backend) in &before {
+        assert_eq!(
+            agent.send(WEB, 80, *port, Tcp::Ack)?,
+            *backend,
+            "port {port}"
+        );
+    }
+    let seen = agent.spread(WEB, 80, 10_000..11_000)?;
+    let on_b1 = seen.get(&B1.parse::<IpAddr>()?).copied().unwrap_or(0);
+    assert!(
+        (500..700).contains(&on_b1),
+        "{on_b1} of 1000 new flows: {seen:?}"
+    );
+    // The same weight again changes nothing; the file's weight removes the override.
+    agent.set_weight(B1, 300)?;
+    assert_eq!(agent.status()?.vips[0].table_generation, 2);
+    assert!(agent
+        .set_weight(B1, 100)?
+        .contains("weight 100 (config, no override)"));
+    assert_eq!(b1(&agent.status()?).context("B1")?.1, None);
+    // Refusals change nothing.
+    agent.set_weight(B1, 5)?;
+    let generation = agent.status()?.vips[0].table_generation;
+    let err = agent.set_weight("198.18.9.9", 7).unwrap_err().to_string();
+    assert_eq!(err, "VIP web has no backend 198.18.9.9");
+    let (reply, waiter) = reply_channel();
+    agent.ctl.on_admin(AdminRequest::SetBackendWeight {
+        vip: "nope".into(),
+        backend: B1.parse()?,
+        weight: config::Weight::new(7).map_err(anyhow::Error::msg)?,
+        reply,
+    });
+    let err = agent
+        .rt
+        .block_on(waiter.wait(tokio::time::Instant::now() + ANSWER_BOUND))
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    assert_eq!(err, Err("no VIP named nope".to_string()));
+    assert_eq!(agent.status()?.vips[0].table_generation, generation);
+    // A drained backend keeps its override for when it comes back.
+    agent.set_state(B1, AdminState::Drain)?;
+    assert!(agent.set_weight(B1, 200)?.contains("it is drained"));
+    assert_eq!(b1(&agent.status()?).context("B1")?.2, 0);
+    agent.set_state(B1, AdminState::Active)?;
+    assert_eq!(b1(&agent.status()?).context("B1")?.2, 200);
+    // A reload of the unchanged file clears it and says so.
+    let summary = agent.reload_file()?;
+    assert_eq!(
+        summary,
+        "configuration reloaded: no change in the file; weight overrides cleared: web \
+         198.18.1.1 200 -> 100"
+    );
+    let (_, weight_override, effective, slots) = b1(&agent.status()?).context("B1")?;
+    assert_eq!((weight_override, effective), (None, 100));
+    assert!((20_500..23_000).contains(&slots), "{slots} slots");
+    assert_eq!(agent.reload_file()?, "configuration reloaded: no change");
     Ok(())
 }

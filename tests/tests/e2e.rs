@@ -3,7 +3,7 @@
 //! Each scenario builds its own topology and asserts on counts. They run one at a time: two
 //! cores are shared by the kernel paths, the servers and the agent.
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context as _, Result};
 use lb_agent::admin::BackendHealth;
 use lb_tests::{
     client::{http_burst, udp_query},
@@ -820,6 +820,179 @@ fn gateway_mac_change_is_followed_without_a_restart() -> Result<()> {
     ensure!(
         resumed < Duration::from_secs(5),
         "resumed after {resumed:?}"
+    );
+    Ok(())
+}
+
+/// `lb-agent` run in the balancer's namespace: exit code, stdout, stderr.
+fn lb_cli(sc: &Scenario, args: &[&str]) -> Result<(Option<i32>, String, String)> {
+    let out = lb_tests::netns::command(&sc.topo.lb, lb_tests::agentproc::agent_binary()?)
+        .args(args)
+        .output()?;
+    Ok((
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// Fractions of `tally`'s answers per backend, in backend order.
+fn shares(tally: &lb_tests::client::Tally, backends: usize) -> Vec<f64> {
+    let total = tally.total().max(1) as f64;
+    (0..backends)
+        .map(|i| tally.by_backend.get(&backend_name(i)).copied().unwrap_or(0) as f64 / total)
+        .collect()
+}
+
+/// `lb-agent backend weight` through the real CLI and control socket: new connections follow
+/// the new weight, established ones keep their backend, status and metrics show the override,
+/// the agent refuses bad requests without changing anything, and a reload of the unchanged file
+/// brings the file's weight back and says so. Shares are checked with a wide margin (25%).
+#[test]
+fn runtime_weight_shifts_new_connections_and_a_reload_clears_it() -> Result<()> {
+    let _serial = serial();
+    let sc = Scenario::start("w", Options::default())?;
+    let b0 = lb_tests::topo::backend_v4(0).to_string();
+    let socket = sc.agent.control.display().to_string();
+    let conns = sc.client.run(lb_tests::client::LongLived::open(
+        sc.long(),
+        24,
+        Duration::from_millis(50),
+    ))??;
+    std::thread::sleep(Duration::from_millis(400));
+    for vip in ["web", "long"] {
+        let (code, out, err) = lb_cli(
+            &sc,
+            &["backend", "weight", vip, &b0, "300", "--socket", &socket],
+        )?;
+        println!("$ lb-agent backend weight {vip} {b0} 300\n{out}");
+        ensure!(code == Some(0), "exit {code:?}: {err}");
+        ensure!(
+            out.contains("weight 300 (override, config 100) until the next reload"),
+            "{out}"
+        );
+    }
+    // Refused by the agent (exit 1) or by the CLI (exit 2): nothing changes.
+    let generation = |sc: &Scenario| -> Result<u64> {
+        let s = sc.agent.status()?;
+        Ok(s.vips.iter().map(|v| v.table_generation).sum())
+    };
+    let before_refusals = generation(&sc)?;
+    for (args, code, needle) in [
+        (
+            ["web", "198.18.9.9", "5"],
+            1,
+            "VIP web has no backend 198.18.9.9",
+        ),
+        (["nope", b0.as_str(), "5"], 1, "no VIP named nope"),
+        (
+            ["web", b0.as_str(), "0"],
+            2,
+            "must be between 1 and 10000, got 0",
+        ),
+        (["web", b0.as_str(), "-1"], 2, "got -1"),
+    ] {
+        let mut argv = vec!["backend", "weight"];
+        argv.extend(args);
+        argv.extend(["--socket", socket.as_str()]);
+        let (got, _, err) = lb_cli(&sc, &argv)?;
+        println!("$ lb-agent {}\n{err}", argv.join(" "));
+        ensure!(
+            got == Some(code) && err.contains(needle),
+            "{argv:?}: exit {got:?}: {err}"
+        );
+    }
+    ensure!(
+        generation(&sc)? == before_refusals,
+        "a refusal changed a table"
+    );
+    let status = sc.agent.status()?;
+    let web = status
+        .vips
+        .iter()
+        .find(|v| v.name == "web")
+        .context("web")?;
+    let first = &web.backends[0];
+    ensure!(
+        (first.weight, first.weight_override, first.effective_weight) == (100, Some(300), 300),
+        "{first:?}"
+    );
+    ensure!((37_000..41_500).contains(&first.slots), "{first:?}");
+    let (_, text, _) = lb_cli(&sc, &["status", "--admin", lb_tests::agentproc::ADMIN])?;
+    println!("$ lb-agent status\n{text}");
+    ensure!(text.contains("300*/300"), "{text}");
+    ensure!(
+        text.contains(&format!(
+            "* {b0}: weight 300 (override, config 100) until the next reload"
+        )),
+        "{text}"
+    );
+    let metrics = sc.agent.metrics()?;
+    ensure!(
+        metrics.contains(&format!(
+            "lb_backend_weight_override{{vip=\"web\",backend=\"{b0}\"}} 300"
+        )),
+        "no override series"
+    );
+    let tally = sc.client.run(http_burst(sc.web(), 1500, 8))?;
+    ensure!(
+        tally.errors.is_empty(),
+        "{:?}",
+        &tally.errors[..tally.errors.len().min(5)]
+    );
+    let weighted = shares(&tally, 3);
+    println!("weight 300/100/100: shares {weighted:.3?}");
+    for (got, want) in weighted.iter().zip([0.6, 0.2, 0.2]) {
+        ensure!(
+            (got - want).abs() <= want * 0.25,
+            "{weighted:?}, want 0.6/0.2/0.2"
+        );
+    }
+    // The unchanged file, reloaded: every override goes, and the answer lists them.
+    let (code, out, err) = lb_cli(&sc, &["reload", "--socket", &socket])?;
+    println!("$ lb-agent reload\n{out}");
+    ensure!(code == Some(0), "exit {code:?}: {err}");
+    for vip in ["web", "long"] {
+        ensure!(out.contains(&format!("{vip} {b0} 300 -> 100")), "{out}");
+    }
+    ensure!(
+        out.contains("no change in the file; weight overrides cleared"),
+        "{out}"
+    );
+    let status = sc.agent.status()?;
+    let web = status
+        .vips
+        .iter()
+        .find(|v| v.name == "web")
+        .context("web")?;
+    let first = &web.backends[0];
+    ensure!(
+        (first.weight_override, first.effective_weight) == (None, 100),
+        "{first:?}"
+    );
+    ensure!((20_500..23_000).contains(&first.slots), "{first:?}");
+    ensure!(!sc.agent.metrics()?.contains("lb_backend_weight_override{"));
+    let tally = sc.client.run(http_burst(sc.web(), 1500, 8))?;
+    ensure!(
+        tally.errors.is_empty(),
+        "{:?}",
+        &tally.errors[..tally.errors.len().min(5)]
+    );
+    let equal = shares(&tally, 3);
+    println!("weights back to 100/100/100: shares {equal:.3?}");
+    for got in &equal {
+        ensure!((got - 1.0 / 3.0).abs() <= 0.25 / 3.0, "{equal:?}");
+    }
+    // What the agent logged, with each request's peer (for docs/operations.md).
+    let log = sc.agent.log_text();
+    for line in log.lines().filter(|l| l.contains("weight")) {
+        println!("{line}");
+    }
+    // Both table changes left the established connections where they were.
+    let failures = sc.client.run(conns.close())?;
+    ensure!(
+        failures.is_empty(),
+        "established connections failed: {failures:?}"
     );
     Ok(())
 }

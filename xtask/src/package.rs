@@ -226,3 +226,19 @@ impl Drop for Purge {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ebpf_dir_without_the_objects_is_refused_before_building() {
+        let err =
+            build::build_agent(true, Path::new("/nonexistent/ebpf")).expect_err("no objects there");
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("no eBPF object lb in /nonexistent/ebpf"),
+            "{msg}"
+        );
+    }
+}

@@ -2,7 +2,7 @@
 //! (the `/status` JSON) and the `stats --json` view of it.
 
 use super::reply::Reply;
-use crate::config::{AdminState, AllDown, HashMode, Protocol};
+use crate::config::{AdminState, AllDown, HashMode, Protocol, Weight};
 use crate::health::Health;
 use serde::{Deserialize, Serialize};
 use std::{collections::BTreeMap, fmt, net::IpAddr, time::Duration};
@@ -23,6 +23,15 @@ pub enum AdminRequest {
         backend: IpAddr,
         state: AdminState,
         reply: Reply<Result<(), String>>,
+    },
+    /// Set a backend's weight until the next reload (`Weight` is within the file's range);
+    /// `Ok` is the confirmation for the operator, `Err` (unknown VIP or backend) is shown as
+    /// is, with 404.
+    SetBackendWeight {
+        vip: String,
+        backend: IpAddr,
+        weight: Weight,
+        reply: Reply<Result<String, String>>,
     },
     /// Re-read the configuration file: `Ok` is a summary of what changed, `Err` why nothing did.
     /// The file is read and parsed off the controller's task (`Controller::start_reload`).
@@ -120,7 +129,13 @@ pub struct VipStatus {
 pub struct BackendStatus {
     pub address: IpAddr,
     pub id: u32,
+    /// the configuration file's weight
     pub weight: u32,
+    /// a weight set at run time (`lb-agent backend weight`), in force instead of `weight`
+    /// until the next reload; absent (null) without one
+    #[serde(default)]
+    pub weight_override: Option<u32>,
+    /// the weight in the live table: 0 when down, drained or disabled, lower during slow start
     pub effective_weight: u32,
     pub admin_state: AdminState,
     pub health: BackendHealth,
@@ -131,6 +146,13 @@ pub struct BackendStatus {
     pub checks_failed: u64,
     pub last_check_latency_ms: Option<f64>,
     pub last_change: String,
+}
+
+impl BackendStatus {
+    /// The full weight the backend should have: its override, else the file's.
+    pub fn weight_in_force(&self) -> u32 {
+        self.weight_override.unwrap_or(self.weight)
+    }
 }
 
 /// A backend's health as the operator sees it: the checker's verdict, or `Unchecked` for a

@@ -50,6 +50,7 @@ const CHUNKS_QUEUED: usize = 8;
 /// | `lb_backend_bytes_total{vip,backend}`                  | counter | bytes sent to the backend                |
 /// | `lb_backend_up{vip,backend}`                           | gauge   | 1 if the health check says up, else 0    |
 /// | `lb_backend_weight{vip,backend}`                       | gauge   | effective weight (after slow start, admin state) |
+/// | `lb_backend_weight_override{vip,backend}`              | gauge   | weight set at run time (`lb-agent backend weight`); only for backends with one, until the next reload |
 /// | `lb_backend_admin_state{vip,backend,state}`            | gauge   | 1 for the current state (`active`, `drain`, `disabled`), 0 for the others |
 /// | `lb_health_checks_total{vip,backend,result}`           | counter | health checks, `result` = `ok` or `failed` |
 /// | `lb_health_check_latency_seconds{vip,backend}`         | gauge   | latency of the last check (absent before the first) |
@@ -294,7 +295,7 @@ fn per_backend(
 }
 
 /// `lb_backend_packets`, `lb_backend_bytes`, `lb_backend_up`, `lb_backend_weight`,
-/// `lb_backend_admin_state`.
+/// `lb_backend_weight_override`, `lb_backend_admin_state`.
 fn backends(out: &mut DescriptorEncoder, vips: &Names) -> fmt::Result {
     use MetricType::{Counter, Gauge};
     let packets = ("lb_backend_packets", "Packets sent to the backend", Counter);
@@ -316,6 +317,18 @@ fn backends(out: &mut DescriptorEncoder, vips: &Names) -> fmt::Result {
     );
     per_backend(out, weight, vips, |f, l, b| {
         gauge(f, &l, i64::from(b.effective_weight))
+    })?;
+    let weight_override = (
+        "lb_backend_weight_override",
+        "Weight set at run time, in force instead of the file's until the next reload",
+        Gauge,
+    );
+    // Only overridden backends: the series' presence is the alert ("an override is in force").
+    per_backend(out, weight_override, vips, |f, l, b| {
+        match b.weight_override {
+            Some(w) => gauge(f, &l, i64::from(w)),
+            None => Ok(()),
+        }
     })?;
     let admin_state = (
         "lb_backend_admin_state",

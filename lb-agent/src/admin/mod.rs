@@ -23,12 +23,13 @@
 //! | POST   | `/vips/{vip}/backends/{addr}/undrain`        | admin state `active`                     |
 //! | POST   | `/vips/{vip}/backends/{addr}/disable`        | admin state `disabled`                   |
 //! | POST   | `/vips/{vip}/backends/{addr}/enable`         | admin state `active`                     |
+//! | POST   | `/vips/{vip}/backends/{addr}/weight/{n}`     | weight `n` (1..=10000) until the next reload |
 //! | POST   | `/reload`                                    | re-read the configuration file           |
 //! | POST   | `/maintenance/on`, `/maintenance/off`        | BGP maintenance mode (drain, withdraw)   |
 //!
-//! Backend actions answer 200 with a one-line confirmation, 400 for an address that does not
-//! parse, 404 for an unknown action or when the controller refuses (unknown VIP or backend; the
-//! body is the controller's message). `/reload` answers 200 with the controller's summary or 422
+//! Backend actions answer 200 with a one-line confirmation, 400 for an address (or a weight)
+//! that does not parse, 404 for an unknown action or when the controller refuses (unknown VIP
+//! or backend; the body is the controller's message). `/reload` answers 200 with the controller's summary or 422
 //! with its error; `/maintenance/*` 200 with what happens next or 409 without a `[bgp]`
 //! section. The controller gets 5 s to answer, then the request is 503. A refused peer
 //! gets 401 (TCP: no or wrong token) or 403 (socket: not root).
@@ -54,6 +55,8 @@ mod tests;
 mod tests_listen;
 #[cfg(test)]
 mod tests_thread;
+#[cfg(test)]
+mod tests_weight;
 mod thread;
 mod token;
 

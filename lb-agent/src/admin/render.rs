@@ -176,7 +176,12 @@ fn vip_status(out: &mut String, vip: &VipStatus) {
                 b.address.to_string(),
                 b.health.to_string(),
                 name_of(&b.admin_state),
-                format!("{}/{}", b.weight, b.effective_weight),
+                format!(
+                    "{}{}/{}",
+                    b.weight_in_force(),
+                    if b.weight_override.is_some() { "*" } else { "" },
+                    b.effective_weight
+                ),
                 b.slots.to_string(),
                 b.packets.to_string(),
                 b.last_check_latency_ms
@@ -201,6 +206,20 @@ fn vip_status(out: &mut String, vip: &VipStatus) {
         &rows,
         &[false, false, false, true, true, true, true, false],
     );
+    overrides(out, vip);
+}
+
+/// One line per backend whose weight was set at run time (`*` in WEIGHT/EFF).
+fn overrides(out: &mut String, vip: &VipStatus) {
+    for b in &vip.backends {
+        if let Some(w) = b.weight_override {
+            let _ = writeln!(
+                out,
+                "  * {}: weight {w} (override, config {}) until the next reload",
+                b.address, b.weight
+            );
+        }
+    }
 }
 
 /// Human-readable `lb-agent stats` output: data-path counters (sorted by name), then packets and

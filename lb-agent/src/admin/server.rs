@@ -12,7 +12,7 @@ use super::{
     reply::{reply_channel, NoAnswer, Reply},
     METRICS_CONTENT_TYPE,
 };
-use crate::config::AdminState;
+use crate::config::{self, AdminState};
 use axum::{
     extract::{Path, State},
     http::{header, StatusCode},
@@ -55,6 +55,10 @@ pub(super) fn control_router(
         .route(
             "/vips/{vip}/backends/{addr}/{action}",
             post(backend_handler),
+        )
+        .route(
+            "/vips/{vip}/backends/{addr}/weight/{weight}",
+            post(weight_handler),
         )
         .route("/reload", post(reload_handler))
         .route("/maintenance/{action}", post(maintenance_handler))
@@ -166,22 +170,28 @@ async fn backend_handler(
         "drain" => AdminState::Drain,
         "undrain" | "enable" => AdminState::Active,
         "disable" => AdminState::Disabled,
+        "weight" => {
+            warn!(%peer, vip, backend = addr, action, "control: weight without a value");
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("a weight needs its value: POST /vips/{vip}/backends/{addr}/weight/N"),
+            );
+        }
         other => {
             warn!(%peer, vip, backend = addr, action, "control: unknown action");
             return text(
                 StatusCode::NOT_FOUND,
-                format!("unknown action {other:?}: use drain, undrain, disable or enable"),
+                format!(
+                    "unknown action {other:?}: use drain, undrain, disable, enable or weight/N"
+                ),
             );
         }
     };
-    let backend: IpAddr = match addr.parse() {
+    let backend = match backend_address(&addr) {
         Ok(backend) => backend,
-        Err(e) => {
+        Err(message) => {
             warn!(%peer, vip, backend = addr, action, "control: invalid backend address");
-            return text(
-                StatusCode::BAD_REQUEST,
-                format!("invalid backend address {addr:?}: {e} (expected an IPv4 or IPv6 address)"),
-            );
+            return text(StatusCode::BAD_REQUEST, message);
         }
     };
     info!(%peer, vip, %backend, action, "control: backend action requested");
@@ -209,6 +219,62 @@ async fn backend_handler(
         }
         Err(response) => {
             warn!(%peer, vip, %backend, action, "control: backend action not answered");
+            response
+        }
+    }
+}
+
+/// A backend address from a control path, or what the 400 answer says.
+fn backend_address(addr: &str) -> Result<IpAddr, String> {
+    addr.parse().map_err(|e| {
+        format!("invalid backend address {addr:?}: {e} (expected an IPv4 or IPv6 address)")
+    })
+}
+
+/// `POST /vips/{vip}/backends/{addr}/weight/{weight}`: 200 with the weight now in force, 400
+/// for an address or a weight that does not parse (the file's range, 1..=10000), 404 when the
+/// controller refuses (unknown VIP or backend). Nothing changes unless it answers 200.
+async fn weight_handler(
+    State(state): State<AppState>,
+    Extension(peer): Extension<Peer>,
+    Path((vip, addr, weight)): Path<(String, String, String)>,
+) -> Response {
+    let backend = match backend_address(&addr) {
+        Ok(backend) => backend,
+        Err(message) => {
+            warn!(%peer, vip, backend = addr, weight, "control: invalid backend address");
+            return text(StatusCode::BAD_REQUEST, message);
+        }
+    };
+    let weight = match config::parse_weight(&weight) {
+        Ok(weight) => weight,
+        Err(problem) => {
+            warn!(%peer, vip, %backend, weight, "control: invalid weight");
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("invalid weight for backend {backend} of VIP {vip}: {problem}"),
+            );
+        }
+    };
+    info!(%peer, vip, %backend, %weight, "control: backend weight requested");
+    let answer = ask(&state, |reply| AdminRequest::SetBackendWeight {
+        vip: vip.clone(),
+        backend,
+        weight,
+        reply,
+    })
+    .await;
+    match answer {
+        Ok(Ok(answer)) => {
+            info!(%peer, vip, %backend, %weight, "control: backend weight applied");
+            text(StatusCode::OK, answer)
+        }
+        Ok(Err(message)) => {
+            warn!(%peer, vip, %backend, %weight, "control: backend weight refused: {message}");
+            text(StatusCode::NOT_FOUND, message)
+        }
+        Err(response) => {
+            warn!(%peer, vip, %backend, %weight, "control: backend weight not answered");
             response
         }
     }

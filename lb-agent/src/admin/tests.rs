@@ -27,6 +27,7 @@ fn backend(address: &str, id: u32, packets: u64) -> BackendStatus {
         address: address.parse().unwrap(),
         id,
         weight: 100,
+        weight_override: None,
         effective_weight: 100,
         admin_state: AdminState::Active,
         health: BackendHealth::Up,
@@ -40,7 +41,7 @@ fn backend(address: &str, id: u32, packets: u64) -> BackendStatus {
     }
 }
 
-fn canned_report() -> StatusReport {
+pub(super) fn canned_report() -> StatusReport {
     let mut b2 = backend("198.18.1.2", 2, 7);
     b2.health = BackendHealth::Down;
     b2.admin_state = AdminState::Drain;
@@ -125,13 +126,27 @@ fn canned_report() -> StatusReport {
 }
 
 type Calls = Arc<Mutex<Vec<(String, IpAddr, AdminState)>>>;
+pub(super) type WeightCalls = Arc<Mutex<Vec<(String, IpAddr, u32)>>>;
 
-/// A controller answering from the canned report; records SetBackendState calls.
+/// Why the canned report's controller refuses a request about `vip` and `backend`, if it does.
+fn refusal(report: &StatusReport, vip: &str, backend: IpAddr) -> Option<String> {
+    match report.vips.iter().find(|v| v.name == vip) {
+        None => Some(format!("unknown VIP {vip:?}")),
+        Some(v) if !v.backends.iter().any(|b| b.address == backend) => {
+            Some(format!("VIP {vip:?} has no backend {backend}"))
+        }
+        Some(_) => None,
+    }
+}
+
+/// A controller answering from the canned report; records SetBackendState and
+/// SetBackendWeight calls.
 async fn fake_controller(
     mut requests: mpsc::Receiver<AdminRequest>,
     report: StatusReport,
     reload: Result<String, String>,
     calls: Calls,
+    weights: WeightCalls,
 ) {
     while let Some(request) = requests.recv().await {
         match request {
@@ -142,14 +157,28 @@ async fn fake_controller(
                 reply,
             } => {
                 let Some(reply) = reply.claim() else { continue };
-                let answer = match report.vips.iter().find(|v| v.name == vip) {
-                    None => Err(format!("unknown VIP {vip:?}")),
-                    Some(v) if !v.backends.iter().any(|b| b.address == backend) => {
-                        Err(format!("VIP {vip:?} has no backend {backend}"))
-                    }
-                    Some(_) => {
+                let answer = match refusal(&report, &vip, backend) {
+                    Some(message) => Err(message),
+                    None => {
                         calls.lock().unwrap().push((vip, backend, state));
                         Ok(())
+                    }
+                };
+                let _ = reply.send(answer);
+            }
+            AdminRequest::SetBackendWeight {
+                vip,
+                backend,
+                weight,
+                reply,
+            } => {
+                let Some(reply) = reply.claim() else { continue };
+                let answer = match refusal(&report, &vip, backend) {
+                    Some(message) => Err(message),
+                    None => {
+                        let answer = format!("backend {backend} of VIP {vip}: weight {weight}");
+                        weights.lock().unwrap().push((vip, backend, weight.get()));
+                        Ok(answer)
                     }
                 };
                 let _ = reply.send(answer);
@@ -200,6 +229,7 @@ pub(super) struct Harness {
     /// The TCP control listener with [`TOKEN`].
     pub(super) control_tcp: SocketAddr,
     pub(super) calls: Calls,
+    pub(super) weights: WeightCalls,
     pub(super) shutdown: CancellationToken,
     pub(super) server: JoinHandle<anyhow::Result<()>>,
     pub(super) _dir: TempDir,
@@ -237,6 +267,7 @@ pub(super) async fn start_with(
         control: Control::Socket(socket_path),
         control_tcp,
         calls: Calls::default(),
+        weights: WeightCalls::default(),
         shutdown,
         server,
         _dir: dir,
@@ -252,6 +283,7 @@ pub(super) async fn start(reload: Result<String, String>) -> Harness {
         canned_report(),
         reload,
         h.calls.clone(),
+        h.weights.clone(),
     ));
     h
 }
@@ -706,6 +738,7 @@ async fn maintenance_without_bgp_is_409_with_the_controllers_reason() {
         report,
         Ok(String::new()),
         Calls::default(),
+        WeightCalls::default(),
     ));
     let e = post(&h.control, "/maintenance/on")
         .await

@@ -24,7 +24,10 @@ pub use schema::{
     AdminState, AgentConfig, AllDown, BackendConfig, CheckKind, Config, GatewayMac, HashMode,
     HealthCheckConfig, Mac, Protocol, VipConfig, XdpMode,
 };
-pub use validate::interface_name_problem;
+pub use validate::{
+    interface_name_problem, parse_weight, weight_problem, Weight, RUNTIME_ZERO_WEIGHT_HINT,
+    WEIGHT_RANGE,
+};
 
 /// Reads and validates the configuration file at `path`; errors are `path:LINE: key: problem`.
 /// Only a regular file of at most [`MAX_BYTES`] is read ([`read_text`]); this blocks on the

@@ -11,8 +11,14 @@ use super::{locate::KeyPath, CheckKind, Config, Protocol, VipConfig};
 mod admin;
 mod values;
 
-pub use values::interface_name_problem;
-use values::{http_path_problem, non_unicast, INTERVAL_MS, MAX_TABLE_SIZE, MAX_TABLE_SLOTS};
+use values::{
+    http_path_problem, non_unicast, FILE_ZERO_WEIGHT_HINT, INTERVAL_MS, MAX_TABLE_SIZE,
+    MAX_TABLE_SLOTS,
+};
+pub use values::{
+    interface_name_problem, parse_weight, weight_problem, Weight, RUNTIME_ZERO_WEIGHT_HINT,
+    WEIGHT_RANGE,
+};
 
 impl Config {
     /// The semantic checks of [`parse`](super::parse) for a configuration built in code:
@@ -336,16 +342,8 @@ fn check_backend_address(
 
 /// `p` is the backend's path.
 fn check_weight(weight: u32, p: &KeyPath, out: &mut Problems) {
-    if !(1..=10_000).contains(&weight) {
-        let hint = if weight == 0 {
-            " (to stop new flows to a backend, set state = \"drain\")"
-        } else {
-            ""
-        };
-        out.add(
-            p.key("weight"),
-            format!("must be between 1 and 10000, got {weight}{hint}"),
-        );
+    if let Some(problem) = weight_problem(weight, FILE_ZERO_WEIGHT_HINT) {
+        out.add(p.key("weight"), problem);
     }
 }
 

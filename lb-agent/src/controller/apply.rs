@@ -184,6 +184,7 @@ impl Controller {
             cfg: b.clone(),
             id,
             admin: b.state,
+            weight_override: None,
             health: initial,
             up_since: None,
             checks_ok: 0,
@@ -237,7 +238,8 @@ impl Controller {
         if let Some(iface) = &self.interface_override {
             new.agent.interface = iface.clone();
         }
-        let plan = reload::plan(&self.config, &new)?;
+        let mut plan = reload::plan(&self.config, &new)?;
+        plan.cleared_weights = reload::cleared_weights(&self.weight_overrides(), &new);
         if plan.agent_changed {
             self.write_lb_config(&new.agent)?;
         }
@@ -256,6 +258,7 @@ impl Controller {
             }
         }
         self.config = new;
+        self.clear_weight_overrides();
         let names: Vec<String> = self.vips.keys().cloned().collect();
         for name in names {
             self.publish(&name, None)?;

@@ -7,12 +7,13 @@
 //! |-----------|--------------------------------------------------------------|------|
 //! | `ids`     | backend and VIP id allocation and generations                | yes  |
 //! | `policy`  | a VIP's table members and weights                            | yes  |
-//! | `reload`  | what a new configuration changes                             | yes  |
+//! | `reload`  | what a new configuration changes, which weight overrides it clears | yes |
 //! | `apply`   | adding, updating and removing VIPs and backends (maps, checkers) | no |
 //! | `load`    | reading a reloaded file off this task, then applying it      | no   |
 //! | `publish` | building and publishing a VIP's table                        | no   |
 //! | `sweep`   | connection-table sweeps and settling moved slots             | no   |
 //! | `status`  | the shared snapshot and the report built from it             | no   |
+//! | `weights` | runtime weight overrides: set, answered, cleared by a reload | no   |
 
 mod apply;
 mod ids;
@@ -23,6 +24,7 @@ mod publish;
 mod reload;
 mod status;
 mod sweep;
+mod weights;
 
 pub use load::LoadedConfig;
 pub use reload::{vip_flags, vip_key};
@@ -56,6 +58,8 @@ struct BackendRt {
     id: u32,
     /// Operator's wish: the file's `state`, changed at run time by the admin endpoint.
     admin: AdminState,
+    /// A weight set at run time, in force instead of `cfg.weight` until the next reload.
+    weight_override: Option<u32>,
     health: Health,
     /// When the backend last came up (slow start ramps from here); None: up since start.
     up_since: Option<Instant>,
@@ -308,6 +312,19 @@ impl Controller {
                 let result = self.set_admin_state(&vip, backend, state);
                 let _ = reply.send(result.map_err(|e| format!("{e:#}")));
             }
+            AdminRequest::SetBackendWeight {
+                vip,
+                backend,
+                weight,
+                reply,
+            } => {
+                let Some(reply) = reply.claim() else {
+                    warn!(vip, backend = %backend, %weight, "weight request given up by its sender before it was handled: not applied");
+                    return;
+                };
+                let result = self.set_weight(&vip, backend, weight);
+                let _ = reply.send(result.map_err(|e| format!("{e:#}")));
+            }
             // Claimed once the file is read and parsed (`on_loaded`).
             AdminRequest::Reload(reply) => self.start_reload(Some(reply)),
             AdminRequest::SetMaintenance { on, reply } => {
@@ -333,15 +350,18 @@ impl Controller {
         }
     }
 
-    fn set_admin_state(&mut self, vip: &str, addr: IpAddr, state: AdminState) -> Result<()> {
-        let v = self
-            .vips
+    /// The backend an admin request names, or the error the operator sees.
+    fn backend_mut(&mut self, vip: &str, addr: IpAddr) -> Result<&mut BackendRt> {
+        self.vips
             .get_mut(vip)
-            .ok_or_else(|| anyhow!("no VIP named {vip}"))?;
-        let b = v
+            .ok_or_else(|| anyhow!("no VIP named {vip}"))?
             .backends
             .get_mut(&addr)
-            .ok_or_else(|| anyhow!("VIP {vip} has no backend {addr}"))?;
+            .ok_or_else(|| anyhow!("VIP {vip} has no backend {addr}"))
+    }
+
+    fn set_admin_state(&mut self, vip: &str, addr: IpAddr, state: AdminState) -> Result<()> {
+        let b = self.backend_mut(vip, addr)?;
         if b.admin == state {
             return Ok(());
         }

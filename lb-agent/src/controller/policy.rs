@@ -1,5 +1,5 @@
 //! Table policy: which backends a VIP's Maglev table holds and with what weight, from their
-//! health, admin state, slow-start clock and the VIP's all-down policy. Pure: the controller
+//! health, admin state, weight override, slow-start clock and the VIP's all-down policy. Pure: the controller
 //! gathers the facts, this decides, `publish` writes the result.
 
 use crate::{
@@ -15,6 +15,9 @@ pub struct Candidate {
     pub address: IpAddr,
     /// The configured weight (1..=10000).
     pub weight: u32,
+    /// A weight set at run time (`lb-agent backend weight`), in force instead of `weight`
+    /// until the next reload.
+    pub weight_override: Option<u32>,
     pub admin: AdminState,
     pub health: Health,
     /// How long ago the backend came up while slow start still ramps it; None: at full weight.
@@ -27,6 +30,13 @@ pub struct Member {
     pub id: u32,
     pub weight: u32,
     pub address: IpAddr,
+}
+
+impl Candidate {
+    /// The full weight the backend should have: the runtime override, else the file's.
+    pub fn weight_in_force(&self) -> u32 {
+        self.weight_override.unwrap_or(self.weight)
+    }
 }
 
 /// The table a VIP should have now.
@@ -52,13 +62,14 @@ impl TablePlan {
     }
 }
 
-/// The weight a backend gets in a newly built table: its configured weight, ramped while slow
-/// start runs; 0 unless it is active and up.
+/// The weight a backend gets in a newly built table: its weight in force (an override set at
+/// run time, else the configured one), ramped while slow start runs; 0 unless it is active and
+/// up, whatever its override.
 pub fn weight(c: &Candidate, slow_start: Duration) -> u32 {
     match (c.admin, c.health) {
         (AdminState::Active, Health::Up) => match c.up_for {
-            Some(elapsed) => slow_start_weight(c.weight, elapsed, slow_start),
-            None => c.weight,
+            Some(elapsed) => slow_start_weight(c.weight_in_force(), elapsed, slow_start),
+            None => c.weight_in_force(),
         },
         _ => 0,
     }
@@ -90,7 +101,7 @@ pub fn plan(
             .filter(|c| c.admin == AdminState::Active)
             .map(|c| Member {
                 id: c.id,
-                weight: c.weight,
+                weight: c.weight_in_force(),
                 address: c.address,
             })
             .collect();

@@ -32,6 +32,7 @@ impl Controller {
                 id: b.id,
                 address: b.cfg.address,
                 weight: b.cfg.weight,
+                weight_override: b.weight_override,
                 admin: b.admin,
                 health: b.health,
                 up_for: b.up_since.map(|at| now - at),

@@ -1,11 +1,13 @@
 //! What a reload changes: the difference between the running configuration and a new one, as a
-//! plan of VIP and backend changes that `apply` carries out with the least disturbance. Pure.
+//! plan of VIP and backend changes that `apply` carries out with the least disturbance, and
+//! the runtime weight overrides it clears (every one: the file states the weights). Pure.
 
 use crate::config::{self, AdminState, BackendConfig, Config, HashMode, VipConfig};
 use anyhow::{bail, Result};
 use lb_common::{VipKey, IPPROTO_TCP, IPPROTO_UDP, VIP_F_HASH_SRC_ONLY};
 use std::{
     collections::{BTreeMap, BTreeSet},
+    fmt,
     net::IpAddr,
 };
 
@@ -17,6 +19,49 @@ pub struct ReloadPlan {
     /// Every `[agent]` and `[bgp]` key that changed, as `agent.KEY` / `bgp.KEY`.
     pub settings: Vec<String>,
     pub vips: Vec<VipChange>,
+    /// Weight overrides set at run time that this reload clears (`cleared_weights`).
+    pub cleared_weights: Vec<ClearedWeight>,
+}
+
+/// A weight set at run time (`lb-agent backend weight`) that a reload cleared.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClearedWeight {
+    pub vip: String,
+    pub backend: IpAddr,
+    /// The override that was in force.
+    pub weight: u32,
+    /// The new file's weight for the backend; `None`: the reload removed it (or its VIP).
+    pub now: Option<u32>,
+}
+
+impl fmt::Display for ClearedWeight {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (vip, backend, weight) = (&self.vip, self.backend, self.weight);
+        match self.now {
+            Some(now) => write!(f, "{vip} {backend} {weight} -> {now}"),
+            None => write!(f, "{vip} {backend} {weight} (backend removed)"),
+        }
+    }
+}
+
+/// Every override of `overrides` (VIP, backend, weight) is cleared by a reload to `new`: a
+/// reload means "the weights are the file's", and an override kept through one would be a
+/// weight no file says. Each comes with the weight the backend has from now on.
+pub fn cleared_weights(overrides: &[(String, IpAddr, u32)], new: &Config) -> Vec<ClearedWeight> {
+    overrides
+        .iter()
+        .map(|(vip, backend, weight)| ClearedWeight {
+            vip: vip.clone(),
+            backend: *backend,
+            weight: *weight,
+            now: new
+                .vips
+                .iter()
+                .find(|v| v.name == *vip)
+                .and_then(|v| v.backends.iter().find(|b| b.address == *backend))
+                .map(|b| b.weight),
+        })
+        .collect()
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -58,7 +103,7 @@ impl KeptBackend {
 impl ReloadPlan {
     #[cfg(test)]
     pub fn is_empty(&self) -> bool {
-        !self.agent_changed && self.vips.is_empty()
+        !self.agent_changed && self.vips.is_empty() && self.cleared_weights.is_empty()
     }
 
     /// One line for the log and the reply to `reload`.
@@ -70,11 +115,17 @@ impl ReloadPlan {
             VipChange::Update(u) => format!("updated VIP {}", u.cfg.name),
         });
         let changes: Vec<String> = self.settings.iter().cloned().chain(vips).collect();
-        if changes.is_empty() {
-            "configuration reloaded: no change".to_string()
-        } else {
-            format!("configuration reloaded: {}", changes.join(", "))
+        let mut summary = match (changes.is_empty(), self.cleared_weights.is_empty()) {
+            (true, true) => return "configuration reloaded: no change".to_string(),
+            (true, false) => "configuration reloaded: no change in the file".to_string(),
+            (false, _) => format!("configuration reloaded: {}", changes.join(", ")),
+        };
+        if !self.cleared_weights.is_empty() {
+            let cleared: Vec<String> = self.cleared_weights.iter().map(|c| c.to_string()).collect();
+            summary.push_str("; weight overrides cleared: ");
+            summary.push_str(&cleared.join(", "));
         }
+        summary
     }
 }
 
@@ -105,6 +156,7 @@ pub fn plan(old: &Config, new: &Config) -> Result<ReloadPlan> {
         agent_changed: old.agent != new.agent,
         settings,
         vips,
+        cleared_weights: Vec::new(),
     })
 }
 

@@ -276,6 +276,7 @@ fn backend_status(v: &VipRt, b: &BackendRt, checked: bool) -> BackendStatus {
         address: b.cfg.address,
         id: b.id,
         weight: b.cfg.weight,
+        weight_override: b.weight_override,
         effective_weight: v
             .published
             .iter()

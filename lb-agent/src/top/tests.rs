@@ -10,6 +10,7 @@ fn backend(addr: &str, packets: u64, effective: u32, health: BackendHealth) -> B
         address: addr.parse().unwrap(),
         id: 0,
         weight: 100,
+        weight_override: None,
         effective_weight: effective,
         admin_state: AdminState::Active,
         health,
@@ -168,4 +169,19 @@ fn json_view_has_the_documented_fields() {
     assert_eq!(b["packets_per_sec"], 0.0);
     assert_eq!(json["vips"][0]["serving"], true);
     assert_eq!(json["drops"], serde_json::json!([]));
+}
+
+/// A backend set to another weight at run time shows that weight, and is not taken for one
+/// that ramps (its effective weight is below the file's, not below the override).
+#[test]
+fn a_weight_override_is_the_weight_shown_and_not_a_ramp() {
+    let mut lower = backend("2001:db8:1::1", 0, 10, BackendHealth::Up);
+    lower.weight_override = Some(10);
+    let mut higher = backend("2001:db8:1::2", 0, 150, BackendHealth::Up);
+    higher.weight_override = Some(300);
+    let now = report("web", 0, 0, vec![lower, higher]);
+    let v = view(&now, &now, 1.0);
+    let b = &v.vips[0].backends;
+    assert_eq!((b[0].weight, b[0].slow_start_percent), (10, None));
+    assert_eq!((b[1].weight, b[1].slow_start_percent), (300, Some(50)));
 }

@@ -34,6 +34,7 @@ pub struct BackendRates {
     pub address: IpAddr,
     pub health: BackendHealth,
     pub admin_state: AdminState,
+    /// The weight in force: a runtime override (`lb-agent backend weight`), else the file's.
     pub weight: u32,
     pub effective_weight: u32,
     /// Slow start: percent of its weight a ramping backend has reached; None when not ramping.
@@ -94,10 +95,10 @@ pub fn view(before: &StatusReport, now: &StatusReport, secs: f64) -> TopView {
                             address: b.address,
                             health: b.health,
                             admin_state: b.admin_state,
-                            weight: b.weight,
+                            weight: b.weight_in_force(),
                             effective_weight: b.effective_weight,
                             slow_start_percent: ramp(
-                                b.weight,
+                                b.weight_in_force(),
                                 b.effective_weight,
                                 b.health,
                                 b.admin_state,

@@ -554,3 +554,58 @@ fn the_bounds_themselves_are_accepted() {
         }
     }
 }
+
+// ---- a weight typed at run time (`lb-agent backend weight`, the control API) ------------------
+
+#[test]
+fn runtime_weight_accepts_the_files_range() {
+    use crate::config::{parse_weight, Weight, WEIGHT_RANGE};
+    for (text, weight) in [("1", 1), ("3", 3), ("10000", 10_000), ("007", 7)] {
+        assert_eq!(parse_weight(text).map(|w| w.get()), Ok(weight), "{text}");
+        assert!(WEIGHT_RANGE.contains(&weight));
+    }
+    assert_eq!(Weight::new(10_000).map(Weight::get), Ok(10_000));
+    assert!(Weight::new(0).unwrap_err().contains("drain it"));
+    assert!(Weight::new(10_001).is_err());
+}
+
+#[test]
+fn runtime_weight_rejects_what_the_file_rejects_and_text() {
+    use crate::config::parse_weight;
+    for (text, expected) in [
+        (
+            "0",
+            "must be between 1 and 10000, got 0 (to stop new flows to a backend, drain it",
+        ),
+        ("10001", "must be between 1 and 10000, got 10001"),
+        ("-3", "must be between 1 and 10000, got -3"),
+        ("-0", "must be between 1 and 10000, got -0"),
+        (
+            "99999999999999999999",
+            "must be between 1 and 10000, got 99999999999999999999",
+        ),
+        (
+            "abc",
+            r#"must be a whole number between 1 and 10000, got "abc""#,
+        ),
+        (
+            "2.5",
+            r#"must be a whole number between 1 and 10000, got "2.5""#,
+        ),
+        ("", r#"must be a whole number between 1 and 10000, got """#),
+        (
+            "-",
+            r#"must be a whole number between 1 and 10000, got "-""#,
+        ),
+        ("+5", r#"got "+5""#),
+        (" 5", r#"got " 5""#),
+        ("5 ", r#"got "5 ""#),
+        ("1e3", r#"got "1e3""#),
+        ("0x10", r#"got "0x10""#),
+    ] {
+        match parse_weight(text) {
+            Ok(w) => panic!("{text:?} accepted as {w}"),
+            Err(e) => assert!(e.contains(expected), "{text:?}: {e}"),
+        }
+    }
+}

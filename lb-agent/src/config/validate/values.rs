@@ -18,6 +18,78 @@ pub const MAX_TABLE_SIZE: u32 = 1_000_003;
 /// a u32, which this keeps far from overflowing.
 pub const MAX_TABLE_SLOTS: u64 = 1 << 27;
 
+/// A backend's weight, in the file and set at run time (`lb-agent backend weight`). 0 is not
+/// a weight: a backend that should take no new flows is drained, which keeps its flows.
+pub const WEIGHT_RANGE: std::ops::RangeInclusive<u32> = 1..=10_000;
+
+/// What to do instead of weight 0 in the file.
+pub const FILE_ZERO_WEIGHT_HINT: &str = " (to stop new flows to a backend, set state = \"drain\")";
+/// What to do instead of weight 0 at run time.
+pub const RUNTIME_ZERO_WEIGHT_HINT: &str =
+    " (to stop new flows to a backend, drain it: lb-agent backend drain VIP ADDR)";
+
+/// Why `weight` cannot be a backend's weight, if it cannot; `zero_hint` follows the message
+/// when it is 0 (a drain is what the operator wants then).
+pub fn weight_problem(weight: u32, zero_hint: &str) -> Option<String> {
+    if WEIGHT_RANGE.contains(&weight) {
+        return None;
+    }
+    let hint = if weight == 0 { zero_hint } else { "" };
+    Some(format!(
+        "must be between {} and {}, got {weight}{hint}",
+        WEIGHT_RANGE.start(),
+        WEIGHT_RANGE.end()
+    ))
+}
+
+/// A backend weight within [`WEIGHT_RANGE`], made by [`Weight::new`] or [`parse_weight`]: a
+/// weight set at run time is always one the file could hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Weight(u32);
+
+impl Weight {
+    /// `weight`, if it is within [`WEIGHT_RANGE`]; else why not (with the run-time hint for 0).
+    pub fn new(weight: u32) -> Result<Self, String> {
+        match weight_problem(weight, RUNTIME_ZERO_WEIGHT_HINT) {
+            Some(problem) => Err(problem),
+            None => Ok(Self(weight)),
+        }
+    }
+
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl std::fmt::Display for Weight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A weight an operator typed (the CLI's N, the control API's path segment): decimal digits
+/// only, within [`WEIGHT_RANGE`]. The error says what is wrong without naming the value's
+/// role, which the caller adds.
+pub fn parse_weight(text: &str) -> Result<Weight, String> {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "must be a whole number between {} and {}, got {text:?}",
+            WEIGHT_RANGE.start(),
+            WEIGHT_RANGE.end()
+        ));
+    }
+    // Negative, or too many digits for a u32: out of range either way, said with the text.
+    match text.parse::<u32>() {
+        Ok(weight) => Weight::new(weight),
+        Err(_) => Err(format!(
+            "must be between {} and {}, got {text}",
+            WEIGHT_RANGE.start(),
+            WEIGHT_RANGE.end()
+        )),
+    }
+}
+
 /// Why `name` cannot name a network interface (the kernel's `dev_valid_name`), if it cannot.
 /// It also ends up in paths and netlink requests, so nothing path-like gets through.
 pub fn interface_name_problem(name: &str) -> Option<String> {

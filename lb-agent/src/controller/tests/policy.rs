@@ -9,6 +9,7 @@ fn backend(id: u32, admin: AdminState, health: Health) -> Candidate {
         id,
         address: IpAddr::V4(Ipv4Addr::new(198, 18, 1, id as u8)),
         weight: 100,
+        weight_override: None,
         admin,
         health,
         up_for: None,
@@ -74,6 +75,86 @@ fn slow_start_ramps_a_returning_backend() {
     assert_eq!(weight(&b, Duration::ZERO), 100, "no slow start");
 }
 
+#[test]
+fn a_weight_override_is_the_weight_in_force() {
+    let mut c = [
+        backend(0, AdminState::Active, Health::Up),
+        backend(1, AdminState::Active, Health::Up),
+    ];
+    c[0].weight_override = Some(300);
+    assert_eq!(c[0].weight_in_force(), 300);
+    assert_eq!(
+        c[1].weight_in_force(),
+        100,
+        "no override: the file's weight"
+    );
+    let p = plan(&c, AllDown::FailOpen, SLOW, false);
+    assert_eq!(p.weights(), vec![(0, 300), (1, 100)]);
+    // Lower than the file's too.
+    c[0].weight_override = Some(1);
+    assert_eq!(
+        plan(&c, AllDown::FailOpen, SLOW, false).weights(),
+        vec![(0, 1), (1, 100)]
+    );
+}
+
+#[test]
+fn an_override_does_not_bring_back_a_backend_that_takes_no_new_flows() {
+    for (admin, health) in [
+        (AdminState::Drain, Health::Up),
+        (AdminState::Disabled, Health::Up),
+        (AdminState::Active, Health::Down),
+    ] {
+        let mut b = backend(0, admin, health);
+        b.weight_override = Some(500);
+        assert_eq!(weight(&b, SLOW), 0, "{admin:?} {health:?}");
+        let p = plan(
+            &[b, backend(1, AdminState::Active, Health::Up)],
+            AllDown::FailOpen,
+            SLOW,
+            false,
+        );
+        assert_eq!(ids(&p), vec![1], "{admin:?} {health:?}");
+    }
+    // A drained backend with an override still keeps its established flows.
+    let mut drained = backend(0, AdminState::Drain, Health::Up);
+    drained.weight_override = Some(500);
+    let p = plan(&[drained], AllDown::FailOpen, SLOW, false);
+    assert!(p.keep.contains(&0));
+}
+
+#[test]
+fn slow_start_ramps_to_the_override() {
+    let mut b = backend(0, AdminState::Active, Health::Up);
+    b.weight_override = Some(1000);
+    b.up_for = Some(Duration::ZERO);
+    assert_eq!(
+        weight(&b, SLOW),
+        100,
+        "a tenth of the override to begin with"
+    );
+    b.up_for = Some(SLOW / 2);
+    assert_eq!(weight(&b, SLOW), 550);
+    b.up_for = Some(SLOW);
+    assert_eq!(
+        weight(&b, SLOW),
+        1000,
+        "ends at the override, not the file's 100"
+    );
+}
+
+#[test]
+fn fail_open_publishes_the_weight_in_force() {
+    let mut c = [
+        backend(0, AdminState::Active, Health::Down),
+        backend(1, AdminState::Active, Health::Down),
+    ];
+    c[1].weight_override = Some(7);
+    let p = plan(&c, AllDown::FailOpen, SLOW, false);
+    assert!(p.fail_open);
+    assert_eq!(p.weights(), vec![(0, 100), (1, 7)]);
+}
+
 fn admin() -> impl Strategy<Value = AdminState> {
     prop_oneof![
         Just(AdminState::Active),
@@ -92,6 +173,7 @@ fn candidates() -> impl Strategy<Value = Vec<Candidate>> {
             admin(),
             health(),
             1u32..=10_000,
+            proptest::option::of(1u32..=10_000),
             proptest::option::of(0u64..20_000),
         ),
         0..12,
@@ -99,14 +181,17 @@ fn candidates() -> impl Strategy<Value = Vec<Candidate>> {
     .prop_map(|v| {
         v.into_iter()
             .enumerate()
-            .map(|(i, (admin, health, weight, up_ms))| Candidate {
-                id: i as u32,
-                address: IpAddr::V4(Ipv4Addr::new(198, 18, 2, i as u8)),
-                weight,
-                admin,
-                health,
-                up_for: up_ms.map(Duration::from_millis),
-            })
+            .map(
+                |(i, (admin, health, weight, weight_override, up_ms))| Candidate {
+                    id: i as u32,
+                    address: IpAddr::V4(Ipv4Addr::new(198, 18, 2, i as u8)),
+                    weight,
+                    weight_override,
+                    admin,
+                    health,
+                    up_for: up_ms.map(Duration::from_millis),
+                },
+            )
             .collect()
     })
 }
@@ -131,7 +216,7 @@ proptest! {
         for m in &p.members {
             let b = &c[m.id as usize];
             prop_assert_eq!(b.admin, AdminState::Active);
-            prop_assert!(m.weight <= b.weight);
+            prop_assert!(m.weight <= b.weight_in_force());
         }
         prop_assert!(p.keep.iter().all(|id| c[*id as usize].admin != AdminState::Disabled));
     }

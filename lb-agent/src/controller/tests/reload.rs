@@ -131,6 +131,56 @@ fn vip_key_follows_protocol_and_port() {
     assert_eq!(vip_key(&v), tcp);
 }
 
+fn ip(text: &str) -> IpAddr {
+    match text.parse() {
+        Ok(ip) => ip,
+        Err(e) => panic!("{text}: {e}"),
+    }
+}
+
+#[test]
+fn a_reload_clears_every_weight_override_and_says_which() {
+    let old = config(WEB);
+    // The file changes nothing for 198.18.1.1 and removes 198.18.1.2.
+    let new = config(&WEB.replace("[[vip.backend]]\naddress = \"198.18.1.2\"\n", ""));
+    let overrides = [
+        ("web".to_string(), ip("198.18.1.1"), 300),
+        ("web".to_string(), ip("198.18.1.2"), 5),
+        ("gone".to_string(), ip("198.18.1.9"), 7),
+    ];
+    let cleared = cleared_weights(&overrides, &new);
+    assert_eq!(
+        cleared.len(),
+        3,
+        "every override, the unchanged backend's too"
+    );
+    assert_eq!(cleared[0].now, Some(100));
+    assert_eq!(cleared[1].now, None, "backend removed by the reload");
+    assert_eq!(cleared[2].now, None, "VIP not in the file");
+    let mut p = plan(&old, &new).unwrap();
+    p.cleared_weights = cleared;
+    assert_eq!(
+        p.summary(),
+        "configuration reloaded: updated VIP web; weight overrides cleared: web 198.18.1.1 \
+         300 -> 100, web 198.18.1.2 5 (backend removed), gone 198.18.1.9 7 (backend removed)"
+    );
+}
+
+#[test]
+fn an_unchanged_file_still_clears_the_overrides() {
+    let c = config(WEB);
+    let mut p = plan(&c, &c).unwrap();
+    assert_eq!(p.summary(), "configuration reloaded: no change");
+    p.cleared_weights = cleared_weights(&[("web".to_string(), ip("198.18.1.2"), 1)], &c);
+    assert!(!p.is_empty());
+    assert_eq!(
+        p.summary(),
+        "configuration reloaded: no change in the file; weight overrides cleared: web \
+         198.18.1.2 1 -> 100"
+    );
+    assert!(cleared_weights(&[], &c).is_empty());
+}
+
 /// A VIP's port and its backends: (last address byte, weight, admin state index).
 type VipSpec = (u16, Vec<(u8, u32, u8)>);
 

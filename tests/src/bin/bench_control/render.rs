@@ -18,6 +18,7 @@ fn report() -> StatusReport {
         address: super::backend_addr(v, b).into(),
         id: v * BACKENDS_PER_VIP + b + 1,
         weight: 100,
+        weight_override: None,
         effective_weight: 100,
         admin_state: AdminState::Active,
         health: BackendHealth::Up,
