@@ -495,7 +495,93 @@ fn promtool_accepts_and_tests_the_rules() -> Result<()> {
     println!("$ promtool check rules {RULES}\n{check}");
     let test = promtool(&["test", "rules", RULES_TESTS])?;
     println!("$ promtool test rules {RULES_TESTS}\n{test}");
+
+    // The dashboard's queries parse as PromQL: each as a recording rule of a file promtool
+    // checks, with Grafana's variables replaced by values they could have.
+    let queries = dashboard_queries(&dashboard()?);
+    ensure!(queries.len() > 20, "only {} queries found", queries.len());
+    let rules: Vec<Yaml> = queries
+        .iter()
+        .enumerate()
+        .map(|(i, (_, expr))| {
+            let mut rule = serde_yaml::Mapping::new();
+            rule.insert("record".into(), format!("lb_dashboard_query_{i}").into());
+            rule.insert("expr".into(), expr.clone().into());
+            Yaml::Mapping(rule)
+        })
+        .collect();
+    let mut group = serde_yaml::Mapping::new();
+    group.insert("name".into(), "dashboard".into());
+    group.insert("rules".into(), Yaml::Sequence(rules));
+    let mut file = serde_yaml::Mapping::new();
+    file.insert("groups".into(), Yaml::Sequence(vec![Yaml::Mapping(group)]));
+    let path =
+        std::env::temp_dir().join(format!("lb-dashboard-queries-{}.yml", std::process::id()));
+    std::fs::write(&path, serde_yaml::to_string(&file)?)?;
+    let checked = promtool(&["check", "rules", &path.to_string_lossy()]);
+    let _ = std::fs::remove_file(&path);
+    let checked = checked.with_context(|| {
+        let numbered: Vec<String> = queries
+            .iter()
+            .enumerate()
+            .map(|(i, (at, expr))| format!("  lb_dashboard_query_{i}: {at}: {expr}"))
+            .collect();
+        format!(
+            "a query of {DASHBOARD} is not PromQL:\n{}",
+            numbered.join("\n")
+        )
+    })?;
+    println!(
+        "{DASHBOARD}: {} queries parse as PromQL ({})",
+        queries.len(),
+        checked.trim()
+    );
     Ok(())
+}
+
+/// The dashboard's PromQL: every `expr` (panel targets, annotations) and the selector of each
+/// template variable's `label_values(SELECTOR, LABEL)`, with Grafana's variables replaced.
+fn dashboard_queries(d: &Json) -> Vec<(String, String)> {
+    fn walk(value: &Json, at: &str, out: &mut Vec<(String, String)>) {
+        match value {
+            Json::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    walk(item, &format!("{at}[{i}]"), out);
+                }
+            }
+            Json::Object(map) => {
+                let here = match map.get("title").or(map.get("name")).and_then(Json::as_str) {
+                    Some(title) => format!("{at}({title:?})"),
+                    None => at.to_string(),
+                };
+                if let Some(expr) = map.get("expr").and_then(Json::as_str) {
+                    out.push((here.clone(), expr.to_string()));
+                }
+                if let Some(query) = map.get("definition").and_then(Json::as_str) {
+                    if let Some(args) = query
+                        .strip_prefix("label_values(")
+                        .and_then(|a| a.strip_suffix(')'))
+                    {
+                        let selector = args.rsplit_once(',').map_or(args, |(s, _)| s);
+                        out.push((here.clone(), selector.trim().to_string()));
+                    }
+                }
+                for (key, item) in map {
+                    walk(item, &format!("{here}.{key}"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(d, "", &mut out);
+    for (_, expr) in &mut out {
+        *expr = expr
+            .replace("$__rate_interval", "1m")
+            .replace("$instance", ".*")
+            .replace("$vip", ".*");
+    }
+    out
 }
 
 fn list(places: &BTreeSet<String>) -> String {
