@@ -22,8 +22,9 @@
 //!   lb-agent/src/admin/metrics.rs.
 //! - `promtool check rules` accepts the rules and `promtool test rules` passes
 //!   `tests/prometheus/lb-agent.rules.test.yml` (alerts that must fire, and drained, disabled
-//!   and unchecked backends that must not); without promtool the test fails and says to run
-//!   `cargo xtask setup`.
+//!   and unchecked backends that must not), and every query of the dashboard parses as PromQL
+//!   (checked by promtool as recording rules, Grafana's variables replaced); without promtool
+//!   the test fails and says to run `cargo xtask setup`.
 //! - The dashboard parses, every panel has the template data source and at least one target,
 //!   filtered by `$instance`; every alert has `for`, a severity and annotations that point at
 //!   existing sections of docs/operations.md.
