@@ -80,7 +80,17 @@ pub const PACKAGES: &[Package] = &[
         command: "systemd-analyze",
         package: "systemd",
     },
+    // The monitoring test: `promtool check rules` on dist/prometheus/lb-agent.rules.yml.
+    Package {
+        command: "promtool",
+        package: "prometheus",
+    },
 ];
+
+/// Services that installing a package of [`PACKAGES`] starts and enables, though the tests
+/// only run its commands: stopped and disabled right after the install. Prometheus would
+/// otherwise keep running on the host (port 9090), scraping itself, after every setup.
+const UNWANTED_SERVICES: &[(&str, &str)] = &[("prometheus", "prometheus")];
 
 /// Where sbin tools live even when a non-root `PATH` omits them.
 const SBIN_DIRS: &[&str] = &["/usr/local/sbin", "/usr/sbin", "/sbin"];
@@ -334,7 +344,41 @@ fn system_packages(root: bool) -> Result<()> {
     if !still.is_empty() {
         bail!("still missing after apt-get install: {}", describe(&still));
     }
+    for (package, service) in UNWANTED_SERVICES {
+        if missing.iter().any(|p| p.package == *package) {
+            stop_service(service)?;
+        }
+    }
     Ok(())
+}
+
+/// Stops `service` if it runs and keeps it from starting at boot: through systemd when it is
+/// the init system; else (a container, sysvinit) through the package's init script, which the
+/// package started unless a `policy-rc.d` refused, and by removing the systemd enablement the
+/// package made for a later boot.
+fn stop_service(service: &str) -> Result<()> {
+    let unit = format!("{service}.service");
+    if Path::new("/run/systemd/system").is_dir() {
+        say(&format!("    stopping and disabling {unit}"));
+        return run(Command::new("systemctl").args(["disable", "--now", &unit]));
+    }
+    say(&format!(
+        "    stopping {service} and keeping it from starting at boot"
+    ));
+    let init_script = Path::new("/etc/init.d").join(service).exists();
+    if init_script {
+        // Non-zero when it does not run or policy-rc.d refuses: either way it is stopped.
+        let _ = capture(Command::new("invoke-rc.d").args([service, "stop"]))?;
+    }
+    if find_in_path("systemctl", &search_path()).is_some() {
+        // Offline: removes the unit's boot symlinks, and the init script's (through
+        // systemd-sysv-install).
+        run(Command::new("systemctl").args(["--root=/", "disable", &unit]))
+    } else if init_script {
+        run(Command::new("update-rc.d").args([service, "disable"]))
+    } else {
+        Ok(())
+    }
 }
 
 fn missing_packages() -> Vec<&'static Package> {

@@ -1,5 +1,5 @@
 //! The `/metrics` exposition, written by prometheus-client's text encoder straight from one
-//! [`StatusReport`] (a [`Collector`]) and streamed to the client in chunks.
+//! [`StatusReport`] (a [`Collector`]); `stream` sends it to the client in chunks.
 //!
 //! A scrape of 100 VIPs × 100 backends is about 100,000 series and 7 MB of text. Filling a
 //! registry of `Family`s first (a label `Vec` and `String`s per series, a hash map per family)
@@ -9,10 +9,8 @@
 use super::{
     api::{AgentInfo, BackendHealth, BackendStatus, StatusReport, VipStatus},
     render::name_of,
-    server::Reporter,
 };
 use crate::config::AdminState;
-use axum::body::{Body, Bytes};
 use prometheus_client::{
     collector::Collector,
     encoding::{
@@ -23,22 +21,13 @@ use prometheus_client::{
     registry::Registry,
 };
 use std::{
-    convert::Infallible,
     fmt::{self, Display},
     sync::Arc,
 };
-use tokio::sync::mpsc;
-
-/// Bytes of text per chunk sent to the client, and chunks queued for it: the memory a scrape
-/// holds beyond its report. The connection's task shares the runtime with thousands of
-/// checkers and may wait tens of ms for each turn: it must find megabytes to write per turn, or
-/// 7 MB take seconds (64 KiB × 4 took up to 3 s at 10,000 backends on a loaded host).
-const CHUNK: usize = 256 * 1024;
-const CHUNKS_QUEUED: usize = 8;
 
 /// Prometheus text exposition of a report (OpenMetrics text,
 /// [`METRICS_CONTENT_TYPE`](super::METRICS_CONTENT_TYPE), ends with `# EOF`), whole. The
-/// server streams it instead ([`metrics_body`]); the text is the same.
+/// server streams it instead ([`metrics_body`](super::stream::metrics_body)); the text is the same.
 ///
 /// Metric names (stable):
 ///
@@ -81,7 +70,7 @@ pub fn render_metrics(report: &StatusReport) -> String {
 }
 
 /// Writes the exposition of `report` to `out`, ending with `# EOF`.
-fn write_metrics(report: Arc<StatusReport>, out: &mut impl fmt::Write) -> fmt::Result {
+pub(super) fn write_metrics(report: Arc<StatusReport>, out: &mut impl fmt::Write) -> fmt::Result {
     let registry = |part| {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(Exposition(report.clone(), part)));
@@ -100,59 +89,6 @@ fn write_metrics(report: Arc<StatusReport>, out: &mut impl fmt::Write) -> fmt::R
     encode_registry(&mut text, &lag)?;
     out.write_str(&text)?;
     encode(out, &registry(Part::Agent))
-}
-
-/// The response body of a scrape: the exposition of the report `report` builds, both done on
-/// one blocking thread (one hop off the runtime, not two) and sent in [`CHUNK`]s as the client
-/// takes them; `done` runs on that thread afterwards. A client that goes away stops the
-/// writing; a report that fails to build ends the body without `# EOF`, which Prometheus counts
-/// as a failed scrape.
-pub(super) fn metrics_body(report: Reporter, done: fn()) -> Body {
-    let (tx, mut rx) = mpsc::channel(CHUNKS_QUEUED);
-    tokio::task::spawn_blocking(move || {
-        let report = report();
-        let mut out = Chunks {
-            text: String::with_capacity(CHUNK),
-            tx,
-        };
-        if write_metrics(Arc::new(report), &mut out)
-            .and_then(|()| out.send())
-            .is_err()
-        {
-            tracing::debug!("metrics scrape ended before its end (client gone)");
-        }
-        drop(out);
-        done();
-    });
-    Body::from_stream(futures::stream::poll_fn(move |cx| {
-        rx.poll_recv(cx).map(|chunk| chunk.map(Ok::<_, Infallible>))
-    }))
-}
-
-/// A `fmt::Write` that hands its text on every [`CHUNK`] bytes.
-struct Chunks {
-    text: String,
-    tx: mpsc::Sender<Bytes>,
-}
-
-impl Chunks {
-    fn send(&mut self) -> fmt::Result {
-        let text = std::mem::replace(&mut self.text, String::with_capacity(CHUNK));
-        self.tx
-            .blocking_send(Bytes::from(text))
-            .map_err(|_| fmt::Error)
-    }
-}
-
-impl fmt::Write for Chunks {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        // Sent before it would grow: a String that outgrows its capacity doubles it.
-        if self.text.len() + s.len() > self.text.capacity() && !self.text.is_empty() {
-            self.send()?;
-        }
-        self.text.push_str(s);
-        Ok(())
-    }
 }
 
 /// The families before the lag histogram, and those after it (the order they always had).

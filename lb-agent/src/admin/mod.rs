@@ -38,7 +38,7 @@
 //! routers and handlers; `listen` the accept loop; `endpoints` binds and runs the listeners;
 //! `thread` runs them on a thread and runtime of their own, below the agent's priority;
 //! `socket` the control socket file; `token` the bearer token; `metrics` and `render` turn a
-//! [`StatusReport`] into text; `client` is the CLI's side.
+//! [`StatusReport`] into text, `stream` sends a scrape in chunks; `client` is the CLI's side.
 
 mod api;
 mod client;
@@ -49,6 +49,7 @@ mod render;
 mod reply;
 mod server;
 mod socket;
+mod stream;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

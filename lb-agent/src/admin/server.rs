@@ -7,9 +7,9 @@
 use super::{
     api::{AdminRequest, StatusReport},
     listen::Peer,
-    metrics::metrics_body,
     render::name_of,
     reply::{reply_channel, NoAnswer, Reply},
+    stream::metrics_body,
     METRICS_CONTENT_TYPE,
 };
 use crate::config::{self, AdminState};

@@ -864,7 +864,7 @@ fn families(text: &str) -> Vec<(Vec<String>, Vec<String>)> {
 #[tokio::test]
 async fn streamed_body_is_the_whole_exposition() {
     let report = large_report();
-    let body = super::metrics::metrics_body(Arc::new(large_report), || {});
+    let body = super::stream::metrics_body(Arc::new(large_report), || {});
     let bytes = http_body_util::BodyExt::collect(body)
         .await
         .unwrap()
