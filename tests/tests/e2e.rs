@@ -535,19 +535,8 @@ fn bad_config_and_malformed_flood_leave_the_balancer_working() -> Result<()> {
     std::fs::write(&sc.config_path, &good)?;
     ensure!(sc.agent.status()?.vips.len() == before.vips.len());
     // A bounded flood of broken frames at the balancer's interface, with legitimate traffic.
-    let mac_line = sh(Some(&sc.topo.lb), "ip -o link show l0")?;
-    let mac_text = mac_line
-        .split("link/ether ")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .unwrap_or("");
-    let mac: Vec<u8> = mac_text
-        .split(':')
-        .filter_map(|h| u8::from_str_radix(h, 16).ok())
-        .collect();
-    ensure!(mac.len() == 6, "LB MAC from {mac_line}");
     let frames = lb_tests::inject::malformed_frames(
-        mac.try_into().unwrap_or([0; 6]),
+        lb_mac(&sc)?,
         lb_tests::topo::VIP_V4.octets(),
         20_000,
         7,
