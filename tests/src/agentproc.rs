@@ -127,8 +127,19 @@ impl Agent {
 
     /// The failover times (µs, deciding check to published table) the agent logged.
     pub fn logged_failovers(&self) -> Vec<u64> {
+        self.failovers_where(|_| true)
+    }
+
+    /// Those of VIP `vip`'s publications, in order.
+    pub fn logged_failovers_of(&self, vip: &str) -> Vec<u64> {
+        let span = format!("publish{{vip={vip}}}");
+        self.failovers_where(|line| line.contains(&span))
+    }
+
+    fn failovers_where(&self, keep: impl Fn(&str) -> bool) -> Vec<u64> {
         self.log_text()
             .lines()
+            .filter(|l| keep(l))
             .filter_map(|l| l.split("failover_us=").nth(1))
             .filter_map(|rest| {
                 rest.split(|c: char| !c.is_ascii_digit())

@@ -75,6 +75,23 @@ fn all_ok(f: &Fleet, addr: SocketAddr, count: usize) -> Result<()> {
     Ok(())
 }
 
+/// Closes the long-lived connections: none was reset or stalled, and each ended on the backend
+/// it started on ("connection i moved from a to b" would also be among the failures).
+fn closed_where_they_started(
+    f: &Fleet,
+    long: LongLived,
+    first_backends: &[Option<String>],
+) -> Result<()> {
+    let names = long.backend_names();
+    let failures = f.client.run(long.close())?;
+    ensure!(failures.is_empty(), "resets or stalls: {failures:?}");
+    ensure!(
+        names.iter().zip(first_backends).all(|(a, b)| a == b),
+        "a connection changed backend"
+    );
+    Ok(())
+}
+
 /// Wait until the long-lived connections made `more` exchanges beyond what they had.
 fn exchanges_grow(long: &LongLived, more: u64, limit: Duration) -> Result<()> {
     let start_count = long.exchanges.load(std::sync::atomic::Ordering::Relaxed);
@@ -205,14 +222,7 @@ fn three_balancers_share_flows_and_losing_one_resets_nothing() -> Result<()> {
     eprintln!("link restored: path back after {back:?}");
     exchanges_grow(&long, 300, Duration::from_secs(20))?;
 
-    let names = long.backend_names();
-    let failures = f.client.run(long.close())?;
-    ensure!(failures.is_empty(), "resets or stalls: {failures:?}");
-    // Never moved: "connection i moved from a to b" would be in the failures.
-    ensure!(
-        names.iter().zip(&first_backends).all(|(a, b)| a == b),
-        "a connection changed backend"
-    );
+    closed_where_they_started(&f, long, &first_backends)?;
     Ok(())
 }
 
@@ -498,13 +508,7 @@ fn maintenance_drains_a_balancer_without_resetting_connections() -> Result<()> {
     for line in log.lines().filter(|l| l.contains("maintenance")) {
         eprintln!("balancer 2 log: {line}");
     }
-    let names = long.backend_names();
-    let failures = f.client.run(long.close())?;
-    ensure!(failures.is_empty(), "resets or stalls: {failures:?}");
-    ensure!(
-        names.iter().zip(&first_backends).all(|(a, b)| a == b),
-        "a connection changed backend"
-    );
+    closed_where_they_started(&f, long, &first_backends)?;
     Ok(())
 }
 

@@ -58,8 +58,8 @@ impl Controller {
         if let Err(e) = &result {
             error!("reload rejected: {e}");
         }
+        // Shared with the rest of this event's changes by the event loop.
         self.shared.reloaded(&result);
-        self.share();
         if let Some(reply) = reply {
             let _ = reply.send(result.clone());
         }

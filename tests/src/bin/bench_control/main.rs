@@ -749,30 +749,13 @@ struct Rounds {
     published: Vec<f64>,
 }
 
-/// The `failover_us` the agent logged for VIP `vip`'s publications, in order.
-fn failovers_of(agent: &Agent, vip: &str) -> Vec<u64> {
-    let span = format!("publish{{vip={vip}}}");
-    agent
-        .log_text()
-        .lines()
-        .filter(|l| l.contains(&span))
-        .filter_map(|l| l.split("failover_us=").nth(1))
-        .filter_map(|rest| {
-            rest.split(|c: char| !c.is_ascii_digit())
-                .next()?
-                .parse()
-                .ok()
-        })
-        .collect()
-}
-
 /// Waits until VIP `vip` has more than `seen` failovers logged: the time waited and the new
 /// failover's decision → published, ms.
 fn next_failover(agent: &Agent, vip: &str, seen: usize) -> Result<(f64, f64)> {
     let start = Instant::now();
     let limit = Duration::from_secs(30);
     loop {
-        if let Some(&us) = failovers_of(agent, vip).get(seen) {
+        if let Some(&us) = agent.logged_failovers_of(vip).get(seen) {
             return Ok((ms(start.elapsed()), us as f64 / 1e3));
         }
         ensure!(
@@ -787,7 +770,7 @@ fn next_failover(agent: &Agent, vip: &str, seen: usize) -> Result<(f64, f64)> {
 /// fails at once), then answers again; the figures go to `rounds`.
 fn one_failover(agent: &Agent, ns: &str, i: u32, rounds: &mut Rounds) -> Result<()> {
     let (vip, addr) = (format!("v{i}"), backend_addr(i, 7));
-    let seen = failovers_of(agent, &vip).len();
+    let seen = agent.logged_failovers_of(&vip).len();
     sh(
         Some(ns),
         &format!("ip route add prohibit {addr}/32 table local"),
