@@ -21,7 +21,7 @@ mod tests;
 pub use bgp::{BgpConfig, Community, Neighbor};
 pub use read::{read_text, Reader, MAX_BYTES, READ_TIMEOUT};
 pub use schema::{
-    AdminState, AgentConfig, AllDown, BackendConfig, CheckKind, Config, GatewayMac, HashMode,
+    AdminState, AgentConfig, AllDown, BackendConfig, CheckKind, CheckVia, Config, GatewayMac, HashMode,
     HealthCheckConfig, Mac, Protocol, VipConfig, XdpMode,
 };
 pub use validate::{

@@ -9,6 +9,7 @@ fn spec(kind: CheckKind, target: SocketAddr) -> CheckSpec {
     CheckSpec {
         kind,
         target,
+        route: crate::health::Route::Direct,
         path: "/healthz".to_owned(),
         expect_status: 200,
         interval: Duration::from_millis(50),
