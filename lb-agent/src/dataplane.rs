@@ -6,8 +6,8 @@ mod counters;
 mod decap;
 mod load;
 pub mod maps;
-mod probe;
 pub mod pinned;
+mod probe;
 mod sweep;
 mod table;
 

@@ -189,8 +189,14 @@ mod tests {
     fn mss_leaves_room_for_the_largest_outer_header() {
         let v4: SocketAddr = "198.18.10.1:80".parse().unwrap();
         let v6: SocketAddr = "[2001:db8:10::1]:80".parse().unwrap();
-        assert_eq!(Tunnel::new(1, "eth0".into(), 1500, v4).mss, 1500 - 40 - 20 - 20);
-        assert_eq!(Tunnel::new(1, "eth0".into(), 1500, v6).mss, 1500 - 40 - 40 - 20);
+        assert_eq!(
+            Tunnel::new(1, "eth0".into(), 1500, v4).mss,
+            1500 - 40 - 20 - 20
+        );
+        assert_eq!(
+            Tunnel::new(1, "eth0".into(), 1500, v6).mss,
+            1500 - 40 - 40 - 20
+        );
         // A tiny mtu never asks for less than the kernel accepts.
         assert_eq!(Tunnel::new(1, "eth0".into(), 100, v6).mss, MIN_MSS);
     }
@@ -202,7 +208,10 @@ mod tests {
         assert!(d.starts_with("connect: Network is unreachable"), "{d}");
         assert!(d.contains("through eth1"), "{d}");
         let refused = io::Error::from_raw_os_error(libc::ECONNREFUSED);
-        assert_eq!(connect_detail(&refused, "eth1"), "connect: Connection refused");
+        assert_eq!(
+            connect_detail(&refused, "eth1"),
+            "connect: Connection refused"
+        );
     }
 
     #[test]
