@@ -365,11 +365,13 @@ fn tunnel_checks_mark_each_broken_backend_down_and_it_gets_no_client() -> Result
             );
         }
     }
+    // Both mixed families serve: the healthy backends stay up through IPv4-in-IPv6 and
+    // IPv6-in-IPv4 probes.
     for vip in ["mix", "mix6"] {
         for i in HEALTHY {
             let b = backend(&after, vip, i)?;
             ensure!(
-                b.health == BackendHealth::Up && b.checks_failed == 0,
+                b.health == BackendHealth::Up && b.checks_ok >= 3,
                 "{vip}/backend{i}: {b:?}"
             );
         }
