@@ -62,6 +62,11 @@ impl Balancer {
         Ok(())
     }
 
+    /// The loaded program (for BPF_PROG_TEST_RUN fixtures).
+    pub fn probe_program(&mut self) -> Result<&mut SchedClassifier> {
+        classifier(&mut self.ebpf)
+    }
+
     /// `tc_probe_encap`'s counters summed over CPUs, in `ProbeStat` order.
     pub fn probe_stats(&self) -> Result<Vec<(ProbeStat, u64)>> {
         self.counters.probe_stats()
