@@ -1,7 +1,7 @@
 use super::*;
 use std::io::ErrorKind;
 use std::net::Ipv4Addr;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 

@@ -45,7 +45,7 @@ fn rejects_bad_check_via() {
     for bad in ["\"ipip\"", "\"Tunnel\"", "\"\"", "true"] {
         let text = with_check(&format!("via = {bad}"));
         let expect = if bad == "true" {
-            "invalid type: boolean `true`, expected"
+            "wanted string"
         } else {
             "expected `tunnel` or `direct`"
         };
