@@ -357,7 +357,7 @@ fn scale_config(ns: &ScaleNs) -> String {
             text,
             "\n[[vip]]\nname = \"v{i}\"\naddress = \"{}\"\nport = 80\nprotocol = \"tcp\"\n\
              [vip.health_check]\nkind = \"tcp\"\nport = {CHECK_PORT}\ninterval_ms = \
-             {CHECK_INTERVAL_MS}\ntimeout_ms = 500\n",
+             {CHECK_INTERVAL_MS}\ntimeout_ms = 500\nvia = \"direct\"\n",
             vip_addr(i)
         )
         .expect("writing to a String");
