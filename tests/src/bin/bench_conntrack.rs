@@ -10,7 +10,7 @@ use anyhow::{ensure, Context, Result};
 use lb_agent::dataplane::{BENCH_LB_PROGRAM, BENCH_REFLECT_PROGRAM};
 use lb_common::{BenchFrame, Stat, BENCH_VARY_V4, DEFAULT_NEW_FLOWS_PER_SEC, IPPROTO_TCP};
 use lb_tests::{
-    benchkit::{median, pin, possible_cpus, run_twin, template},
+    benchkit::{median, pin, possible_cpus, prime_moved, run_twin, template},
     flood::{self, Flood, CLIENT, CPU, VIP},
     frames::{self, Tcp},
     lab::{backend_addr, flow_of, Lab},
@@ -40,9 +40,9 @@ const LOW_GUARD: u32 = 25_000;
 /// A VIP whose every slot is moved; `VIP` keeps stable slots.
 const MOVED_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 12);
 
-fn flows_frame(vip: Ipv4Addr, flows: u32) -> Result<BenchFrame> {
+fn flows_frame(vip: Ipv4Addr, flows: u32, tcp: Tcp) -> Result<BenchFrame> {
     template(BENCH_VARY_V4, flows, |p| {
-        frames::tcp4(CLIENT, 0, vip, 80, Tcp::Ack, p)
+        frames::tcp4(CLIENT, 0, vip, 80, tcp, p)
     })
 }
 
@@ -209,16 +209,8 @@ fn measure(lab: &mut Lab, flows: u32, moved: bool) -> Result<Row> {
     if !moved {
         return measure_stable(lab, flows);
     }
-    let frame = flows_frame(MOVED_VIP, flows)?;
-    let seen = |lab: &Lab| -> Result<u64> {
-        Ok(lab.lb.stat(Stat::ConnHit)? + lab.lb.stat(Stat::ConnMissNonSyn)?)
-    };
-    let before = seen(lab)?;
-    run_twin(lab, BENCH_LB_PROGRAM, &frame, flows)?;
-    ensure!(
-        seen(lab)? - before == flows as u64,
-        "priming took another path"
-    );
+    let frame = flows_frame(MOVED_VIP, flows, Tcp::Ack)?;
+    prime_moved(lab, &flows_frame(MOVED_VIP, flows, Tcp::Syn)?)?;
     let mut row = Row::new(flows, true);
     for _ in 0..ROUNDS {
         row.floor
@@ -242,7 +234,7 @@ fn measure(lab: &mut Lab, flows: u32, moved: bool) -> Result<Row> {
 }
 
 fn measure_stable(lab: &mut Lab, flows: u32) -> Result<Row> {
-    let frame = flows_frame(VIP, flows)?;
+    let frame = flows_frame(VIP, flows, Tcp::Ack)?;
     let mut row = Row::new(flows, false);
     for _ in 0..ROUNDS {
         row.floor
