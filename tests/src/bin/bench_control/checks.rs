@@ -1,14 +1,15 @@
-//! What taking the client's path costs: the scale configuration (100 VIPs × 100 backends, TCP
-//! checks every second) checked `via = "direct"` and `via = "tunnel"` in alternate rounds, the
-//! agent's CPU side by side, with the backend side's decapsulation counter as proof of the path
-//! each mode took.
+//! What taking the client's path costs, and what probe sharing saves: the scale configuration
+//! (100 VIPs × 100 backends, TCP checks every second) checked `via = "direct"` and
+//! `via = "tunnel"`, with 100 backends of its own per VIP and with one pool of 100 that every
+//! VIP shares, in alternate rounds: probes per second and the agent's CPU side by side, with
+//! the backend side's decapsulation counter as proof of the path each mode took.
 //!
 //! Two namespaces: the agent's (cv0, 198.18.0.2) and the backends' (cv1, 198.18.0.3, whose MAC
 //! is the agent's gateway MAC). On the backends' side every backend address and every VIP is
 //! local (AnyIP) with one listener, and `xdp_decap` answers for all 10,000 backend addresses.
 
 use super::{
-    backend_addr, cpu_seconds, parse_lag, scale_config, BACKENDS_PER_VIP, CHECK_INTERVAL_MS,
+    backend_addr, cpu_seconds, parse_lag, scale_config, Shape, BACKENDS_PER_VIP, CHECK_INTERVAL_MS,
     CHECK_PORT, VIPS, WARM_UP,
 };
 use anyhow::{ensure, Context, Result};
@@ -28,9 +29,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// Rounds per mode, alternating, so a slow spell of the machine hits both alike.
+/// Rounds per case, alternating, so a slow spell of the machine hits every case alike.
 const ROUNDS: usize = 2;
-const MODES: [&str; 2] = ["direct", "tunnel"];
+/// Path, backends, and the probes sharing should leave: one per backend address direct; through
+/// the tunnel one per (VIP address, backend), the pool's VIPs being on 10 addresses.
+const CASES: [(&str, Shape, u32); 4] = [
+    ("direct", Shape::Distinct, VIPS * BACKENDS_PER_VIP),
+    ("tunnel", Shape::Distinct, VIPS * BACKENDS_PER_VIP),
+    ("direct", Shape::Pool, BACKENDS_PER_VIP),
+    ("tunnel", Shape::Pool, VIPS / 10 * BACKENDS_PER_VIP),
+];
 const WINDOW: Duration = Duration::from_secs(10);
 const GATEWAY_MAC: &str = "02:00:00:00:00:01";
 /// More than the 10,000 backend addresses.
@@ -138,13 +146,13 @@ pub(crate) fn checks(out: &mut String) -> Result<()> {
     let dir = std::env::temp_dir().join(&pair.agent);
     std::fs::create_dir_all(&dir)?;
     let result = (|| -> Result<Vec<Vec<Round>>> {
-        let mut rounds: Vec<Vec<Round>> = MODES.iter().map(|_| Vec::new()).collect();
+        let mut rounds: Vec<Vec<Round>> = CASES.iter().map(|_| Vec::new()).collect();
         for _ in 0..ROUNDS {
-            for (m, via) in MODES.iter().enumerate() {
-                let config = dir.join(format!("lb-{via}.toml"));
+            for (c, (via, shape, probes)) in CASES.iter().enumerate() {
+                let config = dir.join(format!("lb-{c}.toml"));
                 // scale_config's gateway MAC is cv1's.
-                std::fs::write(&config, scale_config(&pair.agent, via))?;
-                rounds[m].push(round(&pair, &config, via, &decap, total)?);
+                std::fs::write(&config, scale_config(&pair.agent, via, *shape))?;
+                rounds[c].push(round(&pair, &config, via, &decap, total, *probes)?);
             }
         }
         Ok(rounds)
@@ -154,32 +162,42 @@ pub(crate) fn checks(out: &mut String) -> Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     let rounds = result?;
 
-    writeln!(out, "\n### Checks through the tunnel against direct ones\n")?;
     writeln!(
         out,
-        "The scale configuration ({total} backends, TCP checks every {CHECK_INTERVAL_MS} ms) with \
-         the backends in a namespace of their own behind a veth, `xdp_decap` answering for all \
-         {total} backend addresses and the VIPs local there. {ROUNDS} rounds per mode, \
+        "\n### Checks through the tunnel, direct ones, and shared probes\n"
+    )?;
+    writeln!(
+        out,
+        "The scale configuration ({VIPS} VIPs, {total} (VIP, backend) pairs, TCP checks every \
+         {CHECK_INTERVAL_MS} ms) with the backends in a namespace of their own behind a veth, \
+         `xdp_decap` answering for every backend address and the VIPs local there: each VIP \
+         with {BACKENDS_PER_VIP} backends of its own, or one pool of {BACKENDS_PER_VIP} shared \
+         by every VIP (the VIPs on 10 addresses × 10 ports). {ROUNDS} rounds per case, \
          alternating; each starts a release agent, waits {:.0} s, then takes the agent's CPU \
          (user + system: a probe's encapsulation by `tc_probe_encap` runs in the sending \
-         context) over {:.0} s. Decapsulated/s is the backend side's counter: the proof of the \
-         path taken.\n",
+         context) and its probes over {:.0} s. Without sharing every case would run {total} \
+         probes a second. Decapsulated/s is the backend side's counter: the proof of the path \
+         taken.\n",
         WARM_UP.as_secs_f64(),
         WINDOW.as_secs_f64()
     )?;
     writeln!(
         out,
-        "| mode | agent CPU, median (rounds) | checks/s | decapsulated packets/s |"
+        "| backends | via | probes/s (expected) | agent CPU, median (rounds) | decapsulated packets/s |"
     )?;
-    writeln!(out, "|---|---:|---:|---:|")?;
-    for (via, r) in MODES.iter().zip(&rounds) {
+    writeln!(out, "|---|---|---:|---:|---:|")?;
+    for ((via, shape, probes), r) in CASES.iter().zip(&rounds) {
         let cpus: Vec<String> = r.iter().map(|x| format!("{:.1}", x.cpu * 100.0)).collect();
         writeln!(
             out,
-            "| `via = \"{via}\"` | {:.1} % ({} %) | {:.0} | {:.0} |",
+            "| {} | `{via}` | {:.0} ({probes}) | {:.1} % ({} %) | {:.0} |",
+            match shape {
+                Shape::Distinct => "100 per VIP",
+                Shape::Pool => "one pool",
+            },
+            median(r.iter().map(|x| x.checks_per_s).collect()),
             median(r.iter().map(|x| x.cpu * 100.0).collect()),
             cpus.join(", "),
-            median(r.iter().map(|x| x.checks_per_s).collect()),
             median(r.iter().map(|x| x.decapsulated_per_s).collect()),
         )?;
     }
@@ -228,6 +246,13 @@ fn round(
          is not of healthy checks"
     );
     let checks_per_s = (lag1.count - lag0.count) as f64 / window;
+    // Within 15 %: a probe's interval jitters by ± 10 %, and a busy machine delays some.
+    let nominal = probes as f64 * 1e3 / CHECK_INTERVAL_MS as f64;
+    ensure!(
+        (checks_per_s - nominal).abs() <= nominal * 0.15,
+        "via = {via}: {checks_per_s:.0} probes/s, expected {nominal:.0}: probe sharing is not \
+         what the configuration asks for"
+    );
     let decapsulated_per_s = (decap1 - decap0) as f64 / window;
     // A tunnel check is a connection (SYN, ACK, FIN at least) sent encapsulated; a direct one
     // is never encapsulated.

@@ -345,9 +345,17 @@ impl Drop for ScaleNs {
     }
 }
 
+/// Backends of the scale configuration: 100 of their own per VIP, or one pool of 100 that every
+/// VIP shares, the VIPs then on 10 addresses × 10 ports (what probe sharing is for).
+#[derive(Clone, Copy, PartialEq)]
+enum Shape {
+    Distinct,
+    Pool,
+}
+
 /// The scale benchmark's configuration for an agent in namespace `ns` (pins in
 /// /sys/fs/bpf/`ns`), its checks taking path `via`.
-fn scale_config(ns: &str, via: &str) -> String {
+fn scale_config(ns: &str, via: &str, shape: Shape) -> String {
     let pin_dir = std::path::Path::new("/sys/fs/bpf").join(ns);
     let mut text = format!(
         "[agent]\ninterface = \"cv0\"\nxdp_mode = \"native\"\npin_path = \"{}\"\n\
@@ -360,19 +368,22 @@ fn scale_config(ns: &str, via: &str) -> String {
         lb_tests::agentproc::control_socket(&std::env::temp_dir().join(ns), 0).display()
     );
     for i in 0..VIPS {
+        let (address, port, pool) = match shape {
+            Shape::Distinct => (vip_addr(i), 80, i),
+            Shape::Pool => (vip_addr(i / 10), 80 + i % 10, 0),
+        };
         write!(
             text,
-            "\n[[vip]]\nname = \"v{i}\"\naddress = \"{}\"\nport = 80\nprotocol = \"tcp\"\n\
-             [vip.health_check]\nkind = \"tcp\"\nport = {CHECK_PORT}\ninterval_ms = \
-             {CHECK_INTERVAL_MS}\ntimeout_ms = 500\nvia = \"{via}\"\n",
-            vip_addr(i)
+            "\n[[vip]]\nname = \"v{i}\"\naddress = \"{address}\"\nport = {port}\n\
+             protocol = \"tcp\"\n[vip.health_check]\nkind = \"tcp\"\nport = {CHECK_PORT}\n\
+             interval_ms = {CHECK_INTERVAL_MS}\ntimeout_ms = 500\nvia = \"{via}\"\n",
         )
         .expect("writing to a String");
         for j in 0..BACKENDS_PER_VIP {
             write!(
                 text,
                 "[[vip.backend]]\naddress = \"{}\"\n",
-                backend_addr(i, j)
+                backend_addr(pool, j)
             )
             .expect("writing to a String");
         }
@@ -491,7 +502,7 @@ fn scale(out: &mut String, missed: &mut Vec<String>) -> Result<()> {
     let dir = std::env::temp_dir().join(&ns.name);
     std::fs::create_dir_all(&dir)?;
     let config = dir.join("lb.toml");
-    std::fs::write(&config, scale_config(&ns.name, "direct"))?;
+    std::fs::write(&config, scale_config(&ns.name, "direct", Shape::Distinct))?;
 
     let started = Instant::now();
     let result = (|| -> Result<()> {
