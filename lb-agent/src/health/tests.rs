@@ -1,7 +1,10 @@
+use super::checker::{first_delay, jittered_interval, MIN_INTERVAL};
 use super::*;
 use std::io::ErrorKind;
 use std::net::Ipv4Addr;
 use tokio::net::TcpListener;
+use tokio::{net::TcpStream, sync::mpsc, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
