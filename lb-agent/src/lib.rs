@@ -22,3 +22,5 @@ pub mod notify;
 pub mod pinlock;
 pub mod secrets;
 pub mod top;
+#[cfg(test)]
+mod testpki;

@@ -1,6 +1,6 @@
 //! The checker task: schedules probes, applies the hysteresis, reports every result.
 
-use super::{check_once, CheckReport, CheckSpec, Health, Hysteresis};
+use super::{CheckReport, CheckSpec, Health, Hysteresis, ProbeId, Prober};
 use crate::config::CheckKind;
 use prometheus_client::metrics::histogram::Histogram;
 use std::{
@@ -12,7 +12,7 @@ use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-/// One task per backend: check, sleep `interval ± 10%` (uniformly random), report every result
+/// One task per probe (a backend and a check definition, whichever VIPs share it): check, sleep `interval ± 10%` (uniformly random), report every result
 /// over `reports`. The first check starts after a random delay in `0..interval` so that
 /// thousands of checkers do not fire together. Stops when `cancel` fires or the receiver is
 /// gone (a failed send ends the task; it never holds the sender for a dead controller).
@@ -20,7 +20,7 @@ use tracing::{debug, info};
 /// `CheckKind::None`: never checks and reports nothing (the backend counts as up); the task
 /// ends at once.
 pub fn spawn_checker(
-    vip: String,
+    probe: ProbeId,
     backend: IpAddr,
     spec: CheckSpec,
     initial: Health,
@@ -28,12 +28,12 @@ pub fn spawn_checker(
     cancel: CancellationToken,
 ) -> JoinHandle<()> {
     // No span per checker: at 10,000 checkers their registry entries cost megabytes; the
-    // events carry the VIP and backend themselves.
-    tokio::spawn(run_checker(vip, backend, spec, initial, reports, cancel))
+    // events carry the probe and backend themselves.
+    tokio::spawn(run_checker(probe, backend, spec, initial, reports, cancel))
 }
 
 async fn run_checker(
-    vip: String,
+    probe: ProbeId,
     backend: IpAddr,
     spec: CheckSpec,
     initial: Health,
@@ -41,11 +41,14 @@ async fn run_checker(
     cancel: CancellationToken,
 ) {
     if spec.kind == CheckKind::None {
-        debug!(%vip, %backend, "no health check configured; backend counts as up");
+        debug!(probe, %backend, "no health check configured; backend counts as up");
         return;
     }
     let mut hysteresis = Hysteresis::new(spec.rise, spec.fall, initial);
-    debug!(%vip, %backend, kind = ?spec.kind, target = %spec.target, ?initial, "health checker started");
+    // The TLS configuration (CA store, verifier) is built once, not per probe.
+    let prober = Prober::new(spec);
+    let spec = prober.spec();
+    debug!(probe, %backend, kind = ?spec.kind, target = %spec.target, ?initial, "health checker started");
 
     let lag = schedule_lag();
     let mut due = Instant::now() + first_delay(spec.interval);
@@ -64,19 +67,19 @@ async fn run_checker(
             _ = cancel.cancelled() => break,
             // Boxed: the probe's state (~700 bytes) exists only while it runs, not in each of
             // thousands of sleeping checkers.
-            r = Box::pin(check_once(&spec)) => r,
+            r = Box::pin(prober.check()) => r,
         };
         let finished_at = Instant::now();
         let (ok, latency, detail) = match result {
-            Ok(latency) => (true, latency, success_detail(&spec)),
+            Ok(passed) => (true, passed.latency, passed.detail),
             Err(detail) => (false, finished_at.duration_since(start), detail),
         };
         let transition = hysteresis.record(ok);
         match transition {
-            Some(Health::Up) => info!(%vip, %backend, reason = %detail, "backend up"),
-            Some(Health::Down) => info!(%vip, %backend, reason = %detail, "backend down"),
+            Some(Health::Up) => info!(probe, %backend, reason = %detail, "backend up"),
+            Some(Health::Down) => info!(probe, %backend, reason = %detail, "backend down"),
             None => debug!(
-                %vip,
+                probe,
                 %backend,
                 ok,
                 latency_us = latency.as_micros() as u64,
@@ -86,7 +89,7 @@ async fn run_checker(
         }
 
         let report = CheckReport {
-            vip: vip.clone(),
+            probe,
             backend,
             ok,
             latency,
@@ -101,12 +104,12 @@ async fn run_checker(
             r = Box::pin(reports.send(report)) => r,
         };
         if sent.is_err() {
-            debug!(%vip, %backend, "report receiver gone");
+            debug!(probe, %backend, "report receiver gone");
             break;
         }
         due = Instant::now() + jittered_interval(spec.interval);
     }
-    debug!(%vip, %backend, "health checker stopped");
+    debug!(probe, %backend, "health checker stopped");
 }
 
 /// Upper bounds (seconds) of the lag buckets: tokio's timer wheel has 1 ms resolution, so a
@@ -121,14 +124,6 @@ pub fn schedule_lag() -> Histogram {
     static LAG: OnceLock<Histogram> = OnceLock::new();
     // Clones share the counts.
     LAG.get_or_init(|| Histogram::new(LAG_BUCKETS)).clone()
-}
-
-fn success_detail(spec: &CheckSpec) -> String {
-    match spec.kind {
-        CheckKind::Http => format!("HTTP {}", spec.expect_status),
-        CheckKind::Tcp => "connected".to_owned(),
-        CheckKind::None => "not checked".to_owned(),
-    }
 }
 
 /// Never less than this between two checks, so a zero interval cannot spin.

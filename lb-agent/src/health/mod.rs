@@ -15,7 +15,7 @@
 //! the difference, [`schedule_lag`], shows whether checks fall behind (an overloaded runtime
 //! wakes timers late).
 
-use crate::config::CheckKind;
+use crate::config::{CaCerts, CheckKind, StatusSet};
 use serde::Serialize;
 use std::{
     net::{IpAddr, SocketAddr},
@@ -23,21 +23,31 @@ use std::{
 };
 
 mod checker;
+mod http;
 mod probe;
+mod tls;
 
 pub use checker::{schedule_lag, spawn_checker};
-pub use probe::check_once;
+pub use http::MAX_BODY;
+pub use probe::{check_once, connect, Passed, Prober};
 
-/// What to check and how often (resolved from the VIP's `[vip.health_check]`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What to check and how often (resolved from the VIP's `[vip.health_check]`). Hashable: equal
+/// specs are one probe, whichever VIPs use them.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct CheckSpec {
     pub kind: CheckKind,
     /// Address probed: the backend's IP and the check port.
     pub target: SocketAddr,
     /// HTTP only: the request path (`/` when empty).
     pub path: String,
-    /// HTTP only: the status that counts as healthy.
-    pub expect_status: u16,
+    /// HTTP(S) only: the statuses that count as healthy.
+    pub expect_status: StatusSet,
+    /// HTTP(S) only: a substring the first [`MAX_BODY`] bytes of the body must hold.
+    pub expect_body: Option<String>,
+    /// HTTP(S) only: the Host header; `None`: the target address.
+    pub host: Option<String>,
+    /// TLS and HTTPS: how to make the handshake.
+    pub tls: Option<TlsSpec>,
     pub interval: Duration,
     /// Bounds connect + request + response headers.
     pub timeout: Duration,
@@ -46,6 +56,19 @@ pub struct CheckSpec {
     /// Consecutive failures that take an up backend down (0 is treated as 1).
     pub fall: u32,
 }
+
+/// The TLS handshake of a `tls` or `https` check.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TlsSpec {
+    /// Sent as SNI and verified; `None`: no SNI (the backend's address is verified).
+    pub server_name: Option<String>,
+    /// Check the certificate against `ca`; else accept any (self-signed backends).
+    pub verify: bool,
+    pub ca: CaCerts,
+}
+
+/// Names a running probe in its reports; given by the controller, never reused.
+pub type ProbeId = u64;
 
 /// A backend's health as seen by its checker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -58,7 +81,8 @@ pub enum Health {
 /// One finished check, sent to the controller.
 #[derive(Clone, Debug)]
 pub struct CheckReport {
-    pub vip: String,
+    /// The probe (one per backend and check definition, shared by the VIPs using them).
+    pub probe: ProbeId,
     pub backend: IpAddr,
     pub ok: bool,
     /// Time the check took (until success, failure or timeout).
@@ -142,3 +166,5 @@ pub fn slow_start_weight(full: u32, elapsed: Duration, window: Duration) -> u32 
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_tls;

@@ -1,104 +1,130 @@
-//! One check of a backend: TCP connect, or HTTP/1.1 GET.
+//! One check of a backend: TCP connect, TLS handshake, or an HTTP/1.1 GET (over TLS for
+//! `https`). [`connect`] opens every probe's connection.
 
-use super::CheckSpec;
+use super::{http, tls::TlsSetup, CheckSpec};
 use crate::config::CheckKind;
-use http_body_util::Empty;
-use hyper::{
-    header::{CONNECTION, HOST},
-    Method, Request, Uri,
-};
-use hyper_util::rt::TokioIo;
 use std::{
     error::Error as StdError,
-    net::SocketAddr,
     time::{Duration, Instant},
 };
-use tokio::{net::TcpStream, task::JoinHandle};
-use tracing::debug;
+use tokio::net::TcpStream;
 
-/// Runs one check (TCP connect, or HTTP/1.1 GET `path` with a `Host` header, expecting
-/// `expect_status`), bounded by `spec.timeout`. `Ok(latency)` or `Err(detail)`.
-///
-/// `CheckKind::None` checks nothing and succeeds at once.
-pub async fn check_once(spec: &CheckSpec) -> Result<Duration, String> {
-    let start = Instant::now();
-    let result = match spec.kind {
-        CheckKind::None => return Ok(Duration::ZERO),
-        CheckKind::Tcp => tokio::time::timeout(spec.timeout, tcp_check(spec.target)).await,
-        CheckKind::Http => tokio::time::timeout(spec.timeout, http_check(spec)).await,
-    };
-    match result {
-        Ok(Ok(())) => Ok(start.elapsed()),
-        Ok(Err(detail)) => Err(detail),
-        Err(_elapsed) => Err(format!("timeout after {} ms", spec.timeout.as_millis())),
+/// A finished successful probe.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Passed {
+    pub latency: Duration,
+    /// e.g. `"connected"`, `"HTTP 200"`, `"TLS handshake done"`.
+    pub detail: String,
+}
+
+/// A check ready to run: its spec and, for TLS kinds, the client configuration built once.
+pub struct Prober {
+    spec: CheckSpec,
+    /// `Err`: why no handshake can be made (every probe fails with it).
+    tls: Option<Result<TlsSetup, String>>,
+}
+
+impl Prober {
+    pub fn new(spec: CheckSpec) -> Self {
+        let alpn: &[&[u8]] = match spec.kind {
+            CheckKind::Https => &[b"http/1.1"],
+            _ => &[],
+        };
+        let tls = spec
+            .tls
+            .as_ref()
+            .map(|t| TlsSetup::new(t, spec.target.ip(), alpn));
+        Self { spec, tls }
+    }
+
+    pub fn spec(&self) -> &CheckSpec {
+        &self.spec
+    }
+
+    /// Runs one check, bounded by `spec.timeout`. `CheckKind::None` checks nothing and
+    /// succeeds at once.
+    pub async fn check(&self) -> Result<Passed, String> {
+        let spec = &self.spec;
+        if spec.kind == CheckKind::None {
+            return Ok(Passed {
+                latency: Duration::ZERO,
+                detail: "not checked".to_owned(),
+            });
+        }
+        let start = Instant::now();
+        let work = async {
+            match spec.kind {
+                CheckKind::None => Ok("not checked".to_owned()),
+                CheckKind::Tcp => tcp_check(spec).await,
+                CheckKind::Http => http::exchange(connect(spec).await?, spec).await,
+                CheckKind::Tls => self.tls_check().await,
+                CheckKind::Https => {
+                    let stream = self.handshake().await?;
+                    http::exchange(stream, spec).await
+                }
+            }
+        };
+        match tokio::time::timeout(spec.timeout, work).await {
+            Ok(Ok(detail)) => Ok(Passed {
+                latency: start.elapsed(),
+                detail,
+            }),
+            Ok(Err(detail)) => Err(detail),
+            Err(_elapsed) => Err(format!("timeout after {} ms", spec.timeout.as_millis())),
+        }
+    }
+
+    async fn handshake(&self) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+        let setup = match &self.tls {
+            Some(Ok(setup)) => setup,
+            Some(Err(e)) => return Err(e.clone()),
+            None => return Err("TLS check without TLS settings".to_owned()),
+        };
+        let stream = connect(&self.spec).await?;
+        setup
+            .connector
+            .connect(setup.name.clone(), stream)
+            .await
+            .map_err(|e| format!("TLS handshake: {}", io_detail(&e)))
+    }
+
+    async fn tls_check(&self) -> Result<String, String> {
+        let stream = self.handshake().await?;
+        let (tcp, session) = stream.get_ref();
+        let version = session
+            .protocol_version()
+            .and_then(|v| v.as_str())
+            .unwrap_or("TLS");
+        // A reset rather than close_notify and FIN, as for TCP checks (see `tcp_check`).
+        let _ = tcp.set_zero_linger();
+        Ok(format!("{version} handshake done"))
     }
 }
 
-async fn tcp_check(target: SocketAddr) -> Result<(), String> {
-    let stream = TcpStream::connect(target)
+/// Runs one check of `spec` (building its TLS configuration first). `Ok(latency)` or
+/// `Err(detail)`.
+pub async fn check_once(spec: &CheckSpec) -> Result<Duration, String> {
+    Prober::new(spec.clone()).check().await.map(|p| p.latency)
+}
+
+/// Opens the probe's TCP connection to the backend (`spec.target`).
+pub async fn connect(spec: &CheckSpec) -> Result<TcpStream, String> {
+    TcpStream::connect(spec.target)
         .await
-        .map_err(|e| format!("connect: {}", io_detail(&e)))?;
+        .map_err(|e| format!("connect: {}", io_detail(&e)))
+}
+
+async fn tcp_check(spec: &CheckSpec) -> Result<String, String> {
+    let stream = connect(spec).await?;
     // Close with a reset, as HAProxy's checks do: a FIN would leave a TIME_WAIT socket on this
     // host for every probe (600,000 at 10,000 checks a second), and cost a teardown exchange.
     // (A failure here only loses that saving.)
     let _ = stream.set_zero_linger();
-    Ok(())
-}
-
-/// Aborts the spawned hyper connection task when the check ends, whichever way (including the
-/// timeout dropping the check future), so no task or socket outlives the check.
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-async fn http_check(spec: &CheckSpec) -> Result<(), String> {
-    let path = if spec.path.is_empty() {
-        "/"
-    } else {
-        spec.path.as_str()
-    };
-    let uri: Uri = path
-        .parse()
-        .map_err(|e| format!("invalid path {path:?}: {e}"))?;
-    let request = Request::builder()
-        .method(Method::GET)
-        .uri(uri)
-        .header(HOST, spec.target.to_string())
-        .header(CONNECTION, "close")
-        .body(Empty::<&'static [u8]>::new())
-        .map_err(|e| format!("request: {}", error_chain(&e)))?;
-
-    let stream = TcpStream::connect(spec.target)
-        .await
-        .map_err(|e| format!("connect: {}", io_detail(&e)))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("handshake: {}", error_chain(&e)))?;
-    let _conn = AbortOnDrop(tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            debug!(error = %error_chain(&e), "health-check connection ended with an error");
-        }
-    }));
-
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| format!("request: {}", error_chain(&e)))?;
-    // Only the status matters; the body is dropped unread and the connection closed.
-    let status = response.status().as_u16();
-    if status == spec.expect_status {
-        Ok(())
-    } else {
-        Err(format!("HTTP {status}"))
-    }
+    Ok("connected".to_owned())
 }
 
 /// `"Connection refused"` rather than `"Connection refused (os error 111)"`.
-fn io_detail(e: &std::io::Error) -> String {
+pub(super) fn io_detail(e: &std::io::Error) -> String {
     let text = e.to_string();
     match text.find(" (os error ") {
         Some(i) => text[..i].to_owned(),
@@ -108,7 +134,7 @@ fn io_detail(e: &std::io::Error) -> String {
 
 /// An error and its sources, `": "`-separated (hyper's own message is often only the outer
 /// layer, e.g. "connection error" with the io error as its source).
-fn error_chain(e: &(dyn StdError + 'static)) -> String {
+pub(super) fn error_chain(e: &(dyn StdError + 'static)) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

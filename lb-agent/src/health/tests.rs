@@ -1,5 +1,6 @@
 use super::checker::{first_delay, jittered_interval, MIN_INTERVAL};
 use super::*;
+use crate::config::StatusSet;
 use std::io::ErrorKind;
 use std::net::Ipv4Addr;
 use tokio::net::TcpListener;
@@ -13,7 +14,10 @@ fn spec(kind: CheckKind, target: SocketAddr) -> CheckSpec {
         kind,
         target,
         path: "/healthz".to_owned(),
-        expect_status: 200,
+        expect_status: StatusSet::one(200),
+        expect_body: None,
+        host: None,
+        tls: None,
         interval: Duration::from_millis(50),
         timeout: Duration::from_millis(200),
         rise: 2,
@@ -236,7 +240,7 @@ async fn http_check_honours_expect_status() {
     let (l, addr) = listener().await;
     let server = serve_once(l, "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
     let mut s = spec(CheckKind::Http, addr);
-    s.expect_status = 204;
+    s.expect_status = StatusSet::one(204);
     s.path = "/status?full=1".to_owned();
     assert!(check_once(&s).await.is_ok());
     let head = server.await.unwrap();
@@ -313,7 +317,7 @@ async fn checker_reports_up_then_down_and_stops_on_cancel() {
         let cancel = CancellationToken::new();
         let s = spec(CheckKind::Http, addr);
         let handle = spawn_checker(
-            "web".to_owned(),
+            7,
             LOCALHOST,
             s,
             Health::Down,
@@ -323,7 +327,7 @@ async fn checker_reports_up_then_down_and_stops_on_cancel() {
 
         // rise 2: first success no transition, second success -> Up.
         let r1 = next_report(&mut rx).await;
-        assert_eq!(r1.vip, "web");
+        assert_eq!(r1.probe, 7);
         assert_eq!(r1.backend, LOCALHOST);
         assert!(r1.ok, "{r1:?}");
         assert_eq!(r1.detail, "HTTP 200");
@@ -393,7 +397,7 @@ async fn checker_records_schedule_lag_of_every_probe() {
     let cancel = CancellationToken::new();
     let before = lag_count();
     let _handle = spawn_checker(
-        "web".to_owned(),
+        7,
         LOCALHOST,
         spec(CheckKind::Tcp, addr),
         Health::Up,
@@ -415,7 +419,7 @@ async fn checker_exits_when_receiver_is_gone() {
     let mut s = spec(CheckKind::Tcp, addr);
     s.interval = Duration::from_secs(3600);
     let handle = spawn_checker(
-        "web".to_owned(),
+        7,
         LOCALHOST,
         s,
         Health::Up,
@@ -436,7 +440,7 @@ async fn checker_exits_when_send_fails() {
     let _server = serve_forever(l, OK_200);
     let (tx, mut rx) = mpsc::channel(1);
     let handle = spawn_checker(
-        "web".to_owned(),
+        7,
         LOCALHOST,
         spec(CheckKind::Http, addr),
         Health::Up,
@@ -457,7 +461,7 @@ async fn checker_with_kind_none_reports_nothing() {
     let addr = closed_port().await;
     let (tx, mut rx) = mpsc::channel(1);
     let handle = spawn_checker(
-        "web".to_owned(),
+        7,
         LOCALHOST,
         spec(CheckKind::None, addr),
         Health::Up,
@@ -479,7 +483,7 @@ async fn checker_stops_on_cancel_during_first_delay() {
     let mut s = spec(CheckKind::Tcp, addr);
     s.interval = Duration::from_secs(3600);
     let handle = spawn_checker(
-        "web".to_owned(),
+        7,
         LOCALHOST,
         s,
         Health::Up,
