@@ -23,8 +23,8 @@ pub use bgp::{BgpConfig, Community, Neighbor};
 pub use check::{host_name, parse_ca_pem, read_ca_file, CaCerts, StatusItem, StatusSet};
 pub use read::{read_text, Reader, MAX_BYTES, READ_TIMEOUT};
 pub use schema::{
-    AdminState, AgentConfig, AllDown, BackendConfig, CheckKind, Config, GatewayMac, HashMode,
-    HealthCheckConfig, Mac, Protocol, VipConfig, XdpMode,
+    AdminState, AgentConfig, AllDown, BackendConfig, CheckKind, CheckVia, Config, GatewayMac,
+    HashMode, HealthCheckConfig, Mac, Protocol, VipConfig, XdpMode,
 };
 pub use validate::{
     interface_name_problem, parse_weight, weight_problem, Weight, RUNTIME_ZERO_WEIGHT_HINT,

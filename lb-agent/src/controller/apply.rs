@@ -216,8 +216,8 @@ impl Controller {
                 VipChange::Update(update) => self.update_vip(update)?,
             }
         }
-        self.sync_probes();
         self.config = new;
+        self.sync_probes();
         self.clear_weight_overrides();
         let names: Vec<String> = self.vips.keys().cloned().collect();
         for name in names {

@@ -18,6 +18,8 @@ use tracing::{debug, info, info_span};
 pub(super) struct ProbeRt {
     pub(super) id: ProbeId,
     pub(super) vips: Served,
+    /// Tunnel probes: the backend id its packets are marked with (`probes::mark_id`).
+    mark: Option<u32>,
     /// As of its last transition (or its start).
     pub(super) health: Health,
     cancel: CancellationToken,
@@ -33,8 +35,9 @@ impl Controller {
     /// Start, stop and re-share probes to match the configured VIPs; a backend takes the
     /// health of the probe it is now served by. Call after every change of VIPs or backends.
     pub(super) fn sync_probes(&mut self) {
-        let wanted = probes::wanted(self.vips.values().map(|v| &v.cfg));
-        let plan = probes::plan(&self.probes, wanted);
+        let wanted = probes::wanted(self.vips.values().map(|v| &v.cfg), &self.config.agent);
+        let mut plan = probes::plan(&self.probes, wanted);
+        self.restart_stale_marks(&mut plan);
         if !plan.is_quiet() {
             let span = info_span!("probes");
             let _enter = span.enter();
@@ -72,6 +75,24 @@ impl Controller {
         self.shared_probes_changed();
     }
 
+    /// A kept tunnel probe whose mark no longer names its backend in a VIP it serves (that
+    /// VIP or backend is gone, and its id freed) is restarted with a valid one; it keeps its
+    /// health through `start_probe`, which starts down when a served backend is down.
+    fn restart_stale_marks(&self, plan: &mut probes::ProbePlan) {
+        let id_of = |vip: &str, addr| Some(self.vips.get(vip)?.backends.get(&addr)?.id);
+        let (stale, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut plan.keep)
+            .into_iter()
+            .partition(|(key, served)| {
+                let mark = self.probes.get(key).and_then(|p| p.mark);
+                mark.is_some_and(|m| !probes::mark_still_valid(m, key.backend, served, id_of))
+            });
+        plan.keep = keep;
+        for (key, served) in stale {
+            plan.stop.push(key.clone());
+            plan.start.push((key, served));
+        }
+    }
+
     /// Spawns the checker of `key`; it starts down when any backend it now serves is down (a
     /// replaced check must rise to bring a down backend back), else up.
     fn start_probe(&mut self, key: ProbeKey, vips: Served) {
@@ -82,6 +103,18 @@ impl Controller {
                 .is_some_and(|b| b.health == Health::Down)
         });
         let initial = if down { Health::Down } else { Health::Up };
+        let mark = match key.spec.route {
+            health::Route::Direct => None,
+            health::Route::Tunnel(_) => {
+                let id_of = |vip: &str, addr| Some(self.vips.get(vip)?.backends.get(&addr)?.id);
+                let Some(id) = probes::mark_id(key.backend, &vips, id_of) else {
+                    // Cannot happen: `wanted` lists only VIPs that have the backend.
+                    return;
+                };
+                Some(id)
+            }
+        };
+        let spec = probes::with_mark(key.spec.clone(), mark.unwrap_or(probes::KEY_ID));
         self.next_probe += 1;
         let id = self.next_probe;
         let cancel = CancellationToken::new();
@@ -89,7 +122,7 @@ impl Controller {
         health::spawn_checker(
             id,
             key.backend,
-            key.spec.clone(),
+            spec,
             initial,
             self.reports.clone(),
             cancel.clone(),
@@ -100,6 +133,7 @@ impl Controller {
             ProbeRt {
                 id,
                 vips,
+                mark,
                 health: initial,
                 cancel,
             },

@@ -14,7 +14,7 @@ use aya::{
 use lb_common::{
     maps as name, AddrKey, Backend, BenchFrame, FloodWindow, FlowKey, FlowState, LbConfig,
     TrafficCounters, VipKey, VipMeta, ADDR_FILTER_WORDS, BENCH_STAT_COUNT, DECAP_MAX_LOCALS,
-    DECAP_STAT_COUNT, MAX_BACKENDS, SLOTS_PER_ELEMENT, STAT_COUNT,
+    DECAP_STAT_COUNT, MAX_BACKENDS, PROBE_STAT_COUNT, SLOTS_PER_ELEMENT, STAT_COUNT,
 };
 use std::{marker::PhantomData, os::fd::AsFd, path::Path};
 
@@ -186,6 +186,11 @@ pub const VIP_STATS: MapSpec<u32, TrafficCounters> =
     MapSpec::new(name::VIP_STATS, Entries::MaxVips, PINNED);
 pub const BACKEND_STATS: MapSpec<u32, TrafficCounters> =
     MapSpec::new(name::BACKEND_STATS, Entries::Compiled(MAX_BACKENDS), PINNED);
+pub const PROBE_STATS: MapSpec<u32, u64> = MapSpec::new(
+    name::PROBE_STATS,
+    Entries::Compiled(PROBE_STAT_COUNT),
+    PINNED,
+);
 pub const BENCH_FRAME: MapSpec<u32, BenchFrame> =
     MapSpec::new(name::BENCH_FRAME, Entries::Compiled(1), UNPINNED);
 pub const BENCH_STATS: MapSpec<u32, u64> = MapSpec::new(
@@ -195,7 +200,7 @@ pub const BENCH_STATS: MapSpec<u32, u64> = MapSpec::new(
 );
 
 /// Every map of the balancer object.
-pub const LB_MAPS: [MapDef; 14] = [
+pub const LB_MAPS: [MapDef; 15] = [
     CONFIG.def,
     ADDR_FILTER.def,
     VIP_ADDRS.def,
@@ -208,6 +213,7 @@ pub const LB_MAPS: [MapDef; 14] = [
     STATS.def,
     VIP_STATS.def,
     BACKEND_STATS.def,
+    PROBE_STATS.def,
     BENCH_FRAME.def,
     BENCH_STATS.def,
 ];

@@ -25,19 +25,23 @@ use std::{
 mod checker;
 mod http;
 mod probe;
+mod socket;
 mod tls;
 
 pub use checker::{schedule_lag, spawn_checker};
 pub use http::MAX_BODY;
 pub use probe::{check_once, connect, Passed, Prober};
+pub use socket::{probe_route, Route, Tunnel};
 
 /// What to check and how often (resolved from the VIP's `[vip.health_check]`). Hashable: equal
 /// specs are one probe, whichever VIPs use them.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct CheckSpec {
     pub kind: CheckKind,
-    /// Address probed: the backend's IP and the check port.
+    /// Address probed: the check port on the backend's IP (`Route::Direct`) or on the VIP
+    /// (`Route::Tunnel`).
     pub target: SocketAddr,
+    pub route: Route,
     /// HTTP only: the request path (`/` when empty).
     pub path: String,
     /// HTTP(S) only: the statuses that count as healthy.

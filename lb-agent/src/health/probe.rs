@@ -107,11 +107,10 @@ pub async fn check_once(spec: &CheckSpec) -> Result<Duration, String> {
     Prober::new(spec.clone()).check().await.map(|p| p.latency)
 }
 
-/// Opens the probe's TCP connection to the backend (`spec.target`).
+/// Opens the probe's TCP connection to `spec.target` the way `spec.route` says (through the
+/// tunnel or straight to the backend): TCP, HTTP and TLS checks all start here.
 pub async fn connect(spec: &CheckSpec) -> Result<TcpStream, String> {
-    TcpStream::connect(spec.target)
-        .await
-        .map_err(|e| format!("connect: {}", io_detail(&e)))
+    super::socket::connect(spec.target, &spec.route).await
 }
 
 async fn tcp_check(spec: &CheckSpec) -> Result<String, String> {

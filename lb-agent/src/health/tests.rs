@@ -13,6 +13,7 @@ fn spec(kind: CheckKind, target: SocketAddr) -> CheckSpec {
     CheckSpec {
         kind,
         target,
+        route: crate::health::Route::Direct,
         path: "/healthz".to_owned(),
         expect_status: StatusSet::one(200),
         expect_body: None,

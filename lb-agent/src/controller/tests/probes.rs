@@ -33,6 +33,10 @@ fn pool(n: usize, backends: usize, check: &str) -> String {
     out
 }
 
+fn agent() -> AgentConfig {
+    config("").agent
+}
+
 fn served(w: &HashMap<ProbeKey, Served>) -> Vec<Vec<String>> {
     let mut v: Vec<Vec<String>> = w.values().map(|s| s.iter().cloned().collect()).collect();
     v.sort();
@@ -42,7 +46,7 @@ fn served(w: &HashMap<ProbeKey, Served>) -> Vec<Vec<String>> {
 #[test]
 fn vips_over_one_pool_with_one_check_share_one_probe_per_backend() {
     let c = config(&pool(100, 3, "port = 8080\nkind = \"http\""));
-    let w = wanted(&c.vips);
+    let w = wanted(&c.vips, &c.agent);
     assert_eq!(w.len(), 3, "one probe per backend, not 300");
     for (key, vips) in &w {
         assert_eq!(vips.len(), 100, "{key:?}");
@@ -54,13 +58,13 @@ fn vips_over_one_pool_with_one_check_share_one_probe_per_backend() {
 fn a_different_check_is_a_different_probe() {
     // Without a check port each VIP probes its own port: no sharing (honestly).
     let c = config(&pool(3, 2, "kind = \"tcp\""));
-    assert_eq!(wanted(&c.vips).len(), 6);
+    assert_eq!(wanted(&c.vips, &c.agent).len(), 6);
     // Same port, different path: two probes per backend.
     let mut text = pool(1, 2, "port = 8080\nkind = \"http\"\npath = \"/a\"");
     text.push_str(
         &pool(1, 2, "port = 8080\nkind = \"http\"\npath = \"/b\"").replace("\"v0\"", "\"w0\"").replace("port = 80\n", "port = 81\n"),
     );
-    let w = wanted(&config(&text).vips);
+    let w = wanted(&config(&text).vips, &agent());
     assert_eq!(w.len(), 4);
     let mut expected = vec![vec!["v0".to_string()]; 2];
     expected.extend(vec![vec!["w0".to_string()]; 2]);
@@ -72,7 +76,7 @@ fn fields_a_kind_does_not_use_do_not_split_probes() {
     // `path` (default "/" or set) means nothing to a TCP check.
     let mut text = pool(1, 1, "port = 9000\nkind = \"tcp\"\npath = \"/x\"");
     text.push_str(&pool(1, 1, "port = 9000\nkind = \"tcp\"").replace("\"v0\"", "\"w0\"").replace("port = 80\n", "port = 81\n"));
-    let w = wanted(&config(&text).vips);
+    let w = wanted(&config(&text).vips, &agent());
     assert_eq!(w.len(), 1);
     assert_eq!(served(&w), vec![vec!["v0".to_string(), "w0".to_string()]]);
 }
@@ -80,32 +84,32 @@ fn fields_a_kind_does_not_use_do_not_split_probes() {
 #[test]
 fn unchecked_vips_have_no_probe() {
     let c = config(&pool(2, 2, "kind = \"none\""));
-    assert!(wanted(&c.vips).is_empty());
+    assert!(wanted(&c.vips, &c.agent).is_empty());
 }
 
 #[test]
 fn reload_keeps_starts_and_stops_by_key() {
     let old = config(&pool(2, 2, "port = 8080\nkind = \"http\""));
-    let running: HashMap<ProbeKey, ()> = wanted(&old.vips).into_keys().map(|k| (k, ())).collect();
+    let running: HashMap<ProbeKey, ()> = wanted(&old.vips, &old.agent).into_keys().map(|k| (k, ())).collect();
     // Identical: everything kept, nothing started or stopped.
-    let p = plan(&running, wanted(&old.vips));
+    let p = plan(&running, wanted(&old.vips, &old.agent));
     assert!(p.is_quiet());
     assert_eq!(p.keep.len(), 2);
 
     // A third VIP joins the pool: still two probes, now serving three VIPs each.
     let new = config(&pool(3, 2, "port = 8080\nkind = \"http\""));
-    let p = plan(&running, wanted(&new.vips));
+    let p = plan(&running, wanted(&new.vips, &new.agent));
     assert!(p.is_quiet(), "{p:?}");
     assert!(p.keep.iter().all(|(_, s)| s.len() == 3));
 
     // The check's interval changes: every probe replaced.
     let new = config(&pool(2, 2, "port = 8080\nkind = \"http\"\ninterval_ms = 2000"));
-    let p = plan(&running, wanted(&new.vips));
+    let p = plan(&running, wanted(&new.vips, &new.agent));
     assert_eq!((p.start.len(), p.stop.len(), p.keep.len()), (2, 2, 0));
 
     // A backend leaves: its probe stops, the other is kept.
     let new = config(&pool(2, 1, "port = 8080\nkind = \"http\""));
-    let p = plan(&running, wanted(&new.vips));
+    let p = plan(&running, wanted(&new.vips, &new.agent));
     assert_eq!((p.start.len(), p.stop.len(), p.keep.len()), (0, 1, 1));
     assert_eq!(p.stop[0].backend, "198.18.1.2".parse::<IpAddr>().unwrap());
 }
@@ -156,11 +160,11 @@ proptest! {
     #[test]
     fn probes_are_the_distinct_keys_and_serve_each_pair_once(vips in arb_vips()) {
         let vips = build(&vips);
-        let w = wanted(&vips);
+        let w = wanted(&vips, &agent());
         let distinct: HashSet<ProbeKey> = vips
             .iter()
             .flat_map(|v| v.backends.iter().filter_map(|b| {
-                spec_of(v, b.address).map(|spec| ProbeKey { backend: b.address, spec })
+                spec_of(v, b.address, &agent()).map(|spec| ProbeKey { backend: b.address, spec })
             }))
             .collect();
         prop_assert_eq!(w.keys().cloned().collect::<HashSet<_>>(), distinct);
@@ -183,7 +187,7 @@ proptest! {
         prop_assert_eq!(pairs, checked);
 
         let running: HashMap<ProbeKey, ()> = w.keys().map(|k| (k.clone(), ())).collect();
-        let p = plan(&running, wanted(&vips));
+        let p = plan(&running, wanted(&vips, &agent()));
         prop_assert!(p.is_quiet());
         prop_assert_eq!(p.keep.len(), w.len());
         for (k, s) in &p.keep {
