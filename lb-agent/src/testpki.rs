@@ -1,6 +1,6 @@
 //! Certificates for tests of TLS health checks: a CA and leaves it signs, made with rcgen.
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 /// A test CA.
@@ -18,6 +18,10 @@ impl Pki {
     pub fn new() -> Self {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // A name of its own: rcgen's default subject is shared by every certificate it makes,
+        // so another CA's leaf would be taken for this one's (BadSignature, not UnknownIssuer).
+        let name = format!("lb-agent test CA {:016x}", fastrand::u64(..));
+        params.distinguished_name.push(DnType::CommonName, name);
         let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
         Self { issuer }
     }

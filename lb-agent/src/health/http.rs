@@ -80,13 +80,11 @@ where
         None => Ok(format!("HTTP {status}")),
         Some(needle) => match body_contains(response, needle.as_bytes()).await? {
             BodyMatch::Found => Ok(format!("HTTP {status}, body has {needle:?}")),
+            BodyMatch::Missing(read) if read >= MAX_BODY => Err(format!(
+                "HTTP {status} but the body's first {MAX_BODY} bytes lack {needle:?}"
+            )),
             BodyMatch::Missing(read) => Err(format!(
-                "HTTP {status} but {} lacks {needle:?}",
-                if read >= MAX_BODY {
-                    format!("the body's first {MAX_BODY} bytes")
-                } else {
-                    format!("the body ({read} bytes)")
-                }
+                "HTTP {status} but the body ({read} bytes) lacks {needle:?}"
             )),
         },
     }

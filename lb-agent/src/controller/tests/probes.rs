@@ -81,6 +81,72 @@ fn fields_a_kind_does_not_use_do_not_split_probes() {
     assert_eq!(served(&w), vec![vec!["v0".to_string(), "w0".to_string()]]);
 }
 
+/// `n` VIPs at 198.18.0.(10+i), all on port 80, over backend 198.18.1.1 with `check`.
+fn spread(n: usize, check: &str) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "[[vip]]\nname = \"a{i}\"\naddress = \"198.18.0.{}\"\nport = 80\nprotocol = \"tcp\"\n\
+                 [vip.health_check]\n{check}\n[[vip.backend]]\naddress = \"198.18.1.1\"\n",
+                10 + i
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn direct_probes_are_shared_across_vip_addresses_tunnel_probes_are_not() {
+    // Direct: the probe goes to the backend's address, whatever the VIP's.
+    let c = config(&spread(5, "kind = \"tcp\"\nvia = \"direct\""));
+    let w = wanted(&c.vips, &c.agent);
+    assert_eq!(w.len(), 1);
+    let (key, vips) = w.iter().next().unwrap();
+    assert_eq!(key.spec.target, "198.18.1.1:80".parse().unwrap());
+    assert_eq!(key.spec.route, Route::Direct);
+    assert_eq!(vips.len(), 5);
+    // Tunnel (the default): each VIP address is a path of its own to check.
+    let c = config(&spread(5, "kind = \"tcp\""));
+    let w = wanted(&c.vips, &c.agent);
+    assert_eq!(w.len(), 5);
+    for (key, vips) in &w {
+        assert_eq!(vips.len(), 1);
+        let vip = c.vips.iter().find(|v| vips.contains(&v.name)).unwrap();
+        assert_eq!(key.spec.target, SocketAddr::new(vip.address, 80));
+        match &key.spec.route {
+            Route::Tunnel(t) => assert_eq!((t.backend_id, t.interface.as_str()), (KEY_ID, "eth0")),
+            Route::Direct => panic!("{key:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_tunnel_probe_is_marked_with_a_served_vips_backend_id_and_restarts_without_one() {
+    let b: IpAddr = "198.18.1.1".parse().unwrap();
+    let ids: HashMap<(&str, IpAddr), u32> = [(("v1", b), 7), (("v2", b), 9)].into();
+    let id_of = |vip: &str, addr: IpAddr| ids.get(&(vip, addr)).copied();
+    let served: Served = ["v1".to_string(), "v2".to_string()].into();
+    assert_eq!(mark_id(b, &served, id_of), Some(7));
+    assert!(mark_still_valid(7, b, &served, id_of));
+    assert!(mark_still_valid(9, b, &served, id_of));
+    // v1 left the probe (its backend id freed): 7 may go to another backend.
+    let served: Served = ["v2".to_string()].into();
+    assert!(!mark_still_valid(7, b, &served, id_of));
+    assert_eq!(mark_id(b, &served, id_of), Some(9));
+    // No served VIP has the backend.
+    let other: IpAddr = "198.18.1.2".parse().unwrap();
+    assert_eq!(mark_id(other, &served, id_of), None);
+
+    let c = config(&spread(1, "kind = \"tcp\""));
+    let spec = spec_of(&c.vips[0], b, &c.agent).unwrap();
+    match with_mark(spec, 9).route {
+        Route::Tunnel(t) => assert_eq!(t.backend_id, 9),
+        Route::Direct => panic!("tunnel expected"),
+    }
+    let direct = config(&spread(1, "kind = \"tcp\"\nvia = \"direct\""));
+    let spec = spec_of(&direct.vips[0], b, &direct.agent).unwrap();
+    assert_eq!(with_mark(spec, 9).route, Route::Direct);
+}
+
 #[test]
 fn unchecked_vips_have_no_probe() {
     let c = config(&pool(2, 2, "kind = \"none\""));
