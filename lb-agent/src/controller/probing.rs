@@ -179,6 +179,13 @@ impl Controller {
         Ok(())
     }
 
+    /// A check result applied to `report.backend` in `vip` alone, whatever probe it names:
+    /// for tests that drive a backend's health without probes (`kind = "none"` VIPs).
+    #[doc(hidden)]
+    pub fn on_check_in(&mut self, vip: &str, report: &CheckReport) -> Result<()> {
+        self.on_check_of(vip, report)
+    }
+
     fn on_check_of(&mut self, vip: &str, report: &CheckReport) -> Result<()> {
         let Some(b) = self
             .vips
