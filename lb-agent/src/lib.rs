@@ -21,6 +21,6 @@ pub mod netinfo;
 pub mod notify;
 pub mod pinlock;
 pub mod secrets;
-pub mod top;
 #[cfg(test)]
 mod testpki;
+pub mod top;

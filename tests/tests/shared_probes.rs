@@ -49,7 +49,10 @@ fn config(topo: &Topology) -> String {
                 81 + i
             ));
             for b in 0..BACKENDS {
-                text.push_str(&format!("[[vip.backend]]\naddress = \"{}\"\n", backend_v4(b)));
+                text.push_str(&format!(
+                    "[[vip.backend]]\naddress = \"{}\"\n",
+                    backend_v4(b)
+                ));
             }
         }
     }
@@ -92,13 +95,22 @@ fn checks_of(s: &StatusReport, b: usize) -> Result<(u64, u64)> {
     let (mut ok, mut total) = (0, 0);
     for p in s.probes.iter().filter(|p| p.backend == addr) {
         let vip = p.vips.first().context("a probe serving no VIP")?;
-        let v = s.vips.iter().find(|v| &v.name == vip).context("VIP missing")?;
+        let v = s
+            .vips
+            .iter()
+            .find(|v| &v.name == vip)
+            .context("VIP missing")?;
         let be = v
             .backends
             .iter()
             .find(|x| x.address == addr)
             .context("backend missing")?;
-        ensure!(be.probe == Some(p.id), "{vip}: probe {:?} != {}", be.probe, p.id);
+        ensure!(
+            be.probe == Some(p.id),
+            "{vip}: probe {:?} != {}",
+            be.probe,
+            p.id
+        );
         ok += be.checks_ok;
         total += be.checks_ok + be.checks_failed;
     }
@@ -113,7 +125,10 @@ fn vips_over_one_pool_share_one_probe_per_backend_and_vip_address() -> Result<()
         .iter()
         .map(|ns| NsRuntime::new(ns))
         .collect::<Result<_>>()?;
-    let counts: Vec<Arc<AtomicU64>> = runtimes.iter().map(counting_server).collect::<Result<_>>()?;
+    let counts: Vec<Arc<AtomicU64>> = runtimes
+        .iter()
+        .map(counting_server)
+        .collect::<Result<_>>()?;
     let dir = std::env::temp_dir().join(&topo.prefix);
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("lb.toml");
@@ -122,10 +137,21 @@ fn vips_over_one_pool_share_one_probe_per_backend_and_vip_address() -> Result<()
 
     // /status: four probes, each serving the eight VIPs of its address, through the tunnel.
     let s = agent.status()?;
+    eprintln!(
+        "GET /status, probes[0] and vips[0].backends[0]:\n{}\n{}",
+        serde_json::to_string_pretty(&s.probes[0])?,
+        serde_json::to_string_pretty(&s.vips[0].backends[0])?
+    );
     ensure!(s.probes.len() == 2 * BACKENDS, "{:#?}", s.probes);
     for p in &s.probes {
-        let family = if p.target.ip() == IpAddr::from(VIP_V4) { "a" } else { "b" };
-        let want: Vec<String> = (0..VIPS_PER_ADDRESS).map(|i| format!("{family}{i}")).collect();
+        let family = if p.target.ip() == IpAddr::from(VIP_V4) {
+            "a"
+        } else {
+            "b"
+        };
+        let want: Vec<String> = (0..VIPS_PER_ADDRESS)
+            .map(|i| format!("{family}{i}"))
+            .collect();
         ensure!(p.vips == want && p.vip_count == want.len(), "{p:?}");
         ensure!(p.target.port() == CHECK_PORT, "{p:?}");
         ensure!(
@@ -136,7 +162,11 @@ fn vips_over_one_pool_share_one_probe_per_backend_and_vip_address() -> Result<()
     }
     for v in &s.vips {
         for b in &v.backends {
-            ensure!(b.probe_vips == VIPS_PER_ADDRESS as usize, "{}: {b:?}", v.name);
+            ensure!(
+                b.probe_vips == VIPS_PER_ADDRESS as usize,
+                "{}: {b:?}",
+                v.name
+            );
         }
     }
 
@@ -151,7 +181,11 @@ fn vips_over_one_pool_share_one_probe_per_backend_and_vip_address() -> Result<()
         if settled {
             break;
         }
-        ensure!(Instant::now() < deadline, "checks did not settle:\n{}", agent.log_text());
+        ensure!(
+            Instant::now() < deadline,
+            "checks did not settle:\n{}",
+            agent.log_text()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 

@@ -64,9 +64,7 @@ impl StatusSet {
                 StatusItem::One(s) => vec![s],
                 StatusItem::Range(a, b) => {
                     if a > b {
-                        out.push(format!(
-                            "range \"{a}-{b}\" is reversed: write \"{b}-{a}\""
-                        ));
+                        out.push(format!("range \"{a}-{b}\" is reversed: write \"{b}-{a}\""));
                     }
                     vec![a, b]
                 }
@@ -129,10 +127,11 @@ struct ItemSeed;
 impl<'de> de::DeserializeSeed<'de> for ItemSeed {
     type Value = StatusItem;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<StatusItem, D::Error> {
-        d.deserialize_any(StatusVisitor).and_then(|set| match set.items[..] {
-            [item] if !set.list => Ok(item),
-            _ => Err(de::Error::custom("a list of statuses cannot nest lists")),
-        })
+        d.deserialize_any(StatusVisitor)
+            .and_then(|set| match set.items[..] {
+                [item] if !set.list => Ok(item),
+                _ => Err(de::Error::custom("a list of statuses cannot nest lists")),
+            })
     }
 }
 
@@ -324,11 +323,17 @@ pub(super) fn check_options(hc: &HealthCheckConfig, hp: &KeyPath, out: &mut Prob
         if !is_http(kind) {
             only("expect_body", "\"http\" or \"https\"", out);
         } else if body.is_empty() {
-            out.add(hp.key("expect_body"), "must not be empty (omit it not to check the body)");
+            out.add(
+                hp.key("expect_body"),
+                "must not be empty (omit it not to check the body)",
+            );
         } else if body.len() > MAX_EXPECT_BODY {
             out.add(
                 hp.key("expect_body"),
-                format!("must be at most {MAX_EXPECT_BODY} bytes, got {}", body.len()),
+                format!(
+                    "must be at most {MAX_EXPECT_BODY} bytes, got {}",
+                    body.len()
+                ),
             );
         }
     }
@@ -375,7 +380,10 @@ fn check_tls(hc: &HealthCheckConfig, hp: &KeyPath, out: &mut Problems) {
         ),
         (Some(path), true) if !path.is_absolute() => out.add(
             hp.key("ca_file"),
-            format!("must be an absolute path, got {:?}", path.display().to_string()),
+            format!(
+                "must be an absolute path, got {:?}",
+                path.display().to_string()
+            ),
         ),
         (None, true) => out.add(
             hp.key("verify"),
@@ -406,7 +414,9 @@ impl super::Config {
             match read_ca_file(path) {
                 Ok(certs) => hc.ca_certs = certs,
                 Err(e) => out.add(
-                    super::validate::vip_path(i).key("health_check").key("ca_file"),
+                    super::validate::vip_path(i)
+                        .key("health_check")
+                        .key("ca_file"),
                     e,
                 ),
             }

@@ -80,12 +80,13 @@ impl Controller {
     /// health through `start_probe`, which starts down when a served backend is down.
     fn restart_stale_marks(&self, plan: &mut probes::ProbePlan) {
         let id_of = |vip: &str, addr| Some(self.vips.get(vip)?.backends.get(&addr)?.id);
-        let (stale, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut plan.keep)
-            .into_iter()
-            .partition(|(key, served)| {
-                let mark = self.probes.get(key).and_then(|p| p.mark);
-                mark.is_some_and(|m| !probes::mark_still_valid(m, key.backend, served, id_of))
-            });
+        let (stale, keep): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut plan.keep)
+                .into_iter()
+                .partition(|(key, served)| {
+                    let mark = self.probes.get(key).and_then(|p| p.mark);
+                    mark.is_some_and(|m| !probes::mark_still_valid(m, key.backend, served, id_of))
+                });
         plan.keep = keep;
         for (key, served) in stale {
             plan.stop.push(key.clone());

@@ -21,7 +21,11 @@ pub(super) fn services(cfg: &Config, local: &BTreeSet<IpAddr>) -> Vec<SocketAddr
     let mine: Vec<_> = tcp()
         .filter(|v| v.backends.iter().any(|b| local.contains(&b.address)))
         .collect();
-    let chosen = if mine.is_empty() { tcp().collect() } else { mine };
+    let chosen = if mine.is_empty() {
+        tcp().collect()
+    } else {
+        mine
+    };
     let mut out = BTreeSet::new();
     for v in chosen.into_iter().filter(|v| v.port != 0) {
         out.insert(SocketAddr::new(v.address, v.port));
@@ -62,7 +66,10 @@ pub(super) fn parse_listeners(text: &str, v6: bool) -> Result<Vec<SocketAddr>, S
             continue;
         }
         let addr = parse_local(local, v6).ok_or_else(|| {
-            format!("line {}: local address {local:?} is not ADDR:PORT in hex", n + 1)
+            format!(
+                "line {}: local address {local:?} is not ADDR:PORT in hex",
+                n + 1
+            )
         })?;
         out.push(addr);
     }
@@ -145,7 +152,10 @@ pub(super) fn finding(services: &[SocketAddr], listeners: &[SocketAddr]) -> Find
     if !nothing.is_empty() {
         return Finding::warn(
             CHECK,
-            format!("nothing listens on {} in this network namespace", nothing.join(", ")),
+            format!(
+                "nothing listens on {} in this network namespace",
+                nothing.join(", ")
+            ),
             "start the service, or run the doctor in the namespace (container) it runs in",
         );
     }

@@ -49,12 +49,32 @@ fn listening_sockets_are_parsed_and_others_skipped() {
 #[test]
 fn malformed_lines_are_errors_naming_the_line() {
     for (text, v6, want) in [
-        (format!("{HEADER}   0: 0100007F:0050\n"), false, "line 2: too few fields"),
-        (format!("{HEADER}   0: 0100007F 00000000:0000 0A x\n"), false, "line 2: local address \"0100007F\""),
-        (format!("{HEADER}   0: 0100007G:0050 00000000:0000 0A x\n"), false, "is not ADDR:PORT in hex"),
-        (format!("{HEADER}   0: 0100007F:10000 00000000:0000 0A x\n"), false, "is not ADDR:PORT"),
+        (
+            format!("{HEADER}   0: 0100007F:0050\n"),
+            false,
+            "line 2: too few fields",
+        ),
+        (
+            format!("{HEADER}   0: 0100007F 00000000:0000 0A x\n"),
+            false,
+            "line 2: local address \"0100007F\"",
+        ),
+        (
+            format!("{HEADER}   0: 0100007G:0050 00000000:0000 0A x\n"),
+            false,
+            "is not ADDR:PORT in hex",
+        ),
+        (
+            format!("{HEADER}   0: 0100007F:10000 00000000:0000 0A x\n"),
+            false,
+            "is not ADDR:PORT",
+        ),
         // An IPv4-sized address in tcp6.
-        (format!("{HEADER}   0: 0100007F:0050 00000000:0000 0A x\n"), true, "is not ADDR:PORT"),
+        (
+            format!("{HEADER}   0: 0100007F:0050 00000000:0000 0A x\n"),
+            true,
+            "is not ADDR:PORT",
+        ),
     ] {
         let err = parse_listeners(&text, v6).unwrap_err();
         assert!(err.contains(want), "{err} (wanted {want})");
@@ -78,7 +98,8 @@ fn a_service_bound_to_the_backends_own_address_fails() {
     let f = finding(&vip, &[sa("198.18.1.1:80"), sa("0.0.0.0:22")]);
     assert_eq!(f.verdict, Verdict::Fail, "{f:?}");
     assert!(
-        f.detail.starts_with("198.18.0.10:80 (listening only on 198.18.1.1)"),
+        f.detail
+            .starts_with("198.18.0.10:80 (listening only on 198.18.1.1)"),
         "{f:?}"
     );
     assert!(f.fix.unwrap().contains("0.0.0.0 or [::]"));
@@ -91,7 +112,12 @@ fn a_service_bound_to_the_backends_own_address_fails() {
 #[test]
 fn the_vip_or_a_wildcard_of_the_right_family_is_accepted() {
     let vip = [sa("198.18.0.10:80")];
-    for ok in ["198.18.0.10:80", "0.0.0.0:80", "[::]:80", "[::ffff:198.18.0.10]:80"] {
+    for ok in [
+        "198.18.0.10:80",
+        "0.0.0.0:80",
+        "[::]:80",
+        "[::ffff:198.18.0.10]:80",
+    ] {
         let f = finding(&vip, &[sa(ok), sa("198.18.1.1:80")]);
         assert_eq!(f.verdict, Verdict::Ok, "{ok}: {f:?}");
     }
@@ -109,7 +135,10 @@ fn the_vip_or_a_wildcard_of_the_right_family_is_accepted() {
 fn nothing_listening_is_a_warning() {
     let f = finding(&[sa("198.18.0.10:80")], &[]);
     assert_eq!(f.verdict, Verdict::Warn);
-    assert!(f.detail.contains("nothing listens on 198.18.0.10:80"), "{f:?}");
+    assert!(
+        f.detail.contains("nothing listens on 198.18.0.10:80"),
+        "{f:?}"
+    );
     assert_eq!(finding(&[], &[]).verdict, Verdict::Ok);
 }
 

@@ -2,10 +2,7 @@
 //! its status matched against the expected set and, optionally, a substring searched in the
 //! first [`MAX_BODY`] bytes of the body.
 
-use super::{
-    probe::error_chain,
-    CheckSpec,
-};
+use super::{probe::error_chain, CheckSpec};
 use http_body_util::{BodyExt as _, Empty};
 use hyper::{
     body::Incoming,
@@ -46,10 +43,7 @@ where
     let uri: Uri = path
         .parse()
         .map_err(|e| format!("invalid path {path:?}: {e}"))?;
-    let host = spec
-        .host
-        .clone()
-        .unwrap_or_else(|| spec.target.to_string());
+    let host = spec.host.clone().unwrap_or_else(|| spec.target.to_string());
     let request = Request::builder()
         .method(Method::GET)
         .uri(uri)
@@ -122,4 +116,3 @@ async fn body_contains(response: Response<Incoming>, needle: &[u8]) -> Result<Bo
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
 }
-

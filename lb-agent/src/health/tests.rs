@@ -317,14 +317,7 @@ async fn checker_reports_up_then_down_and_stops_on_cancel() {
         let (tx, mut rx) = mpsc::channel(16);
         let cancel = CancellationToken::new();
         let s = spec(CheckKind::Http, addr);
-        let handle = spawn_checker(
-            7,
-            LOCALHOST,
-            s,
-            Health::Down,
-            tx,
-            cancel.clone(),
-        );
+        let handle = spawn_checker(7, LOCALHOST, s, Health::Down, tx, cancel.clone());
 
         // rise 2: first success no transition, second success -> Up.
         let r1 = next_report(&mut rx).await;
@@ -419,14 +412,7 @@ async fn checker_exits_when_receiver_is_gone() {
     let (tx, rx) = mpsc::channel(1);
     let mut s = spec(CheckKind::Tcp, addr);
     s.interval = Duration::from_secs(3600);
-    let handle = spawn_checker(
-        7,
-        LOCALHOST,
-        s,
-        Health::Up,
-        tx,
-        CancellationToken::new(),
-    );
+    let handle = spawn_checker(7, LOCALHOST, s, Health::Up, tx, CancellationToken::new());
     drop(rx);
     // Even while sleeping a long first delay, it notices the closed channel.
     tokio::time::timeout(Duration::from_secs(2), handle)
@@ -483,14 +469,7 @@ async fn checker_stops_on_cancel_during_first_delay() {
     let cancel = CancellationToken::new();
     let mut s = spec(CheckKind::Tcp, addr);
     s.interval = Duration::from_secs(3600);
-    let handle = spawn_checker(
-        7,
-        LOCALHOST,
-        s,
-        Health::Up,
-        tx,
-        cancel.clone(),
-    );
+    let handle = spawn_checker(7, LOCALHOST, s, Health::Up, tx, cancel.clone());
     cancel.cancel();
     tokio::time::timeout(Duration::from_secs(2), handle)
         .await

@@ -74,7 +74,10 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, response: Vec<u8>) 
 
 /// Serves one connection: over TLS with `leaf` when given, else plain. Returns the request
 /// head, or the server-side handshake error as `Err`.
-async fn serve_one(leaf: Option<Leaf>, response: Vec<u8>) -> (SocketAddr, JoinHandle<Result<String, String>>) {
+async fn serve_one(
+    leaf: Option<Leaf>,
+    response: Vec<u8>,
+) -> (SocketAddr, JoinHandle<Result<String, String>>) {
     let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
     let addr = l.local_addr().unwrap();
     let acceptor = leaf.map(acceptor);
@@ -109,7 +112,10 @@ async fn tls_handshake_with_the_ca_and_the_name_passes() {
     // The server saw the handshake and no request. (Its last read may meet the probe's reset
     // before the client's Finished: either way no request head.)
     let seen = server.await.unwrap();
-    assert!(matches!(&seen, Ok(h) if h.is_empty()) || seen.as_ref().is_err_and(|e| e.contains("reset")), "{seen:?}");
+    assert!(
+        matches!(&seen, Ok(h) if h.is_empty()) || seen.as_ref().is_err_and(|e| e.contains("reset")),
+        "{seen:?}"
+    );
 }
 
 #[tokio::test]
@@ -148,7 +154,11 @@ async fn an_untrusted_or_self_signed_certificate_fails_with_verify_and_passes_wi
         ca: Default::default(),
     });
     assert_eq!(check_once(&s).await.map(|_| ()), Ok(()));
-    assert!(server.await.unwrap().unwrap().starts_with("GET /healthz HTTP/1.1\r\n"));
+    assert!(server
+        .await
+        .unwrap()
+        .unwrap()
+        .starts_with("GET /healthz HTTP/1.1\r\n"));
 }
 
 #[tokio::test]
@@ -188,7 +198,11 @@ async fn https_matches_status_ranges_and_lists() {
         let result = Prober::new(s).check().await;
         let code = &status[..3];
         if ok {
-            assert_eq!(result.map(|p| p.detail), Ok(format!("HTTP {code}")), "{status} in {set}");
+            assert_eq!(
+                result.map(|p| p.detail),
+                Ok(format!("HTTP {code}")),
+                "{status} in {set}"
+            );
         } else {
             assert_eq!(result, Err(format!("HTTP {code}")), "{status} in {set}");
         }
@@ -213,7 +227,11 @@ async fn https_body_substring_present_and_absent() {
     let passed = Prober::new(s.clone()).check().await.unwrap();
     assert_eq!(passed.detail, "HTTP 200, body has \"ready\"");
 
-    let (addr, _s) = serve_one(Some(pki.leaf(&[NAME])), http("200 OK", "status: draining\n")).await;
+    let (addr, _s) = serve_one(
+        Some(pki.leaf(&[NAME])),
+        http("200 OK", "status: draining\n"),
+    )
+    .await;
     s.target = addr;
     assert_eq!(
         Prober::new(s).check().await,
@@ -231,7 +249,9 @@ async fn the_body_is_searched_in_its_first_64_kib_only() {
     s.expect_body = Some("ready".to_owned());
     assert_eq!(
         Prober::new(s.clone()).check().await,
-        Err(format!("HTTP 200 but the body's first {MAX_BODY} bytes lack \"ready\""))
+        Err(format!(
+            "HTTP 200 but the body's first {MAX_BODY} bytes lack \"ready\""
+        ))
     );
     let mut body = "x".repeat(MAX_BODY - 5);
     body.push_str("ready");

@@ -48,8 +48,11 @@ fn expect_status_accepts_an_integer_a_range_and_a_list() {
         ("[200, \"300-302\"]", vec![200, 300, 302], vec![299, 303]),
         ("\"204\"", vec![204], vec![200]),
     ] {
-        let c = parse(&with_check(&format!("kind = \"http\"\nexpect_status = {value}")), "lb.toml")
-            .unwrap_or_else(|e| panic!("{value}: {e:#}"));
+        let c = parse(
+            &with_check(&format!("kind = \"http\"\nexpect_status = {value}")),
+            "lb.toml",
+        )
+        .unwrap_or_else(|e| panic!("{value}: {e:#}"));
         let set = &c.vips[0].health_check.expect_status;
         for s in yes {
             assert!(set.contains(s), "{value} should contain {s}");
@@ -69,7 +72,10 @@ fn the_default_check_is_unchanged() {
     let hc = &c.vips[0].health_check;
     assert!(hc.expect_status.contains(200) && !hc.expect_status.contains(204));
     assert!(hc.verify);
-    assert_eq!((&hc.host, &hc.sni, &hc.ca_file, &hc.expect_body), (&None, &None, &None, &None));
+    assert_eq!(
+        (&hc.host, &hc.sni, &hc.ca_file, &hc.expect_body),
+        (&None, &None, &None, &None)
+    );
 }
 
 // ---- the corpus of bad check options ----------------------------------------------------------
@@ -116,7 +122,11 @@ fn every_bad_check_option_is_rejected_with_key_line_and_reason() {
         } else {
             line(&text, "[vip.health_check]")
         };
-        let at = if check.contains(&format!("{} =", key.rsplit('.').next().unwrap())) { line(&text, marker) } else { at };
+        let at = if check.contains(&format!("{} =", key.rsplit('.').next().unwrap())) {
+            line(&text, marker)
+        } else {
+            at
+        };
         assert_rejected(&text, &key, at, reason);
     }
 }
@@ -145,7 +155,10 @@ fn sni_defaults_to_the_host_part_of_host() {
         "lb.toml",
     )
     .unwrap();
-    assert_eq!(c.vips[0].health_check.server_name().as_deref(), Some("api.test"));
+    assert_eq!(
+        c.vips[0].health_check.server_name().as_deref(),
+        Some("api.test")
+    );
 }
 
 #[test]
@@ -156,23 +169,42 @@ fn unusable_ca_files_are_rejected_with_key_line_and_reason() {
     let mut big = ca_file("");
     {
         let mut f = std::fs::File::create(&big.0).unwrap();
-        f.write_all(&vec![b'a'; (super::MAX_CA_BYTES + 1) as usize]).unwrap();
+        f.write_all(&vec![b'a'; (super::MAX_CA_BYTES + 1) as usize])
+            .unwrap();
     }
     big.0 = big.0.clone();
     for (path, reason) in [
-        ("/nonexistent/ca.pem".to_string(), "cannot read /nonexistent/ca.pem: No such file".to_string()),
+        (
+            "/nonexistent/ca.pem".to_string(),
+            "cannot read /nonexistent/ca.pem: No such file".to_string(),
+        ),
         (not_pem.path(), "no PEM certificate".to_string()),
-        (garbage.path(), "certificate 1 is not a usable CA certificate".to_string()),
-        (dir.display().to_string(), "is not a regular file".to_string()),
+        (
+            garbage.path(),
+            "certificate 1 is not a usable CA certificate".to_string(),
+        ),
+        (
+            dir.display().to_string(),
+            "is not a regular file".to_string(),
+        ),
         (big.path(), "is larger than 1048576 bytes".to_string()),
     ] {
         let text = with_check(&format!(
             "kind = \"tls\"\nsni = \"a.test\"\nca_file = \"{path}\" # m"
         ));
-        assert_rejected(&text, "vip[0].health_check.ca_file", line(&text, "# m"), &reason);
+        assert_rejected(
+            &text,
+            "vip[0].health_check.ca_file",
+            line(&text, "# m"),
+            &reason,
+        );
     }
     // Not read at all when the rest of the file is wrong (one report of what to fix first).
-    let text = with_check("kind = \"tls\"\nsni = \"a.test\"\nca_file = \"/nonexistent/ca.pem\"\nrise = 0");
+    let text =
+        with_check("kind = \"tls\"\nsni = \"a.test\"\nca_file = \"/nonexistent/ca.pem\"\nrise = 0");
     let err = rejected(&text);
-    assert!(err.contains("rise") && !err.contains("cannot read"), "{err}");
+    assert!(
+        err.contains("rise") && !err.contains("cannot read"),
+        "{err}"
+    );
 }

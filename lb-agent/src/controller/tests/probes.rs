@@ -62,7 +62,9 @@ fn a_different_check_is_a_different_probe() {
     // Same port, different path: two probes per backend.
     let mut text = pool(1, 2, "port = 8080\nkind = \"http\"\npath = \"/a\"");
     text.push_str(
-        &pool(1, 2, "port = 8080\nkind = \"http\"\npath = \"/b\"").replace("\"v0\"", "\"w0\"").replace("port = 80\n", "port = 81\n"),
+        &pool(1, 2, "port = 8080\nkind = \"http\"\npath = \"/b\"")
+            .replace("\"v0\"", "\"w0\"")
+            .replace("port = 80\n", "port = 81\n"),
     );
     let w = wanted(&config(&text).vips, &agent());
     assert_eq!(w.len(), 4);
@@ -75,7 +77,11 @@ fn a_different_check_is_a_different_probe() {
 fn fields_a_kind_does_not_use_do_not_split_probes() {
     // `path` (default "/" or set) means nothing to a TCP check.
     let mut text = pool(1, 1, "port = 9000\nkind = \"tcp\"\npath = \"/x\"");
-    text.push_str(&pool(1, 1, "port = 9000\nkind = \"tcp\"").replace("\"v0\"", "\"w0\"").replace("port = 80\n", "port = 81\n"));
+    text.push_str(
+        &pool(1, 1, "port = 9000\nkind = \"tcp\"")
+            .replace("\"v0\"", "\"w0\"")
+            .replace("port = 80\n", "port = 81\n"),
+    );
     let w = wanted(&config(&text).vips, &agent());
     assert_eq!(w.len(), 1);
     assert_eq!(served(&w), vec![vec!["v0".to_string(), "w0".to_string()]]);
@@ -156,7 +162,10 @@ fn unchecked_vips_have_no_probe() {
 #[test]
 fn reload_keeps_starts_and_stops_by_key() {
     let old = config(&pool(2, 2, "port = 8080\nkind = \"http\""));
-    let running: HashMap<ProbeKey, ()> = wanted(&old.vips, &old.agent).into_keys().map(|k| (k, ())).collect();
+    let running: HashMap<ProbeKey, ()> = wanted(&old.vips, &old.agent)
+        .into_keys()
+        .map(|k| (k, ()))
+        .collect();
     // Identical: everything kept, nothing started or stopped.
     let p = plan(&running, wanted(&old.vips, &old.agent));
     assert!(p.is_quiet());
@@ -169,7 +178,11 @@ fn reload_keeps_starts_and_stops_by_key() {
     assert!(p.keep.iter().all(|(_, s)| s.len() == 3));
 
     // The check's interval changes: every probe replaced.
-    let new = config(&pool(2, 2, "port = 8080\nkind = \"http\"\ninterval_ms = 2000"));
+    let new = config(&pool(
+        2,
+        2,
+        "port = 8080\nkind = \"http\"\ninterval_ms = 2000",
+    ));
     let p = plan(&running, wanted(&new.vips, &new.agent));
     assert_eq!((p.start.len(), p.stop.len(), p.keep.len()), (2, 2, 0));
 
@@ -211,9 +224,7 @@ fn build(vips: &[(BTreeSet<u8>, u8)]) -> Vec<VipConfig> {
             v.health_check = hc;
             v.backends = backends
                 .iter()
-                .map(|b| {
-                    toml::from_str(&format!("address = \"198.18.1.{b}\"")).unwrap()
-                })
+                .map(|b| toml::from_str(&format!("address = \"198.18.1.{b}\"")).unwrap())
                 .collect();
             v
         })
