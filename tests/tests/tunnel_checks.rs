@@ -47,7 +47,14 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 /// A VIP of `config`: name, address, port, check kind, IPv6 backends, backend indexes.
-type VipRow = (&'static str, IpAddr, u16, &'static str, bool, &'static [usize]);
+type VipRow = (
+    &'static str,
+    IpAddr,
+    u16,
+    &'static str,
+    bool,
+    &'static [usize],
+);
 
 /// web (IPv4) and web6 (IPv6) over all six backends; mix / mix6: the other family's VIP over
 /// the healthy backends (IPv4 in IPv6, IPv6 in IPv4).
