@@ -12,10 +12,11 @@ use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-/// One task per probe (a backend and a check definition, whichever VIPs share it): check, sleep `interval ± 10%` (uniformly random), report every result
-/// over `reports`. The first check starts after a random delay in `0..interval` so that
-/// thousands of checkers do not fire together. Stops when `cancel` fires or the receiver is
-/// gone (a failed send ends the task; it never holds the sender for a dead controller).
+/// One task per probe (a backend and a check definition, whichever VIPs share it): check,
+/// sleep `interval ± 10%` (uniformly random), report every result over `reports`. The first
+/// check starts after a random delay in `0..interval` so that thousands of checkers do not fire
+/// together. Stops when `cancel` fires or the receiver is gone (a failed send ends the task; it
+/// never holds the sender for a dead controller).
 ///
 /// `CheckKind::None`: never checks and reports nothing (the backend counts as up); the task
 /// ends at once.

@@ -1,9 +1,9 @@
-//! Backend health checks: one tokio task per probe (a backend and a check definition, shared by
-//! the VIPs using them; see `controller::probes`) checks the backend (TCP connect, TLS
-//! handshake, HTTP/1.1 GET, or HTTPS), applies rise/fall hysteresis and reports every result to the controller over
-//! an mpsc channel. The controller owns the decision of what to program into the data plane;
-//! this module only observes. [`slow_start_weight`] is the ramp the controller applies to a
-//! backend that has just come up.
+//! Backend health checks: one tokio task per probe (a backend and a check definition, shared
+//! by the VIPs using them; see `controller::probes`) checks the backend (TCP connect, TLS
+//! handshake, HTTP/1.1 GET, or HTTPS), applies rise/fall hysteresis and reports every result
+//! to the controller over an mpsc channel. The controller owns the decision of what to program
+//! into the data plane; this module only observes. [`slow_start_weight`] is the ramp the
+//! controller applies to a backend that has just come up.
 //!
 //! `probe` runs one check; `checker` is the task that schedules them, applies the hysteresis
 //! and reports.
