@@ -154,6 +154,7 @@ fn vips_over_one_pool_share_one_probe_per_backend_and_vip_address() -> Result<()
             .collect();
         ensure!(p.vips == want && p.vip_count == want.len(), "{p:?}");
         ensure!(p.target.port() == CHECK_PORT, "{p:?}");
+        ensure!(p.via == lb_agent::config::CheckVia::Tunnel, "{p:?}");
         ensure!(
             p.target == SocketAddr::new(p.target.ip(), CHECK_PORT)
                 && (p.target.ip() == IpAddr::from(VIP_V4) || p.target.ip() == IpAddr::from(VIP_V6)),

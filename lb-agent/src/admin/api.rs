@@ -78,8 +78,9 @@ pub struct StatusReport {
 pub struct ProbeStatus {
     pub id: u64,
     pub backend: IpAddr,
-    /// where the probe connects
+    /// where the probe connects: the VIP (`via` tunnel) or the backend (`via` direct)
     pub target: std::net::SocketAddr,
+    pub via: crate::config::CheckVia,
     pub kind: crate::config::CheckKind,
     pub vip_count: usize,
     /// names of the VIPs served, sorted

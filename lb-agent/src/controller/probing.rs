@@ -7,6 +7,7 @@ use super::{
 };
 use crate::{
     admin::ProbeStatus,
+    config::CheckVia,
     health::{self, CheckReport, Health, ProbeId},
 };
 use anyhow::Result;
@@ -245,6 +246,10 @@ impl Controller {
                 id: p.id,
                 backend: key.backend,
                 target: key.spec.target,
+                via: match key.spec.route {
+                    health::Route::Direct => CheckVia::Direct,
+                    health::Route::Tunnel(_) => CheckVia::Tunnel,
+                },
                 kind: key.spec.kind,
                 vip_count: p.vips.len(),
                 vips: p.vips.iter().cloned().collect(),
