@@ -21,4 +21,6 @@ pub mod netinfo;
 pub mod notify;
 pub mod pinlock;
 pub mod secrets;
+#[cfg(test)]
+mod testpki;
 pub mod top;
