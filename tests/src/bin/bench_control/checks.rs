@@ -204,17 +204,18 @@ pub(crate) fn checks(out: &mut String) -> Result<()> {
     Ok(())
 }
 
-/// Start an agent on `config`, warm up, and take its CPU, check rate and the backend side's
+/// Start an agent on `config`, warm up, and take its CPU, probe rate and the backend side's
 /// decapsulation rate over `WINDOW`; fails unless every backend is up with next to no failed
-/// checks and the packets took the path `via` names.
+/// checks, the packets took the path `via` names, and the probes are as many as `probes`.
 fn round(
     pair: &Pair,
     config: &std::path::Path,
     via: &str,
     decap: &Decap,
     total: u32,
+    probes: u32,
 ) -> Result<Round> {
-    eprintln!("checks: via = {via}");
+    eprintln!("checks: via = {via}, {probes} probes");
     let agent = Agent::start_in(&pair.agent, config, Duration::from_secs(300))?;
     let pid = agent.pid().context("agent not running")?;
     std::thread::sleep(WARM_UP);
