@@ -46,6 +46,13 @@ impl Controller {
                 self.dp.remove_vip(&key)?;
             }
         }
+        // Before any allocation: a restart onto another configuration as large as the old one
+        // needs the ids the old one held.
+        let kept = kept_backend_ids(&adopted, vips, &ids);
+        let stale: Vec<u32> = self.ids.taken().filter(|id| !kept.contains(id)).collect();
+        for id in stale {
+            self.free_backend(id)?;
+        }
         for (vip, key) in vips.iter().zip(&wanted) {
             let id = ids[key];
             // Backends are adopted only by the VIP that owned them, never by one that took
@@ -57,11 +64,6 @@ impl Controller {
                 &HashMap::new()
             };
             self.add_vip(vip, id, backends)?;
-        }
-        let used: HashSet<u32> = self.used_backend_ids().collect();
-        let stale: Vec<u32> = self.ids.taken().filter(|id| !used.contains(id)).collect();
-        for id in stale {
-            self.free_backend(id)?;
         }
         Ok(())
     }
@@ -85,12 +87,6 @@ impl Controller {
             "adopted the pinned data plane: connection table and tables kept"
         );
         Ok(adopted)
-    }
-
-    fn used_backend_ids(&self) -> impl Iterator<Item = u32> + '_ {
-        self.vips
-            .values()
-            .flat_map(|v| v.backends.values().map(|b| b.id))
     }
 
     /// Configure a VIP under `id`; `adopted`: (VIP id, address) -> backend id an earlier
@@ -312,3 +308,30 @@ fn too_many_vips(count: usize, max: u32) -> anyhow::Error {
          restart with a new agent.pin_path (the VIP maps are sized at creation)"
     )
 }
+
+/// The adopted backend ids the configuration `vips` (under VIP ids `ids`) keeps: those of a
+/// backend it still lists under the VIP that owned it. Every other adopted id is free to reuse.
+fn kept_backend_ids(
+    adopted: &Adopted,
+    vips: &[VipConfig],
+    ids: &HashMap<VipKey, u32>,
+) -> HashSet<u32> {
+    let mut kept = HashSet::new();
+    for vip in vips {
+        let key = reload::vip_key(vip);
+        let Some(&id) = ids.get(&key) else { continue };
+        if adopted.vips.get(&key) != Some(&id) {
+            continue;
+        }
+        kept.extend(
+            vip.backends
+                .iter()
+                .filter_map(|b| adopted.backends.get(&(id, b.address))),
+        );
+    }
+    kept
+}
+
+#[cfg(test)]
+#[path = "tests/apply.rs"]
+mod tests;
