@@ -7,6 +7,7 @@ mod decap;
 mod load;
 pub mod maps;
 pub mod pinned;
+mod trace;
 mod sweep;
 mod table;
 
@@ -33,6 +34,7 @@ pub use counters::Counters;
 pub use decap::{Decap, DECAP_PROGRAM, PASS_PROGRAM};
 pub use sweep::{Sweep, Sweeper};
 pub use table::TableWriter;
+pub use trace::TraceMaps;
 
 /// The balancer's programs: the data path, the benchmark floor, and their benchmark twins
 /// (the same code behind a harness that restores the frame before each iteration).

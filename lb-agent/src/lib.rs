@@ -22,3 +22,4 @@ pub mod notify;
 pub mod pinlock;
 pub mod secrets;
 pub mod top;
+pub mod trace;

@@ -11,11 +11,16 @@ pub mod hash;
 pub mod maps;
 mod prime;
 mod stats;
+pub mod trace;
 
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 pub use consts::*;
 pub use prime::is_prime;
+pub use trace::{
+    TraceControl, TraceEvent, TraceHeader, TraceScratch, TRACE_ANY, TRACE_SLOT_MOVED, TRACE_SLOT_NONE,
+    TRACE_SLOT_STABLE,
+};
 pub use stats::{BenchStat, DecapStat, Stat, BENCH_STAT_COUNT, DECAP_STAT_COUNT, STAT_COUNT};
 
 /// Address family tag stored in keys and backends.
@@ -396,6 +401,9 @@ mod pod {
     unsafe impl aya::Pod for FloodWindow {}
     unsafe impl aya::Pod for TrafficCounters {}
     unsafe impl aya::Pod for BenchFrame {}
+    unsafe impl aya::Pod for crate::TraceControl {}
+    unsafe impl aya::Pod for crate::TraceEvent {}
+    unsafe impl aya::Pod for crate::TraceScratch {}
 }
 
 #[cfg(test)]

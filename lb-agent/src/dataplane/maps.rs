@@ -13,8 +13,9 @@ use aya::{
 };
 use lb_common::{
     maps as name, AddrKey, Backend, BenchFrame, FloodWindow, FlowKey, FlowState, LbConfig,
-    TrafficCounters, VipKey, VipMeta, ADDR_FILTER_WORDS, BENCH_STAT_COUNT, DECAP_MAX_LOCALS,
+    TraceControl, TraceScratch, TrafficCounters, VipKey, VipMeta, ADDR_FILTER_WORDS, BENCH_STAT_COUNT, DECAP_MAX_LOCALS,
     DECAP_STAT_COUNT, MAX_BACKENDS, SLOTS_PER_ELEMENT, STAT_COUNT,
+    TRACE_RING_BYTES,
 };
 use std::{marker::PhantomData, os::fd::AsFd, path::Path};
 
@@ -153,7 +154,13 @@ impl<V> Open<u32, V> for MapData {
 
 fn map_data<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a MapData> {
     match ebpf.map(name) {
-        Some(Map::Array(d) | Map::PerCpuArray(d) | Map::HashMap(d) | Map::LruHashMap(d)) => Ok(d),
+        Some(
+            Map::Array(d)
+            | Map::PerCpuArray(d)
+            | Map::HashMap(d)
+            | Map::LruHashMap(d)
+            | Map::RingBuf(d),
+        ) => Ok(d),
         Some(_) => bail!("map {name} has an unexpected type"),
         None => bail!("map {name} missing from the eBPF object"),
     }
@@ -194,8 +201,19 @@ pub const BENCH_STATS: MapSpec<u32, u64> = MapSpec::new(
     UNPINNED,
 );
 
+pub const TRACE_CONTROL: MapSpec<u32, TraceControl> =
+    MapSpec::new(name::TRACE_CONTROL, Entries::Compiled(1), PINNED);
+/// A ring buffer: no key or value, its size in bytes.
+pub const TRACE_EVENTS: MapSpec<(), ()> = MapSpec::new(
+    name::TRACE_EVENTS,
+    Entries::Compiled(TRACE_RING_BYTES),
+    PINNED,
+);
+pub const TRACE_SCRATCH: MapSpec<u32, TraceScratch> =
+    MapSpec::new(name::TRACE_SCRATCH, Entries::Compiled(1), UNPINNED);
+
 /// Every map of the balancer object.
-pub const LB_MAPS: [MapDef; 14] = [
+pub const LB_MAPS: [MapDef; 17] = [
     CONFIG.def,
     ADDR_FILTER.def,
     VIP_ADDRS.def,
@@ -210,6 +228,9 @@ pub const LB_MAPS: [MapDef; 14] = [
     BACKEND_STATS.def,
     BENCH_FRAME.def,
     BENCH_STATS.def,
+    TRACE_CONTROL.def,
+    TRACE_EVENTS.def,
+    TRACE_SCRATCH.def,
 ];
 
 // The decap object.

@@ -8,23 +8,37 @@ use crate::{
     maglev::{self, Choice, Slot},
     maps::CONFIG,
     packet::{FlowKind, Packet},
-    trailer,
-    verdict::{drop, pass, tx},
+    trace, trailer,
+    verdict::{drop, pass, tx, Verdict},
     vip,
 };
 use aya_ebpf::programs::XdpContext;
-use lb_common::{hash::flow_key_hash, FlowKey, LbConfig, Stat};
+use lb_common::{hash::flow_key_hash, FlowKey, LbConfig, Stat, VipMeta};
 
 #[inline(always)]
-pub fn forward<const L3: usize>(
+pub fn forward<const L3: usize, const TRACED: bool>(
     ctx: &XdpContext,
     pkt: &Packet,
     flow: &FlowKey,
     kind: FlowKind,
-) -> u32 {
+) -> Verdict {
     let Some(vip) = vip::lookup(flow.dst, flow.family, flow.dst_port, flow.proto) else {
         return pass(Stat::PassNotVip);
     };
+    if TRACED {
+        trace::note_vip(vip.id);
+    }
+    to_vip::<L3, TRACED>(ctx, pkt, flow, kind, &vip)
+}
+
+#[inline(always)]
+fn to_vip<const L3: usize, const TRACED: bool>(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    flow: &FlowKey,
+    kind: FlowKind,
+    vip: &VipMeta,
+) -> Verdict {
     // Before anything that may write the connection table: an unconfigured balancer keeps none.
     let cfg = match CONFIG.get(0) {
         Some(cfg) if cfg.ready != 0 => cfg,
@@ -46,7 +60,7 @@ pub fn forward<const L3: usize>(
     } else {
         flow_key_hash(flow, vip.flags, key)
     };
-    let slot = match maglev::slot(&vip, table_hash) {
+    let slot = match maglev::slot(vip, table_hash) {
         Ok(slot) => slot,
         Err(reason) => return drop(reason),
     };
@@ -57,6 +71,9 @@ pub fn forward<const L3: usize>(
         counters::count(Stat::StableSlot);
         maglev::backend(slot.backend())
     };
+    if TRACED {
+        trace::note_slot(slot.is_moved(), choice.map(|c| c.id));
+    }
     match choice {
         Some(choice) => send::<L3>(ctx, pkt, cfg, &choice, vip.id, hash, kind),
         None => drop(Stat::DropNoBackend),
@@ -122,7 +139,7 @@ fn send<const L3: usize>(
     vip_id: u32,
     hash: u32,
     kind: FlowKind,
-) -> u32 {
+) -> Verdict {
     let backend = choice.backend;
     let outer = encap::outer_len(backend);
     if pkt.ip_len + outer > cfg.mtu as usize {

@@ -1,0 +1,158 @@
+//! `lb-agent trace`: the running agent's packets, one line each (and a pcap file), straight
+//! from the data path's ring buffer.
+//!
+//! The tracer is a process of its own: it opens the maps the agent pinned, writes the filter
+//! with a lease into `TRACE_CONTROL`, renews the lease every second, and clears it when it
+//! stops (Ctrl-C, SIGTERM, `--count` reached, an error). A tracer killed outright leaves a
+//! lease that runs out within `TRACE_LEASE_NS`, after which the data path ignores it. One
+//! tracer at a time: it holds a `flock` on `<pin_path>/trace.lock`.
+
+pub mod event;
+pub mod filter;
+pub mod flow;
+mod pcap;
+
+use crate::{dataplane::TraceMaps, pinlock::PinLock};
+use anyhow::{Context, Result};
+use aya::maps::{Array, MapData};
+use filter::Filter;
+use lb_common::{TraceControl, TraceEvent, VipKey, TRACE_LEASE_NS};
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{signal, SignalKind},
+};
+
+const LOCK_HINT: &str = "Another `lb-agent trace` is running for this agent: one trace at a \
+                         time. Stop it first.";
+const RENEW_EVERY: Duration = Duration::from_secs(1);
+
+pub struct TraceOptions {
+    pub pin_dir: PathBuf,
+    /// VIP name to trace, resolved with `vips`.
+    pub vip: Option<String>,
+    pub filter: Filter,
+    /// The agent's VIPs by name (from its /status), for `--vip` and for the lines.
+    pub vips: Vec<(String, VipKey)>,
+    pub count: Option<u64>,
+    pub pcap: Option<PathBuf>,
+}
+
+/// The trace's lease in `TRACE_CONTROL`; cleared when dropped, however the trace ends.
+struct Lease {
+    control: Array<MapData, TraceControl>,
+    value: TraceControl,
+}
+
+impl Lease {
+    fn renew(&mut self) -> Result<()> {
+        self.value.until_ns = monotonic_ns()? + TRACE_LEASE_NS;
+        self.control
+            .set(0, self.value, 0)
+            .context("renewing the trace in TRACE_CONTROL")
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Err(e) = self.control.set(0, TraceControl::default(), 0) {
+            tracing::warn!("clearing TRACE_CONTROL: {e} (the trace stops when its lease ends)");
+        }
+    }
+}
+
+fn clock_ns(clock: libc::clockid_t) -> Result<u64> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec.
+    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("clock_gettime");
+    }
+    Ok(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+}
+
+/// CLOCK_MONOTONIC, the data path's bpf_ktime_get_ns.
+fn monotonic_ns() -> Result<u64> {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+/// Run the trace until Ctrl-C, SIGTERM or `count` events; the number of events shown.
+pub async fn run(mut options: TraceOptions) -> Result<u64> {
+    let _lock = PinLock::acquire(&options.pin_dir.join("trace.lock"), LOCK_HINT)?;
+    let maps = TraceMaps::open(&options.pin_dir)?;
+    let in_map = maps.vips()?;
+    if let Some(name) = &options.vip {
+        options.filter.vip_id = Some(filter::vip_id(name, &options.vips, &in_map)?);
+    }
+    let vip_names: HashMap<u32, String> = filter::vip_names(&options.vips, &in_map)
+        .into_iter()
+        .collect();
+    let mut pcap = options.pcap.as_deref().map(pcap::Pcap::create).transpose()?;
+    let TraceMaps {
+        control,
+        events,
+        backends,
+        ..
+    } = maps;
+    let backend_maps = TraceMaps::backend_reader(backends);
+    let mut lease = Lease {
+        control,
+        value: options.filter.control(0, std::process::id()),
+    };
+    lease.renew()?;
+    // Wall clock of an event = its monotonic time + this offset.
+    let offset = clock_ns(libc::CLOCK_REALTIME)?.wrapping_sub(monotonic_ns()?);
+    // SAFETY: the ring buffer owns its descriptor for as long as the AsyncFd owns the ring.
+    let mut events = unsafe { AsyncFd::register(events) }
+        .map_err(|e| anyhow::anyhow!("polling TRACE_EVENTS: {e}"))?;
+    let mut renew = tokio::time::interval(RENEW_EVERY);
+    let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut backend_addrs: HashMap<u32, Option<IpAddr>> = HashMap::new();
+    let mut shown = 0u64;
+    let limit = options.count.unwrap_or(u64::MAX);
+    while shown < limit {
+        tokio::select! {
+            _ = renew.tick() => lease.renew()?,
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+            ready = events.readable_mut() => {
+                let mut guard = ready.context("polling TRACE_EVENTS")?;
+                while shown < limit {
+                    let Some(item) = guard.get_inner_mut().next() else { break };
+                    let e: TraceEvent = event::decode(&item)?;
+                    drop(item);
+                    let wall = e.header.ts_ns.wrapping_add(offset);
+                    let backend = *backend_addrs
+                        .entry(e.header.backend_id)
+                        .or_insert_with(|| backend_maps(e.header.backend_id));
+                    let names = event::Names {
+                        vip: vip_names.get(&e.header.vip_id).map(String::as_str),
+                        backend,
+                    };
+                    println!("{}", event::line(&e, wall, &names));
+                    if let Some(p) = pcap.as_mut() {
+                        p.write(&e, wall)?;
+                    }
+                    shown += 1;
+                }
+                guard.clear_ready();
+            }
+        }
+    }
+    Ok(shown)
+}
+
+/// The pin directory of `--pin-path`, else the configuration's `agent.pin_path`.
+pub fn pin_dir(flag: Option<&Path>, config_pin_path: Option<PathBuf>) -> PathBuf {
+    flag.map(Path::to_path_buf)
+        .or(config_pin_path)
+        .unwrap_or_else(|| PathBuf::from("/sys/fs/bpf/lb"))
+}

@@ -1,0 +1,180 @@
+//! `lb-agent trace` against the running agent in the namespace topology: a known client flow
+//! shows up with its 5-tuple, VIP, slot, backend, verdict and reason; the pcap holds the frame
+//! as received and as sent (read back with tcpdump); filters select; bad arguments and a
+//! second tracer are refused with messages that say why.
+
+use anyhow::{ensure, Context as _, Result};
+use lb_agent::dataplane::TraceMaps;
+use lb_tests::{
+    agentproc::{agent_binary, ADMIN},
+    netns::command,
+    scenario::{backend_name, Options, Scenario},
+    topo::{backend_v4, lb_v4, CLIENT_V4, VIP_V4},
+};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Output, Stdio},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Bound on everything a test waits for; never reached when things work.
+const BOUND: Duration = Duration::from_secs(20);
+
+fn trace_args(sc: &Scenario) -> Vec<String> {
+    let pin = sc.topo.pin_dir();
+    vec![
+        "trace".into(),
+        "--admin".into(),
+        ADMIN.into(),
+        "--pin-path".into(),
+        pin.display().to_string(),
+    ]
+}
+
+/// `lb-agent trace ARGS` in the balancer's namespace, running.
+fn start_trace(sc: &Scenario, args: &[&str]) -> Result<Child> {
+    Ok(command(&sc.topo.lb, agent_binary()?)
+        .args(trace_args(sc))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?)
+}
+
+/// `lb-agent trace ARGS` run to its end (for arguments it refuses).
+fn trace_once(sc: &Scenario, args: &[&str]) -> Result<Output> {
+    let mut child = start_trace(sc, args)?;
+    wait_exit(&mut child)?;
+    Ok(child.wait_with_output()?)
+}
+
+fn wait_exit(child: &mut Child) -> Result<()> {
+    let deadline = Instant::now() + BOUND;
+    while child.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            anyhow::bail!("lb-agent trace still running after {BOUND:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// Until the tracer has switched the trace on (its lease is in TRACE_CONTROL).
+fn wait_tracing(pin: &Path, child: &mut Child) -> Result<()> {
+    let deadline = Instant::now() + BOUND;
+    loop {
+        let maps = TraceMaps::open(pin)?;
+        if maps.control.get(&0, 0)?.until_ns != 0 {
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!("lb-agent trace exited early ({status})");
+        }
+        ensure!(Instant::now() < deadline, "the trace never switched on");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An HTTP GET from the client's source port `port`; the answering backend's name.
+async fn get_from(port: u16, addr: SocketAddr) -> Result<String> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind((CLIENT_V4, port).into())?;
+    let io = Duration::from_secs(3);
+    let mut s = tokio::time::timeout(io, socket.connect(addr))
+        .await
+        .context("connect timeout")??;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: vip\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut reply = Vec::new();
+    tokio::time::timeout(io, s.read_to_end(&mut reply))
+        .await
+        .context("read timeout")??;
+    let text = String::from_utf8_lossy(&reply).into_owned();
+    Ok(text
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.trim().to_string())
+        .unwrap_or(text))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn pcap_path(sc: &Scenario, name: &str) -> PathBuf {
+    std::env::temp_dir().join(&sc.topo.prefix).join(name)
+}
+
+#[test]
+fn a_known_flow_is_traced_with_its_backend_and_its_frames_read_back_with_tcpdump() -> Result<()> {
+    let _serial = serial();
+    let sc = Scenario::start("tr", Options::default())?;
+    let pcap = pcap_path(&sc, "flow.pcap");
+    let pcap_arg = pcap.display().to_string();
+    let port = 41_007u16;
+    // SYN, ACK and request of the flow: the first three packets of VIP web that are forwarded.
+    let mut tracer = start_trace(
+        &sc,
+        &["--vip", "web", "--verdict", "tx", "--count", "3", "--pcap", &pcap_arg],
+    )?;
+    wait_tracing(&sc.topo.pin_dir(), &mut tracer)?;
+    // A second tracer is refused while this one runs, naming it.
+    let second = trace_once(&sc, &["--count", "1"])?;
+    let err = text(&second.stderr);
+    ensure!(
+        second.status.code() == Some(1)
+            && err.contains("Another `lb-agent trace` is running")
+            && err.contains(&format!("pid {}", tracer.id())),
+        "{second:?}"
+    );
+    let web: SocketAddr = (VIP_V4, 80).into();
+    let answered = sc.client.run(get_from(port, web))??;
+    wait_exit(&mut tracer)?;
+    let out = tracer.wait_with_output()?;
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    eprintln!("{stdout}{stderr}");
+    ensure!(out.status.success(), "{stdout}{stderr}");
+    let i = (0..3)
+        .find(|i| backend_name(*i) == answered)
+        .with_context(|| format!("answer {answered:?} is from no backend"))?;
+    let lines: Vec<&str> = stdout.lines().collect();
+    ensure!(lines.len() == 3, "three packets: {stdout}");
+    let flow = format!("tcp {CLIENT_V4}:{port} > {VIP_V4}:80");
+    let expected = format!(
+        " tx forwarded vip=web slot=stable backend={} {flow} [",
+        backend_v4(i)
+    );
+    for line in &lines {
+        ensure!(line.contains(&expected), "{line:?} lacks {expected:?}");
+    }
+    ensure!(lines[0].contains("[S]"), "the SYN first: {stdout}");
+    ensure!(stderr.contains("3 packets traced"), "{stderr}");
+    // tcpdump reads the frames as received and as sent: client frame, then the same segment
+    // inside the outer header from the balancer to the backend.
+    let dump = command(&sc.topo.lb, "tcpdump")
+        .args(["-r", &pcap_arg, "-nn"])
+        .output()?;
+    let shown = text(&dump.stdout);
+    eprintln!("{shown}{}", text(&dump.stderr));
+    ensure!(dump.status.success(), "tcpdump -r: {dump:?}");
+    let inner = format!("{CLIENT_V4}.{port} > {VIP_V4}.80: Flags [S]");
+    let outer = format!("IP {} > {}: IP {inner}", lb_v4(0), backend_v4(i));
+    let dumped: Vec<&str> = shown.lines().collect();
+    ensure!(dumped.len() == 6, "two frames per packet: {shown}");
+    ensure!(
+        dumped[0].contains(&format!("IP {inner}")) && dumped[1].contains(&outer),
+        "{shown}"
+    );
+    Ok(())
+}
