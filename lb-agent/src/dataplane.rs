@@ -7,9 +7,10 @@ mod decap;
 mod load;
 pub mod maps;
 pub mod pinned;
-mod trace;
+mod probe;
 mod sweep;
 mod table;
+mod trace;
 
 use anyhow::{bail, Context, Result};
 use aya::{
@@ -32,6 +33,7 @@ use std::{
 pub use attach::{detach_pinned, link_pin, unpin_all, Attachment};
 pub use counters::Counters;
 pub use decap::{Decap, DECAP_PROGRAM, PASS_PROGRAM};
+pub use probe::PROBE_PROGRAM;
 pub use sweep::{Sweep, Sweeper};
 pub use table::TableWriter;
 pub use trace::TraceMaps;
@@ -113,6 +115,8 @@ pub struct Balancer {
     /// When each VIP last flipped tables: a table is rewritten only after packets that may
     /// still read it (an XDP run lasts well under a microsecond) are long gone.
     last_flip: std::collections::HashMap<u32, Instant>,
+    /// `tc_probe_encap`'s attachment, while there is one (`probe`).
+    probe_link: Option<aya::programs::tc::SchedClassifierLinkId>,
 }
 
 /// Least time between two table publications of one VIP.
@@ -132,8 +136,10 @@ impl Balancer {
 
     /// Attach `xdp_lb` to `iface`: through the pinned link if an earlier agent left one (the
     /// program is swapped atomically, forwarding never stops), else afresh in `mode` and, with
-    /// a pin directory, pinned so it outlives this process.
+    /// a pin directory, pinned so it outlives this process. `tc_probe_encap` first: from then
+    /// on no probe leaves `iface` unencapsulated.
     pub fn attach(&mut self, iface: &str, mode: crate::config::XdpMode) -> Result<Attachment> {
+        self.attach_probe(iface)?;
         let pin = self.options.pin_dir.as_ref().map(|d| link_pin(d, iface));
         if let Some(dir) = &self.options.pin_dir {
             for other in attach::pinned_links(dir)? {

@@ -12,6 +12,10 @@
 //! the difference, [`schedule_lag`], shows whether checks fall behind (an overloaded runtime
 //! wakes timers late).
 
+mod socket;
+
+pub use socket::{probe_route, Route, Tunnel};
+
 use crate::config::CheckKind;
 use http_body_util::Empty;
 use hyper::{
@@ -27,7 +31,7 @@ use std::{
     sync::OnceLock,
     time::{Duration, Instant},
 };
-use tokio::{net::TcpStream, sync::mpsc, task::JoinHandle};
+use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
@@ -35,8 +39,10 @@ use tracing::{debug, info};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CheckSpec {
     pub kind: CheckKind,
-    /// Address probed: the backend's IP and the check port.
+    /// Address probed: the check port on the backend's IP (`Route::Direct`) or on the VIP
+    /// (`Route::Tunnel`).
     pub target: SocketAddr,
+    pub route: Route,
     /// HTTP only: the request path (`/` when empty).
     pub path: String,
     /// HTTP only: the status that counts as healthy.
@@ -132,7 +138,7 @@ pub async fn check_once(spec: &CheckSpec) -> Result<Duration, String> {
     let start = Instant::now();
     let result = match spec.kind {
         CheckKind::None => return Ok(Duration::ZERO),
-        CheckKind::Tcp => tokio::time::timeout(spec.timeout, tcp_check(spec.target)).await,
+        CheckKind::Tcp => tokio::time::timeout(spec.timeout, tcp_check(spec)).await,
         CheckKind::Http => tokio::time::timeout(spec.timeout, http_check(spec)).await,
     };
     match result {
@@ -142,10 +148,8 @@ pub async fn check_once(spec: &CheckSpec) -> Result<Duration, String> {
     }
 }
 
-async fn tcp_check(target: SocketAddr) -> Result<(), String> {
-    let stream = TcpStream::connect(target)
-        .await
-        .map_err(|e| format!("connect: {}", io_detail(&e)))?;
+async fn tcp_check(spec: &CheckSpec) -> Result<(), String> {
+    let stream = socket::connect(spec.target, &spec.route).await?;
     // Close with a reset, as HAProxy's checks do: a FIN would leave a TIME_WAIT socket on this
     // host for every probe (600,000 at 10,000 checks a second), and cost a teardown exchange.
     // (A failure here only loses that saving.)
@@ -180,9 +184,7 @@ async fn http_check(spec: &CheckSpec) -> Result<(), String> {
         .body(Empty::<&'static [u8]>::new())
         .map_err(|e| format!("request: {}", error_chain(&e)))?;
 
-    let stream = TcpStream::connect(spec.target)
-        .await
-        .map_err(|e| format!("connect: {}", io_detail(&e)))?;
+    let stream = socket::connect(spec.target, &spec.route).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| format!("handshake: {}", error_chain(&e)))?;

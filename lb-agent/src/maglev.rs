@@ -23,6 +23,7 @@
 use anyhow::{bail, Context, Result};
 use lb_common::{is_prime, NO_BACKEND};
 
+pub mod layout;
 pub mod moves;
 
 /// One backend as Maglev sees it.

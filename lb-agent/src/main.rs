@@ -19,7 +19,7 @@ fn init_logging(format: LogFormat, level: &str) {
 }
 
 fn main() -> std::process::ExitCode {
-    lb_agent::limits::cap_malloc_arenas();
+    lb_agent::limits::tune_malloc();
     let cli = Cli::parse_checked();
     let level = match &cli.command {
         Command::Run { config, .. } => lb_agent::config::load(config)

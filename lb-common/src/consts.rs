@@ -27,6 +27,34 @@ pub const DECAP_MAX_LOCALS: u32 = 64;
 /// leave well under 1% of other addresses to a false positive (which costs one lookup).
 pub const ADDR_FILTER_WORDS: u32 = 1024;
 
+/// Health-check probes through the tunnel (`tc_probe_encap`): the agent marks each probe socket
+/// (SO_MARK) with this tag in the high half and the backend id in the low half; the TC egress
+/// program encapsulates marked packets to that backend and leaves every other packet alone. A
+/// tag rather than a bare id, so marks other software sets on this host are not mistaken for
+/// probes (its high half spells "lb").
+pub const PROBE_MARK_TAG: u32 = 0x6c62_0000;
+/// The part of the mark that must equal [`PROBE_MARK_TAG`].
+pub const PROBE_MARK_TAG_MASK: u32 = 0xffff_0000;
+/// The part of the mark that holds the backend id (`MAX_BACKENDS` fits).
+pub const PROBE_MARK_ID_MASK: u32 = 0x0000_ffff;
+
+/// The mark of a probe for backend `id`.
+pub const fn probe_mark(id: u32) -> u32 {
+    PROBE_MARK_TAG | (id & PROBE_MARK_ID_MASK)
+}
+
+/// The backend id a probe mark names; `None` for any other mark.
+#[inline(always)]
+pub const fn probe_backend(mark: u32) -> Option<u32> {
+    if mark & PROBE_MARK_TAG_MASK == PROBE_MARK_TAG {
+        Some(mark & PROBE_MARK_ID_MASK)
+    } else {
+        None
+    }
+}
+
+const _: () = assert!(MAX_BACKENDS <= PROBE_MARK_ID_MASK + 1);
+
 /// Default SYN-flood guard: new connection-table entries per CPU per second (Katran's figure).
 pub const DEFAULT_NEW_FLOWS_PER_SEC: u32 = 125_000;
 /// Default outer TTL / hop limit.
@@ -103,6 +131,16 @@ pub const ICMP_V6_QUOTE_LEN: usize = 128;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn probe_marks_round_trip_and_foreign_marks_are_not_probes() {
+        for id in [0, 1, 4242, MAX_BACKENDS - 1] {
+            assert_eq!(probe_backend(probe_mark(id)), Some(id));
+        }
+        for foreign in [0, 1, 0x6c61_0001, 0x0000_6c62, 0xffff_ffff, 0x6c63_0000] {
+            assert_eq!(probe_backend(foreign), None, "{foreign:#x}");
+        }
+    }
 
     /// The values the data path was written against (network-types is pinned, but a header
     /// length or protocol number changing under us must not go unnoticed).

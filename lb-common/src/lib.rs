@@ -17,11 +17,14 @@ use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 pub use consts::*;
 pub use prime::is_prime;
-pub use trace::{
-    TraceControl, TraceEvent, TraceHeader, TraceScratch, TRACE_ANY, TRACE_SLOT_MOVED, TRACE_SLOT_NONE,
-    TRACE_SLOT_STABLE,
+pub use stats::{
+    BenchStat, DecapStat, ProbeStat, Stat, BENCH_STAT_COUNT, DECAP_STAT_COUNT, PROBE_STAT_COUNT,
+    STAT_COUNT,
 };
-pub use stats::{BenchStat, DecapStat, Stat, BENCH_STAT_COUNT, DECAP_STAT_COUNT, STAT_COUNT};
+pub use trace::{
+    TraceControl, TraceEvent, TraceHeader, TraceScratch, TRACE_ANY, TRACE_SLOT_MOVED,
+    TRACE_SLOT_NONE, TRACE_SLOT_STABLE,
+};
 
 /// Address family tag stored in keys and backends.
 pub const FAMILY_V4: u8 = 4;

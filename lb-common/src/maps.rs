@@ -19,6 +19,7 @@ pub const FLOOD_GUARD: &str = "FLOOD_GUARD";
 pub const STATS: &str = "STATS";
 pub const VIP_STATS: &str = "VIP_STATS";
 pub const BACKEND_STATS: &str = "BACKEND_STATS";
+pub const PROBE_STATS: &str = "PROBE_STATS";
 pub const BENCH_FRAME: &str = "BENCH_FRAME";
 pub const BENCH_STATS: &str = "BENCH_STATS";
 pub const TRACE_CONTROL: &str = "TRACE_CONTROL";

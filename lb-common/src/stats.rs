@@ -3,6 +3,8 @@
 //!
 //! - [`Stat`]: the balancer (`xdp_lb`), array `STATS` of the lb object (pinned).
 //! - [`DecapStat`]: the backend's `xdp_decap`, array `DECAP_STATS` of the decap object.
+//! - [`ProbeStat`]: the TC egress program `tc_probe_encap` (health-check probes through the
+//!   tunnel), array `PROBE_STATS` of the lb object (pinned).
 //! - [`BenchStat`]: the benchmark harness inside the lb object, array `BENCH_STATS` (not pinned).
 
 /// A counter enum, its `ALL` list in index order, its `name()`s and its array size.
@@ -113,6 +115,30 @@ counters! {
 }
 
 counters! {
+    /// Index into `tc_probe_encap`'s per-CPU `PROBE_STATS` array: every verdict on a packet
+    /// leaving the balancer's interface. Append only (pinned, like `STATS`).
+    pub enum ProbeStat, count PROBE_STAT_COUNT {
+        /// No probe mark: the host's own packet, left untouched.
+        ProbePassUnmarked => "probe_pass_unmarked",
+        /// A probe, encapsulated to its backend as `xdp_lb` encapsulates client packets.
+        ProbeEncapsulated => "probe_encapsulated",
+        /// A probe whose mark names a free backend id (the backend was removed while its probe
+        /// ran): dropped, never sent unencapsulated.
+        ProbeDropUnknownBackend => "probe_drop_unknown_backend",
+        /// A probe before the agent wrote `CONFIG`: dropped.
+        ProbeDropUnconfigured => "probe_drop_unconfigured",
+        /// A probe that is not TCP over IPv4 (without options) or IPv6 (without extension
+        /// headers), as the agent's probe sockets always are: dropped.
+        ProbeDropMalformed => "probe_drop_malformed",
+        /// A probe too big for `mtu` once encapsulated (probes clamp their MSS, so this means a
+        /// misconfigured `mtu`): dropped.
+        ProbeDropTooBig => "probe_drop_too_big",
+        /// bpf_skb_adjust_room or a header write failed: dropped.
+        ProbeEncapFailed => "probe_encap_failed",
+    }
+}
+
+counters! {
     /// Index into the benchmark harness's per-CPU `BENCH_STATS` array (lb object).
     pub enum BenchStat, count BENCH_STAT_COUNT {
         /// Frame restored before an iteration; also the iteration count new flows derive from.
@@ -144,17 +170,31 @@ mod tests {
             .iter()
             .map(|s| (*s as u32, s.name()))
             .collect();
+        let probe: Vec<_> = ProbeStat::ALL
+            .iter()
+            .map(|s| (*s as u32, s.name()))
+            .collect();
         let bench: Vec<_> = BenchStat::ALL
             .iter()
             .map(|s| (*s as u32, s.name()))
             .collect();
         check(&lb);
         check(&decap);
+        check(&probe);
         check(&bench);
-        let mut every: Vec<_> = lb.iter().chain(&decap).chain(&bench).map(|c| c.1).collect();
+        let mut every: Vec<_> = lb
+            .iter()
+            .chain(&decap)
+            .chain(&probe)
+            .chain(&bench)
+            .map(|c| c.1)
+            .collect();
         every.sort_unstable();
         every.dedup();
-        assert_eq!(every.len(), lb.len() + decap.len() + bench.len());
+        assert_eq!(
+            every.len(),
+            lb.len() + decap.len() + probe.len() + bench.len()
+        );
     }
 
     /// The pinned `STATS` array keeps its indices across upgrades (new counters are appended).

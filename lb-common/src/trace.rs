@@ -4,9 +4,9 @@
 //! The trace is off unless a tracer keeps renewing `until_ns`: a tracer killed without
 //! clearing it stops the events within [`crate::TRACE_LEASE_NS`] all the same.
 
-use crate::consts::TRACE_SNAP_LEN;
 #[cfg(test)]
 use crate::consts::TRACE_RING_BYTES;
+use crate::consts::TRACE_SNAP_LEN;
 
 /// A filter field that matches everything, or an event field that has no value (no VIP found,
 /// no backend chosen).

@@ -1,7 +1,7 @@
 //! Running a loaded XDP program once on a frame with BPF_PROG_TEST_RUN.
 
 use anyhow::{Context, Result};
-use aya::programs::{TestRun, TestRunOptions, Xdp};
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
 
 /// XDP verdicts, for readable assertions.
 pub const XDP_ABORTED: u32 = 0;
@@ -21,6 +21,33 @@ pub fn run_once(prog: &Xdp, frame: &[u8]) -> Result<(u32, Vec<u8>)> {
             ..Default::default()
         })
         .context("BPF_PROG_TEST_RUN")?;
+    out.truncate(result.data_size_out as usize);
+    Ok((result.return_value, out))
+}
+
+/// TC verdicts.
+pub const TC_ACT_OK: u32 = 0;
+pub const TC_ACT_SHOT: u32 = 2;
+
+/// Bytes of the `struct __sk_buff` handed in as context (up to and including `mark`; the
+/// kernel reads the rest as zero).
+const SKB_CTX_LEN: usize = 12;
+
+/// Run a loaded TC program once on `frame` as a packet carrying `mark` (skb->mark).
+pub fn run_tc_once(prog: &SchedClassifier, frame: &[u8], mark: u32) -> Result<(u32, Vec<u8>)> {
+    let mut out = vec![0u8; frame.len() + 256];
+    // __sk_buff: len, pkt_type, mark.
+    let mut ctx = [0u8; SKB_CTX_LEN];
+    ctx[8..12].copy_from_slice(&mark.to_ne_bytes());
+    let result = prog
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            repeat: 1,
+            ..Default::default()
+        })
+        .context("BPF_PROG_TEST_RUN (TC)")?;
     out.truncate(result.data_size_out as usize);
     Ok((result.return_value, out))
 }

@@ -9,7 +9,11 @@ use crate::{
 };
 use anyhow::Result;
 use lb_agent::admin::BackendHealth;
-use std::{net::SocketAddr, path::PathBuf};
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 /// Knobs of the generated agent configuration.
 #[derive(Clone, Debug)]
@@ -124,6 +128,28 @@ impl Scenario {
                 })
             })
             .map(|b| b.health))
+    }
+
+    /// Polls `/status` every 10 ms until backend `i` of `vip` is `health`; how long that took.
+    /// The error carries the agent's log.
+    pub fn wait_health(
+        &self,
+        vip: &str,
+        i: usize,
+        health: BackendHealth,
+        limit: Duration,
+    ) -> Result<Duration> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if self.health(vip, i)? == Some(health) {
+                return Ok(start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        anyhow::bail!(
+            "{vip}/backend{i} not {health} after {limit:?}:\n{}",
+            self.agent.log_text()
+        )
     }
 }
 

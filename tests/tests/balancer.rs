@@ -3,13 +3,14 @@
 
 use anyhow::Result;
 use lb_common::{
-    Stat, ICMP_V4_QUOTE_LEN, ICMP_V6_QUOTE_LEN, IPPROTO_TCP, IPPROTO_UDP, VIP_F_HASH_SRC_ONLY,
+    probe_mark, ProbeStat, Stat, ICMP_V4_QUOTE_LEN, ICMP_V6_QUOTE_LEN, IPPROTO_TCP, IPPROTO_UDP,
+    VIP_F_HASH_SRC_ONLY,
 };
 use lb_tests::{
     expect::{encapsulated, frag_needed_v4, packet_too_big_v6},
     frames::{self, fix_ipv4_checksum, Tcp, L3},
     lab::{backend_addr, flow_of, Lab, MTU},
-    run::{XDP_DROP, XDP_PASS, XDP_TX},
+    run::{run_tc_once, TC_ACT_OK, TC_ACT_SHOT, XDP_DROP, XDP_PASS, XDP_TX},
 };
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -894,5 +895,145 @@ fn balancers_with_one_flow_hash_key_agree_and_other_keys_disagree() -> Result<()
         "{} of 1000 differ",
         differ(&a, &none)
     );
+    Ok(())
+}
+
+// ---- tc_probe_encap: health-check probes through the tunnel ---------------------------------
+
+/// The balancer's own address: a probe's source, a reply's destination.
+const LB_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+const LB_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+
+/// A frame as the host stack sends it out of the interface: from the balancer, to the router.
+fn outgoing(mut frame: Vec<u8>) -> Vec<u8> {
+    let (dst, src) = frame.split_at_mut(6);
+    dst.swap_with_slice(&mut src[..6]);
+    frame
+}
+
+fn probe_stat(lab: &Lab, stat: ProbeStat) -> Result<u64> {
+    Ok(lab
+        .lb
+        .probe_stats()?
+        .into_iter()
+        .find(|(s, _)| *s == stat)
+        .map_or(0, |(_, v)| v))
+}
+
+fn run_tc(lab: &mut Lab, frame: &[u8], mark: u32) -> Result<(u32, Vec<u8>)> {
+    run_tc_once(lab.lb.probe_program()?, frame, mark)
+}
+
+fn assert_probe_dropped(lab: &mut Lab, frame: &[u8], mark: u32, reason: ProbeStat) -> Result<()> {
+    let before = probe_stat(lab, reason)?;
+    let (verdict, _) = run_tc(lab, frame, mark)?;
+    assert_eq!(verdict, TC_ACT_SHOT, "verdict for {}", reason.name());
+    assert_eq!(probe_stat(lab, reason)?, before + 1, "{}", reason.name());
+    Ok(())
+}
+
+/// The outer header of a probe is the one xdp_lb gives a client packet of the same flow to the
+/// same backend (the same expectation as the XDP fixtures above): both families, both mixed.
+#[test]
+fn probe_is_encapsulated_to_its_marked_backend_exactly_as_client_packets() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let probes = [
+        outgoing(frames::tcp4(LB_ADDR, 41000, WEB, 80, Tcp::Syn, &[])),
+        outgoing(frames::tcp6(
+            LB_ADDR6,
+            41001,
+            WEB6,
+            80,
+            Tcp::Ack,
+            b"GET / HTTP/1.1\r\n\r\n",
+        )),
+    ];
+    let mut runs = 0;
+    for frame in &probes {
+        // 0 and 1: IPv4 backends, 3: IPv6 (IPv4 in IPv6, IPv6 in IPv4 included).
+        for id in [0, 1, 3] {
+            let hash = lab.hash(&flow_of(frame)?);
+            let expected = encapsulated(frame, backend_addr(&lab.lb, id)?, &lab.outer(), hash);
+            let (verdict, out) = run_tc(&mut lab, frame, probe_mark(id))?;
+            assert_eq!(verdict, TC_ACT_OK, "backend {id}");
+            assert_eq!(hex(&out), hex(&expected), "probe to backend {id}");
+            runs += 1;
+        }
+    }
+    assert_eq!(probe_stat(&lab, ProbeStat::ProbeEncapsulated)?, runs);
+    // xdp_lb saw none of it.
+    assert_eq!(lab.lb.stat(Stat::Forwarded)?, 0);
+    Ok(())
+}
+
+#[test]
+fn unmarked_packets_and_foreign_marks_leave_untouched() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let frame = outgoing(frames::tcp4(LB_ADDR, 41000, WEB, 80, Tcp::Syn, &[]));
+    let marks = [0, 0x1234, 0x6c63_0001, 0x0000_6c62];
+    for mark in marks {
+        let (verdict, out) = run_tc(&mut lab, &frame, mark)?;
+        assert_eq!(verdict, TC_ACT_OK, "mark {mark:#x}");
+        assert_eq!(out, frame, "mark {mark:#x}: untouched");
+    }
+    assert_eq!(
+        probe_stat(&lab, ProbeStat::ProbePassUnmarked)?,
+        marks.len() as u64
+    );
+    Ok(())
+}
+
+/// A marked packet is encapsulated or dropped: never sent as it is, towards the VIP.
+#[test]
+fn marked_packets_that_cannot_be_encapsulated_are_dropped_with_their_reason() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let syn = outgoing(frames::tcp4(LB_ADDR, 41000, WEB, 80, Tcp::Syn, &[]));
+    // A backend id no backend holds (the lab fills ids 0..5).
+    assert_probe_dropped(
+        &mut lab,
+        &syn,
+        probe_mark(100),
+        ProbeStat::ProbeDropUnknownBackend,
+    )?;
+    let udp = outgoing(frames::udp4(LB_ADDR, 41000, WEB, 80, b"not a probe"));
+    assert_probe_dropped(&mut lab, &udp, probe_mark(0), ProbeStat::ProbeDropMalformed)?;
+    let arp = frames::arp_request();
+    assert_probe_dropped(&mut lab, &arp, probe_mark(0), ProbeStat::ProbeDropMalformed)?;
+    let payload = vec![0u8; MTU as usize - 40];
+    let big = outgoing(frames::tcp4(LB_ADDR, 41000, WEB, 80, Tcp::Ack, &payload));
+    assert_probe_dropped(&mut lab, &big, probe_mark(0), ProbeStat::ProbeDropTooBig)?;
+    let mut config = lab.config;
+    config.ready = 0;
+    lab.set_config(config)?;
+    assert_probe_dropped(
+        &mut lab,
+        &syn,
+        probe_mark(0),
+        ProbeStat::ProbeDropUnconfigured,
+    )?;
+    Ok(())
+}
+
+/// The backend answers a probe from the VIP to the balancer's own address, directly: xdp_lb
+/// hands it to the host stack untouched (it is not addressed to a VIP).
+#[test]
+fn probe_reply_from_the_vip_to_the_balancer_passes_to_the_host() -> Result<()> {
+    let (mut lab, _) = web_lab()?;
+    let replies = [
+        frames::tcp4(
+            WEB,
+            80,
+            LB_ADDR,
+            41000,
+            Tcp::Ack,
+            b"HTTP/1.1 200 OK\r\n\r\n",
+        ),
+        frames::tcp6(WEB6, 80, LB_ADDR6, 41001, Tcp::Ack, &[]),
+    ];
+    for frame in &replies {
+        assert_passed_untouched(&mut lab, frame)?;
+    }
+    assert_eq!(lab.lb.stat(Stat::PassNotVip)?, replies.len() as u64);
+    assert_eq!(lab.lb.stat(Stat::Forwarded)?, 0);
     Ok(())
 }

@@ -112,26 +112,6 @@ fn ipv6_and_udp_vips_end_to_end() -> Result<()> {
 }
 
 /// Poll until backend `i` of `vip` reports `health`; the time it took.
-fn wait_health(
-    sc: &Scenario,
-    vip: &str,
-    i: usize,
-    health: BackendHealth,
-    limit: Duration,
-) -> Result<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if sc.health(vip, i)? == Some(health) {
-            return Ok(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    anyhow::bail!(
-        "{vip}/backend{i} not {health} after {limit:?}:\n{}",
-        sc.agent.log_text()
-    )
-}
-
 /// fall x interval + 1 s, the issue's bound for noticing a dead backend.
 fn detection_bound(o: &Options) -> Duration {
     Duration::from_millis(o.fall as u64 * o.interval_ms + 1000)
@@ -153,13 +133,7 @@ fn failover_refused_and_blackholed_backends() -> Result<()> {
     std::thread::sleep(Duration::from_millis(800));
     let stopped_at = Instant::now();
     sc.stop_server(1);
-    let refused = wait_health(
-        &sc,
-        "web",
-        1,
-        BackendHealth::Down,
-        detection_bound(&options),
-    )?;
+    let refused = sc.wait_health("web", 1, BackendHealth::Down, detection_bound(&options))?;
     // Requests that started after the table was published (plus time for in-flight ones).
     let settled = stopped_at + refused + Duration::from_millis(200);
     let results = sc.client.run(traffic)??;
@@ -190,8 +164,7 @@ fn failover_refused_and_blackholed_backends() -> Result<()> {
 
     // A blackholed backend (packets silently dropped) is found by check timeouts.
     sc.topo.blackhole(2, true)?;
-    let blackholed = wait_health(
-        &sc,
+    let blackholed = sc.wait_health(
         "web",
         2,
         BackendHealth::Down,
@@ -221,16 +194,9 @@ fn recovery_rises_after_rise_checks_and_ramps_up_slowly() -> Result<()> {
     };
     let mut sc = Scenario::start("r", options.clone())?;
     sc.stop_server(0);
-    wait_health(
-        &sc,
-        "web",
-        0,
-        BackendHealth::Down,
-        detection_bound(&options),
-    )?;
+    sc.wait_health("web", 0, BackendHealth::Down, detection_bound(&options))?;
     sc.start_server(0)?;
-    let rose = wait_health(
-        &sc,
+    let rose = sc.wait_health(
         "web",
         0,
         BackendHealth::Up,
@@ -607,13 +573,7 @@ fn all_backends_down_follows_the_policy_and_recovers() -> Result<()> {
             sc.stop_server(i);
         }
         for i in 0..3 {
-            wait_health(
-                &sc,
-                "web",
-                i,
-                BackendHealth::Down,
-                detection_bound(&options),
-            )?;
+            sc.wait_health("web", i, BackendHealth::Down, detection_bound(&options))?;
         }
         let before = sc.agent.status()?;
         let down = sc.client.run(http_burst(sc.web(), 20, 4))?;
@@ -640,7 +600,7 @@ fn all_backends_down_follows_the_policy_and_recovers() -> Result<()> {
             );
         }
         sc.start_server(2)?;
-        wait_health(&sc, "web", 2, BackendHealth::Up, Duration::from_secs(3))?;
+        sc.wait_health("web", 2, BackendHealth::Up, Duration::from_secs(3))?;
         let back = sc.client.run(http_burst(sc.web(), 100, 4))?;
         ensure!(
             back.errors.is_empty() && back.by_backend.keys().all(|b| b == &backend_name(2)),

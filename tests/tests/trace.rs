@@ -126,7 +126,16 @@ fn a_known_flow_is_traced_with_its_backend_and_its_frames_read_back_with_tcpdump
     // SYN, ACK and request of the flow: the first three packets of VIP web that are forwarded.
     let mut tracer = start_trace(
         &sc,
-        &["--vip", "web", "--verdict", "tx", "--count", "3", "--pcap", &pcap_arg],
+        &[
+            "--vip",
+            "web",
+            "--verdict",
+            "tx",
+            "--count",
+            "3",
+            "--pcap",
+            &pcap_arg,
+        ],
     )?;
     wait_tracing(&sc.topo.pin_dir(), &mut tracer)?;
     // A second tracer is refused while this one runs, naming it.

@@ -64,7 +64,11 @@ async fn agent_vips(args: &AdminArgs) -> Result<Vec<(String, VipKey)>> {
 }
 
 pub async fn run(args: TraceArgs) -> Result<i32> {
-    let reason = args.reason.as_deref().map(trace::filter::reason).transpose()?;
+    let reason = args
+        .reason
+        .as_deref()
+        .map(trace::filter::reason)
+        .transpose()?;
     let config_pin = match &args.admin.config {
         Some(path) => Some(config::load(path)?.agent.pin_path),
         None => None,

@@ -21,8 +21,8 @@ mod tests;
 pub use bgp::{BgpConfig, Community, Neighbor};
 pub use read::{read_text, Reader, MAX_BYTES, READ_TIMEOUT};
 pub use schema::{
-    AdminState, AgentConfig, AllDown, BackendConfig, CheckKind, Config, GatewayMac, HashMode,
-    HealthCheckConfig, Mac, Protocol, VipConfig, XdpMode,
+    AdminState, AgentConfig, AllDown, BackendConfig, CheckKind, CheckVia, Config, GatewayMac,
+    HashMode, HealthCheckConfig, Mac, Protocol, VipConfig, XdpMode,
 };
 pub use validate::{
     interface_name_problem, parse_weight, weight_problem, Weight, RUNTIME_ZERO_WEIGHT_HINT,

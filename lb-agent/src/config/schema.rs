@@ -177,6 +177,23 @@ pub struct HealthCheckConfig {
     pub rise: u32,
     #[serde(default = "default_fall")]
     pub fall: u32,
+    /// The path probes take: through the tunnel to the VIP, as clients' packets (the default),
+    /// or straight to the backend's own address.
+    #[serde(default)]
+    pub via: CheckVia,
+}
+
+/// `"tunnel"`: a probe is a connection to VIP:port, encapsulated to the backend by the TC
+/// program `tc_probe_encap` exactly as `xdp_lb` encapsulates client packets, so a backend that
+/// cannot serve clients (VIP missing from loopback, decapsulation detached, service or
+/// firewall bound to its own address) fails its checks. `"direct"`: a connection to the
+/// backend's own address (blind to all of those).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckVia {
+    #[default]
+    Tunnel,
+    Direct,
 }
 
 impl Default for HealthCheckConfig {
@@ -190,6 +207,7 @@ impl Default for HealthCheckConfig {
             timeout_ms: default_timeout_ms(),
             rise: default_rise(),
             fall: default_fall(),
+            via: CheckVia::default(),
         }
     }
 }

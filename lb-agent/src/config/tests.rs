@@ -92,6 +92,14 @@ pub(super) fn with_check(check: &str) -> String {
 // ---- accepted ---------------------------------------------------------------------------------
 
 #[test]
+fn checks_go_through_the_tunnel_unless_direct_is_asked_for() {
+    let vip = |text: &str| parse(text, "lb.toml").unwrap().vips[0].health_check.via;
+    assert_eq!(vip(&with_check("kind = \"tcp\"")), CheckVia::Tunnel);
+    assert_eq!(vip(&with_check("via = \"tunnel\"")), CheckVia::Tunnel);
+    assert_eq!(vip(&with_check("via = \"direct\"")), CheckVia::Direct);
+}
+
+#[test]
 fn example_parses_and_defaults_are_filled() {
     let c = parse(EXAMPLE, "lb.toml").unwrap();
     let a = &c.agent;

@@ -191,25 +191,36 @@ impl Controller {
             checks_failed: 0,
             last_latency: None,
             last_change: "configured".to_string(),
-            checker: self.start_checker(vip, b.address, initial),
+            checker: self.start_checker(vip, b.address, id, initial),
         }
     }
 
     /// `initial`: the health the checker starts from (a replaced checker keeps the old one, so
-    /// a backend that is down must still rise to come back).
+    /// a backend that is down must still rise to come back). `id`: the backend's id in the
+    /// data plane, which a tunnel probe's mark names (ids never change while a backend stays,
+    /// and a new id comes with a new checker).
     fn start_checker(
         &self,
         vip: &VipConfig,
         backend: IpAddr,
+        id: u32,
         initial: Health,
     ) -> Option<CancellationToken> {
         let hc = &vip.health_check;
         if hc.kind == CheckKind::None {
             return None;
         }
+        let (target, route) = health::probe_route(
+            hc.via,
+            SocketAddr::new(vip.address, vip.check_port()),
+            SocketAddr::new(backend, vip.check_port()),
+            id,
+            &self.config.agent,
+        );
         let spec = CheckSpec {
             kind: hc.kind,
-            target: SocketAddr::new(backend, vip.check_port()),
+            target,
+            route,
             path: hc.path.clone(),
             expect_status: hc.expect_status,
             interval: Duration::from_millis(hc.interval_ms),
@@ -346,7 +357,7 @@ impl Controller {
         b.cfg = kept.cfg.clone();
         if kept.restart_check {
             b.stop_checker();
-            b.checker = self.start_checker(cfg, addr, b.health);
+            b.checker = self.start_checker(cfg, addr, b.id, b.health);
         }
         if kept.disables() {
             let id = b.id;

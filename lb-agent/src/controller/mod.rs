@@ -136,6 +136,8 @@ pub struct Controller {
     sweeper: Option<Sweeper>,
     last_sweep: Option<Instant>,
     sweep_summary: Option<SweepSummary>,
+    /// Recent Maglev layouts: VIPs over one pool build a new membership's layout once.
+    layouts: crate::maglev::layout::Layouts,
     shared: status::Shared,
     /// Reads reloaded files on a blocking thread, one at a time.
     reader: config::Reader,
@@ -179,6 +181,7 @@ impl Controller {
             sweeper: None,
             last_sweep: None,
             sweep_summary: None,
+            layouts: Default::default(),
             shared,
             reader: config::Reader::default(),
             loaded_tx,

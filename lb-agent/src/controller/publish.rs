@@ -5,7 +5,10 @@ use super::{
     policy::{self, Candidate, Member},
     Controller,
 };
-use crate::maglev::{build_table, moves, MaglevBackend};
+use crate::maglev::{
+    layout::{Layout, PoolMember},
+    moves,
+};
 use anyhow::Result;
 use lb_common::{Slot, NO_BACKEND};
 use std::{
@@ -51,7 +54,9 @@ impl Controller {
         }
         let span = info_span!("publish", vip = %name);
         let _enter = span.enter();
-        let table = build_table(&maglev_input(&plan.members), table_size)?;
+        let layout = self.layouts.get(&pool(&plan.members), table_size)?;
+        let ids: HashMap<IpAddr, u32> = plan.members.iter().map(|m| (m.address, m.id)).collect();
+        let table = layout.table(|m| id_of(&ids, m));
         let live = if vip.has_live_table {
             Some(self.dp.live_table(&self.dp.vip(&vip.key)?)?)
         } else {
@@ -59,6 +64,8 @@ impl Controller {
         };
         let slots = moves::next_slots(live.as_deref(), &table, |id| plan.keep.contains(&id));
         self.dp.publish_table(&vip.key, &slots)?;
+        // The table is live from here: what follows is bookkeeping.
+        let failover_us = decided_at.map(|at| at.elapsed().as_micros() as u64);
         note_moves(&mut vip.moved_since, &slots, now);
         vip.fail_open_live = plan.fail_open;
         vip.has_live_table = true;
@@ -66,9 +73,8 @@ impl Controller {
         vip.previous = slots.iter().filter_map(|s| s.previous()).collect();
         vip.table_generation += 1;
         vip.serving = plan.serving();
-        vip.slots = slot_counts(&table);
-        vip.digest = digest(&table, &plan.members);
-        let failover_us = decided_at.map(|at| at.elapsed().as_micros() as u64);
+        vip.slots = slot_counts(&layout, &ids);
+        vip.digest = layout.digest().to_string();
         info!(
             generation = vip.table_generation,
             backends = plan.members.len(),
@@ -86,24 +92,24 @@ impl Controller {
     }
 }
 
-fn maglev_input(members: &[Member]) -> Vec<MaglevBackend> {
+fn pool(members: &[Member]) -> Vec<PoolMember> {
     members
         .iter()
-        .map(|m| MaglevBackend {
-            name: m.address.to_string(),
-            id: m.id,
+        .map(|m| PoolMember {
+            address: m.address,
             weight: m.weight,
         })
         .collect()
 }
 
+/// The id of the plan's member at `m`'s address (a layout's members are the plan's).
+fn id_of(ids: &HashMap<IpAddr, u32>, m: &PoolMember) -> u32 {
+    ids.get(&m.address).copied().unwrap_or(NO_BACKEND)
+}
+
 /// Slots each backend id holds.
-fn slot_counts(table: &[u32]) -> HashMap<u32, u32> {
-    let mut slots = HashMap::new();
-    for id in table {
-        *slots.entry(*id).or_insert(0) += 1;
-    }
-    slots
+fn slot_counts(layout: &Layout, ids: &HashMap<IpAddr, u32>) -> HashMap<u32, u32> {
+    layout.slots().map(|(m, n)| (id_of(ids, m), n)).collect()
 }
 
 /// Record when each moved slot of `slots` first moved; forget slots that are stable.
@@ -117,28 +123,3 @@ fn note_moves(moved_since: &mut HashMap<u32, Instant>, slots: &[Slot], now: Inst
         }
     }
 }
-
-/// FNV-1a over the backend address of every slot: equal on every balancer that has the same
-/// backends, whatever ids each one gave them.
-fn digest(table: &[u32], members: &[Member]) -> String {
-    let names: HashMap<u32, IpAddr> = members.iter().map(|m| (m.id, m.address)).collect();
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for b in bytes {
-            h ^= *b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    };
-    for id in table {
-        match (id, names.get(id)) {
-            (&NO_BACKEND, _) | (_, None) => eat(&[0xff]),
-            (_, Some(IpAddr::V4(a))) => eat(&a.octets()),
-            (_, Some(IpAddr::V6(a))) => eat(&a.octets()),
-        }
-    }
-    format!("{h:016x}")
-}
-
-#[cfg(test)]
-#[path = "tests/publish.rs"]
-mod tests;

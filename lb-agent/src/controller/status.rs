@@ -71,7 +71,8 @@ impl StatusSource {
         let backend_traffic = c.backends(backend_ids).unwrap_or_default();
         let traffic =
             |all: &[TrafficCounters], id: u32| all.get(id as usize).copied().unwrap_or_default();
-        let counters = c
+        // xdp_lb's counters, then tc_probe_encap's (named apart: `probe_*`).
+        let mut counters: BTreeMap<String, u64> = c
             .stats()
             .map(|all| {
                 all.into_iter()
@@ -79,6 +80,9 @@ impl StatusSource {
                     .collect()
             })
             .unwrap_or_default();
+        if let Ok(probe) = c.probe_stats() {
+            counters.extend(probe.into_iter().map(|(s, v)| (s.name().to_string(), v)));
+        }
         let vips = snap
             .vips
             .values()

@@ -7,7 +7,7 @@ use aya::{
     maps::{IterableMap as _, MapData, PerCpuArray},
     util::nr_cpus,
 };
-use lb_common::{Stat, TrafficCounters};
+use lb_common::{ProbeStat, Stat, TrafficCounters};
 use std::{
     io,
     os::fd::{AsFd as _, AsRawFd as _},
@@ -21,6 +21,7 @@ pub struct Counters {
     stats: PerCpuArray<MapData, u64>,
     vip_stats: PerCpuArray<MapData, TrafficCounters>,
     backend_stats: PerCpuArray<MapData, TrafficCounters>,
+    probe_stats: PerCpuArray<MapData, u64>,
 }
 
 impl Counters {
@@ -28,12 +29,22 @@ impl Counters {
         stats: PerCpuArray<MapData, u64>,
         vip_stats: PerCpuArray<MapData, TrafficCounters>,
         backend_stats: PerCpuArray<MapData, TrafficCounters>,
+        probe_stats: PerCpuArray<MapData, u64>,
     ) -> Self {
         Self {
             stats,
             vip_stats,
             backend_stats,
+            probe_stats,
         }
+    }
+
+    /// `tc_probe_encap`'s counters summed over CPUs, in `ProbeStat` order.
+    pub fn probe_stats(&self) -> Result<Vec<(ProbeStat, u64)>> {
+        ProbeStat::ALL
+            .iter()
+            .map(|s| Ok((*s, sum_u64(&self.probe_stats, *s as u32)?)))
+            .collect()
     }
 
     pub fn stat(&self, stat: Stat) -> Result<u64> {

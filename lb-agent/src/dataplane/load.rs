@@ -31,9 +31,16 @@ pub(super) fn load_xdp(ebpf: &mut Ebpf, name: &str) -> Result<()> {
         .with_context(|| format!("the verifier rejected {name}"))
 }
 
-pub(super) fn xdp<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
+pub(super) fn loader_program<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &str,
+) -> Result<&'a mut aya::programs::Program> {
     ebpf.program_mut(name)
-        .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
+        .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))
+}
+
+pub(super) fn xdp<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
+    loader_program(ebpf, name)?
         .try_into()
         .with_context(|| format!("{name} is not an XDP program"))
 }
@@ -70,6 +77,7 @@ impl Balancer {
         for name in LB_PROGRAMS {
             load_xdp(&mut ebpf, name)?;
         }
+        super::probe::load(&mut ebpf)?;
         Self::from_loaded(ebpf, options, adopted)
     }
 
@@ -106,6 +114,7 @@ impl Balancer {
                 maps::STATS.take(&mut ebpf)?,
                 maps::VIP_STATS.take(&mut ebpf)?,
                 maps::BACKEND_STATS.take(&mut ebpf)?,
+                maps::PROBE_STATS.take(&mut ebpf)?,
             )),
             bench_frame: maps::BENCH_FRAME.take(&mut ebpf)?,
             bench_stats: maps::BENCH_STATS.take(&mut ebpf)?,
@@ -113,6 +122,7 @@ impl Balancer {
             previous,
             sweeper: Some(sweeper),
             last_flip: Default::default(),
+            probe_link: None,
             options,
             adopted,
             ebpf,

@@ -13,9 +13,9 @@ use aya::{
 };
 use lb_common::{
     maps as name, AddrKey, Backend, BenchFrame, FloodWindow, FlowKey, FlowState, LbConfig,
-    TraceControl, TraceScratch, TrafficCounters, VipKey, VipMeta, ADDR_FILTER_WORDS, BENCH_STAT_COUNT, DECAP_MAX_LOCALS,
-    DECAP_STAT_COUNT, MAX_BACKENDS, SLOTS_PER_ELEMENT, STAT_COUNT,
-    TRACE_RING_BYTES,
+    TraceControl, TraceScratch, TrafficCounters, VipKey, VipMeta, ADDR_FILTER_WORDS,
+    BENCH_STAT_COUNT, DECAP_MAX_LOCALS, DECAP_STAT_COUNT, MAX_BACKENDS, PROBE_STAT_COUNT,
+    SLOTS_PER_ELEMENT, STAT_COUNT, TRACE_RING_BYTES,
 };
 use std::{marker::PhantomData, os::fd::AsFd, path::Path};
 
@@ -193,6 +193,11 @@ pub const VIP_STATS: MapSpec<u32, TrafficCounters> =
     MapSpec::new(name::VIP_STATS, Entries::MaxVips, PINNED);
 pub const BACKEND_STATS: MapSpec<u32, TrafficCounters> =
     MapSpec::new(name::BACKEND_STATS, Entries::Compiled(MAX_BACKENDS), PINNED);
+pub const PROBE_STATS: MapSpec<u32, u64> = MapSpec::new(
+    name::PROBE_STATS,
+    Entries::Compiled(PROBE_STAT_COUNT),
+    PINNED,
+);
 pub const BENCH_FRAME: MapSpec<u32, BenchFrame> =
     MapSpec::new(name::BENCH_FRAME, Entries::Compiled(1), UNPINNED);
 pub const BENCH_STATS: MapSpec<u32, u64> = MapSpec::new(
@@ -213,7 +218,7 @@ pub const TRACE_SCRATCH: MapSpec<u32, TraceScratch> =
     MapSpec::new(name::TRACE_SCRATCH, Entries::Compiled(1), UNPINNED);
 
 /// Every map of the balancer object.
-pub const LB_MAPS: [MapDef; 17] = [
+pub const LB_MAPS: [MapDef; 18] = [
     CONFIG.def,
     ADDR_FILTER.def,
     VIP_ADDRS.def,
@@ -226,6 +231,7 @@ pub const LB_MAPS: [MapDef; 17] = [
     STATS.def,
     VIP_STATS.def,
     BACKEND_STATS.def,
+    PROBE_STATS.def,
     BENCH_FRAME.def,
     BENCH_STATS.def,
     TRACE_CONTROL.def,

@@ -1,7 +1,7 @@
 use super::*;
 use std::io::ErrorKind;
 use std::net::Ipv4Addr;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
@@ -9,6 +9,7 @@ fn spec(kind: CheckKind, target: SocketAddr) -> CheckSpec {
     CheckSpec {
         kind,
         target,
+        route: crate::health::Route::Direct,
         path: "/healthz".to_owned(),
         expect_status: 200,
         interval: Duration::from_millis(50),

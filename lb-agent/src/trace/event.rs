@@ -136,7 +136,10 @@ mod tests {
     fn bytes(e: &TraceEvent) -> Vec<u8> {
         // SAFETY: plain bytes of a repr(C) value without padding.
         unsafe {
-            std::slice::from_raw_parts((e as *const TraceEvent).cast::<u8>(), size_of::<TraceEvent>())
+            std::slice::from_raw_parts(
+                (e as *const TraceEvent).cast::<u8>(),
+                size_of::<TraceEvent>(),
+            )
         }
         .to_vec()
     }
@@ -176,7 +179,8 @@ mod tests {
         };
         let l = line(&e, 0, &names);
         assert!(
-            l.contains(" drop drop_malformed vip=- slot=- backend=- tcp ") && l.ends_with(" len=54"),
+            l.contains(" drop drop_malformed vip=- slot=- backend=- tcp ")
+                && l.ends_with(" len=54"),
             "{l}"
         );
         assert_eq!(reason_name(9999), "reason#9999");
@@ -185,7 +189,10 @@ mod tests {
     #[test]
     fn short_or_overlong_records_are_refused() {
         let good = bytes(&event());
-        assert!(decode(&good[..100]).unwrap_err().to_string().contains("100 bytes"));
+        assert!(decode(&good[..100])
+            .unwrap_err()
+            .to_string()
+            .contains("100 bytes"));
         let mut e = event();
         e.header.rx_cap = TRACE_SNAP_LEN as u32 + 1;
         assert!(decode(&bytes(&e)).is_err());

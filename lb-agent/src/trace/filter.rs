@@ -119,10 +119,16 @@ mod tests {
         assert_eq!(vip_id("api", &named, &map).unwrap(), 1);
         assert_eq!(vip_id("web", &named, &map).unwrap(), 0);
         let err = vip_id("nope", &named, &map).unwrap_err().to_string();
-        assert!(err.contains("\"nope\"") && err.contains("web, api"), "{err}");
+        assert!(
+            err.contains("\"nope\"") && err.contains("web, api"),
+            "{err}"
+        );
         let err = vip_id("web", &named, &[]).unwrap_err().to_string();
         assert!(err.contains("pinned VIPS map"), "{err}");
-        assert!(vip_id("web", &[], &map).unwrap_err().to_string().contains("VIPs: none"));
+        assert!(vip_id("web", &[], &map)
+            .unwrap_err()
+            .to_string()
+            .contains("VIPs: none"));
         assert_eq!(
             vip_names(&named, &map),
             vec![(0, "web".to_string()), (1, "api".to_string())]
@@ -166,7 +172,12 @@ mod tests {
             (3, Stat::DropFragment as u32, 1 << 1, 10)
         );
         assert_eq!(
-            [action_name(1), action_name(2), action_name(3), action_name(0)],
+            [
+                action_name(1),
+                action_name(2),
+                action_name(3),
+                action_name(0)
+            ],
             ["drop", "pass", "tx", "aborted"]
         );
     }

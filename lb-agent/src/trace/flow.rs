@@ -152,8 +152,14 @@ mod tests {
         let mut udp = Vec::new();
         PacketBuilder::ethernet2(MAC_A, MAC_B)
             .ipv6(
-                "2001:db8:100::2".parse::<std::net::Ipv6Addr>().unwrap().octets(),
-                "2001:db8:10::1".parse::<std::net::Ipv6Addr>().unwrap().octets(),
+                "2001:db8:100::2"
+                    .parse::<std::net::Ipv6Addr>()
+                    .unwrap()
+                    .octets(),
+                "2001:db8:10::1"
+                    .parse::<std::net::Ipv6Addr>()
+                    .unwrap()
+                    .octets(),
                 64,
             )
             .udp(5353, 53)
@@ -202,7 +208,11 @@ mod tests {
 
     #[test]
     fn garbage_and_non_ip_frames_say_so() {
-        assert!(describe(&[1, 2, 3]).starts_with("unparsed frame"), "{}", describe(&[1, 2, 3]));
+        assert!(
+            describe(&[1, 2, 3]).starts_with("unparsed frame"),
+            "{}",
+            describe(&[1, 2, 3])
+        );
         let mut arp = vec![0u8; 14];
         arp[12..14].copy_from_slice(&0x88b5u16.to_be_bytes());
         assert_eq!(describe(&arp), "non-IP frame (ethertype 0x88b5)");

@@ -94,7 +94,11 @@ pub async fn run(mut options: TraceOptions) -> Result<u64> {
     let vip_names: HashMap<u32, String> = filter::vip_names(&options.vips, &in_map)
         .into_iter()
         .collect();
-    let mut pcap = options.pcap.as_deref().map(pcap::Pcap::create).transpose()?;
+    let mut pcap = options
+        .pcap
+        .as_deref()
+        .map(pcap::Pcap::create)
+        .transpose()?;
     let TraceMaps {
         control,
         events,

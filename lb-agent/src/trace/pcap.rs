@@ -17,8 +17,8 @@ pub struct Pcap {
 
 impl Pcap {
     pub fn create(path: &Path) -> Result<Self> {
-        let file = File::create(path)
-            .with_context(|| format!("--pcap: creating {}", path.display()))?;
+        let file =
+            File::create(path).with_context(|| format!("--pcap: creating {}", path.display()))?;
         let header = PcapHeader {
             datalink: DataLink::ETHERNET,
             snaplen: TRACE_SNAP_LEN as u32,
@@ -34,12 +34,20 @@ impl Pcap {
         let at = Duration::from_nanos(wall_ns);
         let rx = event::rx(e);
         self.writer
-            .write_packet(&PcapPacket::new(at, e.header.rx_len.max(rx.len() as u32), rx))
+            .write_packet(&PcapPacket::new(
+                at,
+                e.header.rx_len.max(rx.len() as u32),
+                rx,
+            ))
             .context("--pcap: writing a frame")?;
         let tx = event::tx(e);
         if !tx.is_empty() {
             self.writer
-                .write_packet(&PcapPacket::new(at, e.header.tx_len.max(tx.len() as u32), tx))
+                .write_packet(&PcapPacket::new(
+                    at,
+                    e.header.tx_len.max(tx.len() as u32),
+                    tx,
+                ))
                 .context("--pcap: writing a frame")?;
         }
         Ok(())

@@ -182,6 +182,12 @@ fn main() -> Result<()> {
     ];
 
     println!("BPF_PROG_TEST_RUN, {RUNS} rounds x {ITERATIONS} iterations per path, ns per packet");
+    let info = lab.lb.program(LB_PROGRAM)?.info()?;
+    println!(
+        "\n`xdp_lb` as loaded: {} bytes JIT-compiled, {} bytes of eBPF after the verifier",
+        info.size_jitted(),
+        info.size_translated().unwrap_or(0)
+    );
     // Rounds interleave the paths, so a slow spell of this shared machine hits the floor and
     // the paths alike; each ratio is taken within its round.
     let mut samples = vec![Vec::with_capacity(RUNS); cases.len()];

@@ -41,6 +41,24 @@ fn rejects_unknown_key_in_health_check() {
 }
 
 #[test]
+fn rejects_bad_check_via() {
+    for bad in ["\"ipip\"", "\"Tunnel\"", "\"\"", "true"] {
+        let text = with_check(&format!("via = {bad}"));
+        let expect = if bad == "true" {
+            "wanted string"
+        } else {
+            "expected `tunnel` or `direct`"
+        };
+        assert_rejected(
+            &text,
+            "vip[0].health_check.via",
+            line(&text, "via ="),
+            expect,
+        );
+    }
+}
+
+#[test]
 fn rejects_wrong_type() {
     let text =
         format!("{HEAD}{}", vip("web", "198.18.0.10", 80)).replace("port = 80", "port = \"80\"");

@@ -4,8 +4,8 @@
 use crate::packet::Packet;
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
-    Backend, LbConfig, ETH_P_IP, ETH_P_IPV6, FAMILY_V4, IPPROTO_IPIP, IPPROTO_IPV6, IPV4_DF,
-    IPV4_HDR_LEN, IPV6_HDR_LEN,
+    Backend, LbConfig, ETH_P_IP, ETH_P_IPV6, FAMILY_V4, IPPROTO_IPIP, IPPROTO_IPV6, IPV4_HDR_LEN,
+    IPV6_HDR_LEN,
 };
 use lb_ebpf::{
     csum,
@@ -29,7 +29,7 @@ pub fn outer_len(backend: &Backend) -> usize {
 
 /// Replace the low `bits` of an address word (network order) with flow-hash bits.
 #[inline(always)]
-fn vary(word_be: u32, bits: u8, hash: u32) -> u32 {
+pub fn vary(word_be: u32, bits: u8, hash: u32) -> u32 {
     if bits == 0 {
         return word_be;
     }
@@ -47,6 +47,63 @@ pub fn ipv4_checksum(h: &Ipv4Hdr) -> u16 {
     }
     csum::finish(sum)
 }
+
+/// The protocol number of the outer header for an inner packet of `family` (as `encapsulate`
+/// chooses it).
+#[inline(always)]
+pub fn inner_proto(family: u8) -> u8 {
+    if family == FAMILY_V4 {
+        IPPROTO_IPIP
+    } else {
+        IPPROTO_IPV6
+    }
+}
+
+/// `let mut $hdr`: the outer IPv4 header in front of an inner packet of `$ip_len` bytes with
+/// TOS `$tos`. The one definition `xdp_lb` (client packets) and `tc_probe_encap` (health-check
+/// probes) share, so a probe reaches its backend exactly as a client packet does. A macro, not
+/// a function: expanded in place, `xdp_lb`'s instructions stay those of the code written
+/// inline (a function returning the header by value made LLVM schedule them differently).
+macro_rules! outer_v4 {
+    ($hdr:ident, $tos:expr, $ip_len:expr, $inner_proto:expr, $backend:expr, $hash:expr, $cfg:expr) => {
+        let mut $hdr = lb_ebpf::hdr::Ipv4Hdr {
+            vihl: 0x45,
+            tos: $tos,
+            tot_len: (($ip_len + lb_common::IPV4_HDR_LEN) as u16).to_be(),
+            id: 0,
+            frag: lb_common::IPV4_DF.to_be(),
+            ttl: $cfg.outer_ttl,
+            proto: $inner_proto,
+            check: 0,
+            src: $crate::encap::vary($cfg.encap_src_v4, $cfg.src_hash_bits_v4, $hash),
+            dst: $backend.addr[0],
+        };
+        $hdr.check = $crate::encap::ipv4_checksum(&$hdr);
+    };
+}
+pub(crate) use outer_v4;
+
+/// Assigns the outer IPv6 header to `$place` (the packet, or a local), as [`outer_v4`].
+macro_rules! outer_v6 {
+    ($place:expr, $tos:expr, $ip_len:expr, $inner_proto:expr, $backend:expr, $hash:expr, $cfg:expr) => {
+        let mut src = $cfg.encap_src_v6;
+        src[3] = $crate::encap::vary(src[3], $cfg.src_hash_bits_v6, $hash);
+        let vtc_flow = (6u32 << 28) | (($tos as u32) << 20) | ($hash & 0x000f_ffff);
+        // SAFETY: the caller's place is a bounds-checked packet pointer or a local.
+        #[allow(unused_unsafe)]
+        unsafe {
+            $place = lb_ebpf::hdr::Ipv6Hdr {
+                vtc_flow: vtc_flow.to_be(),
+                payload_len: ($ip_len as u16).to_be(),
+                next_hdr: $inner_proto,
+                hop_limit: $cfg.outer_ttl,
+                src,
+                dst: $backend.addr,
+            }
+        };
+    };
+}
+pub(crate) use outer_v6;
 
 /// Prepend Ethernet (towards the gateway, VLAN tag kept) and the outer IP header.
 #[inline(always)]
@@ -75,19 +132,7 @@ pub fn encapsulate<const L3: usize>(
         let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, L3) else {
             return false;
         };
-        let mut hdr = Ipv4Hdr {
-            vihl: 0x45,
-            tos: pkt.tos,
-            tot_len: ((pkt.ip_len + IPV4_HDR_LEN) as u16).to_be(),
-            id: 0,
-            frag: IPV4_DF.to_be(),
-            ttl: cfg.outer_ttl,
-            proto: inner_proto,
-            check: 0,
-            src: vary(cfg.encap_src_v4, cfg.src_hash_bits_v4, hash),
-            dst: backend.addr[0],
-        };
-        hdr.check = ipv4_checksum(&hdr);
+        outer_v4!(hdr, pkt.tos, pkt.ip_len, inner_proto, backend, hash, cfg);
         // SAFETY: bounds checked by ptr_at.
         unsafe { *ip = hdr };
     } else {
@@ -97,20 +142,7 @@ pub fn encapsulate<const L3: usize>(
         let Some(ip) = ptr_at::<Ipv6Hdr>(ctx, L3) else {
             return false;
         };
-        let mut src = cfg.encap_src_v6;
-        src[3] = vary(src[3], cfg.src_hash_bits_v6, hash);
-        let vtc_flow = (6u32 << 28) | ((pkt.tos as u32) << 20) | (hash & 0x000f_ffff);
-        // SAFETY: bounds checked by ptr_at.
-        unsafe {
-            *ip = Ipv6Hdr {
-                vtc_flow: vtc_flow.to_be(),
-                payload_len: (pkt.ip_len as u16).to_be(),
-                next_hdr: inner_proto,
-                hop_limit: cfg.outer_ttl,
-                src,
-                dst: backend.addr,
-            }
-        };
+        outer_v6!(*ip, pkt.tos, pkt.ip_len, inner_proto, backend, hash, cfg);
     }
     true
 }

@@ -3,6 +3,8 @@
 //! `forward` (`vip` lookup; `mac`: addressed to us?; `trailer` cut; the flow's slot from
 //! `maglev`, and `conntrack` only in a moved slot; MTU check with `icmp`; `counters`; `encap`)
 //! -> `verdict`.
+//! `tc_probe_encap` (TC egress, `probe`) encapsulates the agent's health-check probes as
+//! `xdp_lb` encapsulates client packets.
 //! `xdp_reflect` (MAC swap + XDP_TX) is the benchmark floor; `xdp_bench_lb` / `xdp_bench_reflect`
 //! are the benchmark twins, `xdp_bench_gen` / `xdp_bench_sink` the forwarding benchmark's ends.
 #![cfg_attr(target_arch = "bpf", no_std)]
@@ -21,12 +23,17 @@ mod mac;
 mod maglev;
 mod maps;
 mod packet;
+mod probe;
 mod trace;
 mod trailer;
 mod verdict;
 mod vip;
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action,
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
 use lb_common::{Stat, ETH_HDR_LEN, ETH_P_IP, ETH_P_IPV6, VLAN_HDR_LEN};
 use lb_ebpf::{hdr::EthHdr, l2, packet::ptr_at};
 use verdict::Verdict;
@@ -73,6 +80,13 @@ fn network<const L3: usize, const TRACED: bool>(ctx: &XdpContext, l2: &l2::L2) -
     } else {
         verdict::pass(Stat::PassNotVip)
     }
+}
+
+/// TC egress of the balancer's interface: health-check probes (marked by the agent) leave
+/// encapsulated to their backend, as client packets do (`probe`); the rest untouched.
+#[classifier]
+pub fn tc_probe_encap(ctx: TcContext) -> i32 {
+    probe::egress(&ctx)
 }
 
 /// Swap source and destination MAC and send the frame back: the least an XDP forwarder can do.

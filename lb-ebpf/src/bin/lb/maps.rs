@@ -5,10 +5,10 @@
 
 use aya_ebpf::maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf};
 use lb_common::{
-    AddrKey, Backend, BenchFrame, FloodWindow, FlowKey, FlowState, LbConfig, TrafficCounters,
-    TraceControl, TraceScratch, VipKey, VipMeta, ADDR_FILTER_WORDS, BENCH_STAT_COUNT, DEFAULT_CONN_TABLE_ENTRIES,
-    DEFAULT_MAX_VIPS, DEFAULT_TABLE_SIZE, MAX_BACKENDS, SLOTS_PER_ELEMENT, STAT_COUNT,
-    TRACE_RING_BYTES,
+    AddrKey, Backend, BenchFrame, FloodWindow, FlowKey, FlowState, LbConfig, TraceControl,
+    TraceScratch, TrafficCounters, VipKey, VipMeta, ADDR_FILTER_WORDS, BENCH_STAT_COUNT,
+    DEFAULT_CONN_TABLE_ENTRIES, DEFAULT_MAX_VIPS, DEFAULT_TABLE_SIZE, MAX_BACKENDS,
+    PROBE_STAT_COUNT, SLOTS_PER_ELEMENT, STAT_COUNT, TRACE_RING_BYTES,
 };
 use lb_ebpf::named_map;
 
@@ -93,6 +93,11 @@ named_map! {
 named_map! {
     pub static BACKEND_STATS: PerCpuArray<TrafficCounters> =
         PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
+}
+
+named_map! {
+    /// `tc_probe_encap`'s verdicts (`ProbeStat`), apart from `xdp_lb`'s `STATS`.
+    pub static PROBE_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(PROBE_STAT_COUNT, 0);
 }
 
 named_map! {

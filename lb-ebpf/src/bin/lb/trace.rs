@@ -14,7 +14,9 @@ use crate::{
 use aya_ebpf::{
     bindings::{xdp_action, xdp_md},
     cty::c_void,
-    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_xdp_get_buff_len, bpf_xdp_load_bytes},
+    helpers::{
+        bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_xdp_get_buff_len, bpf_xdp_load_bytes,
+    },
     programs::XdpContext,
 };
 use lb_common::{

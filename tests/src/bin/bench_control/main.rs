@@ -357,7 +357,7 @@ fn scale_config(ns: &ScaleNs) -> String {
             text,
             "\n[[vip]]\nname = \"v{i}\"\naddress = \"{}\"\nport = 80\nprotocol = \"tcp\"\n\
              [vip.health_check]\nkind = \"tcp\"\nport = {CHECK_PORT}\ninterval_ms = \
-             {CHECK_INTERVAL_MS}\ntimeout_ms = 500\n",
+             {CHECK_INTERVAL_MS}\ntimeout_ms = 500\nvia = \"direct\"\n",
             vip_addr(i)
         )
         .expect("writing to a String");
@@ -658,22 +658,6 @@ fn scale(out: &mut String, missed: &mut Vec<String>) -> Result<()> {
 
 // ---- Failover -------------------------------------------------------------------------------
 
-fn wait_health(
-    sc: &Scenario,
-    i: usize,
-    health: BackendHealth,
-    limit: Duration,
-) -> Result<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if sc.health("web", i)? == Some(health) {
-            return Ok(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    bail!("backend{i} not {health} after {limit:?}")
-}
-
 fn failover(out: &mut String, missed: &mut Vec<String>) -> Result<()> {
     eprintln!("failover: {FAILOVER_ROUNDS} rounds in the namespace topology");
     let options = Options::default();
@@ -683,9 +667,9 @@ fn failover(out: &mut String, missed: &mut Vec<String>) -> Result<()> {
     let mut up = Vec::new();
     for _ in 0..FAILOVER_ROUNDS {
         sc.stop_server(1);
-        down.push(ms(wait_health(&sc, 1, BackendHealth::Down, limit)?));
+        down.push(ms(sc.wait_health("web", 1, BackendHealth::Down, limit)?));
         sc.start_server(1)?;
-        up.push(ms(wait_health(&sc, 1, BackendHealth::Up, limit)?));
+        up.push(ms(sc.wait_health("web", 1, BackendHealth::Up, limit)?));
     }
     let published = sc.agent.logged_failovers();
     ensure!(
