@@ -36,7 +36,7 @@ pub use decap::{Decap, DECAP_PROGRAM, PASS_PROGRAM};
 pub use probe::PROBE_PROGRAM;
 pub use sweep::{Sweep, Sweeper};
 pub use table::TableWriter;
-pub use trace::TraceMaps;
+pub use trace::{TraceMaps, TRACE_LOCK_DIR};
 
 /// The balancer's programs: the data path, the benchmark floor, and their benchmark twins
 /// (the same code behind a harness that restores the frame before each iteration).

@@ -79,7 +79,11 @@ fn wait_tracing(pin: &Path, child: &mut Child) -> Result<()> {
             return Ok(());
         }
         if let Some(status) = child.try_wait()? {
-            anyhow::bail!("lb-agent trace exited early ({status})");
+            let mut err = String::new();
+            if let Some(mut stderr) = child.stderr.take() {
+                std::io::Read::read_to_string(&mut stderr, &mut err)?;
+            }
+            anyhow::bail!("lb-agent trace exited early ({status}): {err}");
         }
         ensure!(Instant::now() < deadline, "the trace never switched on");
         std::thread::sleep(Duration::from_millis(50));

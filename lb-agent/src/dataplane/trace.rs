@@ -8,6 +8,10 @@ use aya::maps::{Array, HashMap, Map, MapData, RingBuf};
 use lb_common::{words_addr, Backend, TraceControl, VipKey, VipMeta, MAX_BACKENDS};
 use std::{net::IpAddr, path::Path};
 
+/// The directory in the pin directory whose `flock` a tracer holds (one trace at a time); the
+/// agent removes it with its pins.
+pub const TRACE_LOCK_DIR: &str = "trace_lock";
+
 /// Handles on the pinned maps a tracer uses.
 pub struct TraceMaps {
     pub control: Array<MapData, TraceControl>,

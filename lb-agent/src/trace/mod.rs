@@ -5,14 +5,18 @@
 //! with a lease into `TRACE_CONTROL`, renews the lease every second, and clears it when it
 //! stops (Ctrl-C, SIGTERM, `--count` reached, an error). A tracer killed outright leaves a
 //! lease that runs out within `TRACE_LEASE_NS`, after which the data path ignores it. One
-//! tracer at a time: it holds a `flock` on `<pin_path>/trace.lock`.
+//! tracer at a time: it holds a `flock` on the directory `<pin_path>/trace_lock` (bpffs refuses
+//! names with a dot, and holds no regular files).
 
 pub mod event;
 pub mod filter;
 pub mod flow;
 mod pcap;
 
-use crate::{dataplane::TraceMaps, pinlock::PinLock};
+use crate::{
+    dataplane::{TraceMaps, TRACE_LOCK_DIR},
+    pinlock::PinLock,
+};
 use anyhow::{Context, Result};
 use aya::maps::{Array, MapData};
 use filter::Filter;
@@ -85,7 +89,7 @@ fn monotonic_ns() -> Result<u64> {
 
 /// Run the trace until Ctrl-C, SIGTERM or `count` events; the number of events shown.
 pub async fn run(mut options: TraceOptions) -> Result<u64> {
-    let _lock = PinLock::acquire(&options.pin_dir.join("trace.lock"), LOCK_HINT)?;
+    let _lock = PinLock::acquire(&options.pin_dir.join(TRACE_LOCK_DIR), LOCK_HINT)?;
     let maps = TraceMaps::open(&options.pin_dir)?;
     let in_map = maps.vips()?;
     if let Some(name) = &options.vip {
