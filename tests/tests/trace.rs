@@ -173,6 +173,9 @@ fn a_known_flow_is_traced_with_its_backend_and_its_frames_read_back_with_tcpdump
     }
     ensure!(lines[0].contains("[S]"), "the SYN first: {stdout}");
     ensure!(stderr.contains("3 packets traced"), "{stderr}");
+    // The tracer switched the trace off as it ended: the data path is back to one lookup.
+    let control = TraceMaps::open(&sc.topo.pin_dir())?.control.get(&0, 0)?;
+    ensure!(control.until_ns == 0, "trace still on: {control:?}");
     // tcpdump reads the frames as received and as sent: client frame, then the same segment
     // inside the outer header from the balancer to the backend.
     let dump = command(&sc.topo.lb, "tcpdump")
@@ -189,5 +192,66 @@ fn a_known_flow_is_traced_with_its_backend_and_its_frames_read_back_with_tcpdump
         dumped[0].contains(&format!("IP {inner}")) && dumped[1].contains(&outer),
         "{shown}"
     );
+    Ok(())
+}
+
+#[test]
+fn filters_select_by_verdict_and_reason_and_bad_arguments_are_refused() -> Result<()> {
+    let _serial = serial();
+    let sc = Scenario::start("tf", Options::default())?;
+    for (args, exit, says) in [
+        (
+            &["--reason", "dropped"][..],
+            1,
+            "--reason \"dropped\" is not a counter",
+        ),
+        (
+            &["--vip", "nope"][..],
+            1,
+            "--vip \"nope\" is not a VIP of the running agent",
+        ),
+        (&["--sample", "0"][..], 2, "--sample"),
+        (&["--verdict", "lost"][..], 2, "--verdict"),
+        (
+            &["--pcap", "/nonexistent/dir/x.pcap"][..],
+            1,
+            "--pcap: creating",
+        ),
+    ] {
+        let out = trace_once(&sc, args)?;
+        let err = text(&out.stderr);
+        ensure!(
+            out.status.code() == Some(exit) && err.contains(says),
+            "{args:?}: {:?} {err}",
+            out.status
+        );
+    }
+    // Pass verdicts of reason pass_not_vip only: a ping of the balancer's own address (among
+    // the host's other traffic, BGP and ARP), while a forwarded HTTP request (tx, forwarded) is
+    // not shown. SIGTERM ends the trace as Ctrl-C does, switching it off.
+    let mut tracer = start_trace(&sc, &["--verdict", "pass", "--reason", "pass_not_vip"])?;
+    wait_tracing(&sc.topo.pin_dir(), &mut tracer)?;
+    sc.client.run(get_from(41_011, (VIP_V4, 80).into()))??;
+    let ping = command(&sc.topo.client, "ping")
+        .args(["-c", "2", "-i", "0.2", "-W", "2", &lb_v4(0).to_string()])
+        .output()?;
+    ensure!(ping.status.success(), "ping: {ping:?}");
+    // SAFETY: kill(2) on the tracer this test started and has not reaped.
+    ensure!(unsafe { libc::kill(tracer.id() as i32, libc::SIGTERM) } == 0);
+    wait_exit(&mut tracer)?;
+    let out = tracer.wait_with_output()?;
+    let stdout = text(&out.stdout);
+    ensure!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    for line in stdout.lines() {
+        ensure!(
+            line.contains(" pass pass_not_vip vip=- slot=- backend=- "),
+            "{line}"
+        );
+    }
+    let echo = format!("icmp {CLIENT_V4} > {} type 8/0", lb_v4(0));
+    let echoes = stdout.lines().filter(|l| l.contains(&echo)).count();
+    ensure!(echoes == 2, "two echo requests: {stdout}");
+    let control = TraceMaps::open(&sc.topo.pin_dir())?.control.get(&0, 0)?;
+    ensure!(control.until_ns == 0, "trace still on: {control:?}");
     Ok(())
 }

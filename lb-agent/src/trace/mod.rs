@@ -18,7 +18,7 @@ use crate::{
     pinlock::PinLock,
 };
 use anyhow::{Context, Result};
-use aya::maps::{Array, MapData};
+use aya::maps::{Array, MapData, RingBuf};
 use filter::Filter;
 use lb_common::{TraceControl, TraceEvent, VipKey, TRACE_LEASE_NS};
 use std::{
@@ -87,6 +87,38 @@ fn monotonic_ns() -> Result<u64> {
     clock_ns(libc::CLOCK_MONOTONIC)
 }
 
+/// What turns records into lines and pcap records, and counts them.
+struct Printer<F> {
+    vip_names: HashMap<u32, String>,
+    backend_addr: F,
+    backend_addrs: HashMap<u32, Option<IpAddr>>,
+    pcap: Option<pcap::Pcap>,
+    /// Wall clock of an event = its monotonic time + this offset.
+    offset: u64,
+    shown: u64,
+}
+
+impl<F: Fn(u32) -> Option<IpAddr>> Printer<F> {
+    fn show(&mut self, record: &[u8]) -> Result<()> {
+        let e: TraceEvent = event::decode(record)?;
+        let wall = e.header.ts_ns.wrapping_add(self.offset);
+        let backend = *self
+            .backend_addrs
+            .entry(e.header.backend_id)
+            .or_insert_with(|| (self.backend_addr)(e.header.backend_id));
+        let names = event::Names {
+            vip: self.vip_names.get(&e.header.vip_id).map(String::as_str),
+            backend,
+        };
+        println!("{}", event::line(&e, wall, &names));
+        if let Some(p) = self.pcap.as_mut() {
+            p.write(&e, wall)?;
+        }
+        self.shown += 1;
+        Ok(())
+    }
+}
+
 /// Run the trace until Ctrl-C, SIGTERM or `count` events; the number of events shown.
 pub async fn run(mut options: TraceOptions) -> Result<u64> {
     let _lock = PinLock::acquire(&options.pin_dir.join(TRACE_LOCK_DIR), LOCK_HINT)?;
@@ -95,10 +127,7 @@ pub async fn run(mut options: TraceOptions) -> Result<u64> {
     if let Some(name) = &options.vip {
         options.filter.vip_id = Some(filter::vip_id(name, &options.vips, &in_map)?);
     }
-    let vip_names: HashMap<u32, String> = filter::vip_names(&options.vips, &in_map)
-        .into_iter()
-        .collect();
-    let mut pcap = options
+    let pcap = options
         .pcap
         .as_deref()
         .map(pcap::Pcap::create)
@@ -109,53 +138,63 @@ pub async fn run(mut options: TraceOptions) -> Result<u64> {
         backends,
         ..
     } = maps;
-    let backend_maps = TraceMaps::backend_reader(backends);
     let mut lease = Lease {
         control,
         value: options.filter.control(0, std::process::id()),
     };
     lease.renew()?;
-    // Wall clock of an event = its monotonic time + this offset.
-    let offset = clock_ns(libc::CLOCK_REALTIME)?.wrapping_sub(monotonic_ns()?);
+    let mut printer = Printer {
+        vip_names: filter::vip_names(&options.vips, &in_map)
+            .into_iter()
+            .collect(),
+        backend_addr: TraceMaps::backend_reader(backends),
+        backend_addrs: HashMap::new(),
+        pcap,
+        offset: clock_ns(libc::CLOCK_REALTIME)?.wrapping_sub(monotonic_ns()?),
+        shown: 0,
+    };
     // SAFETY: the ring buffer owns its descriptor for as long as the AsyncFd owns the ring.
     let mut events = unsafe { AsyncFd::register(events) }
         .map_err(|e| anyhow::anyhow!("polling TRACE_EVENTS: {e}"))?;
+    let limit = options.count.unwrap_or(u64::MAX);
+    follow(&mut lease, &mut events, &mut printer, limit).await?;
+    // Off first, then what the data path sent before it saw the lease end.
+    drop(lease);
+    while printer.shown < limit {
+        let Some(record) = events.get_mut().next() else {
+            break;
+        };
+        printer.show(&record)?;
+    }
+    Ok(printer.shown)
+}
+
+/// Show events as they come, renewing the lease, until a signal or `limit` events.
+async fn follow<F: Fn(u32) -> Option<IpAddr>>(
+    lease: &mut Lease,
+    events: &mut AsyncFd<RingBuf<MapData>>,
+    printer: &mut Printer<F>,
+    limit: u64,
+) -> Result<()> {
     let mut renew = tokio::time::interval(RENEW_EVERY);
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    let mut backend_addrs: HashMap<u32, Option<IpAddr>> = HashMap::new();
-    let mut shown = 0u64;
-    let limit = options.count.unwrap_or(u64::MAX);
-    while shown < limit {
+    while printer.shown < limit {
         tokio::select! {
             _ = renew.tick() => lease.renew()?,
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
             ready = events.readable_mut() => {
                 let mut guard = ready.context("polling TRACE_EVENTS")?;
-                while shown < limit {
-                    let Some(item) = guard.get_inner_mut().next() else { break };
-                    let e: TraceEvent = event::decode(&item)?;
-                    drop(item);
-                    let wall = e.header.ts_ns.wrapping_add(offset);
-                    let backend = *backend_addrs
-                        .entry(e.header.backend_id)
-                        .or_insert_with(|| backend_maps(e.header.backend_id));
-                    let names = event::Names {
-                        vip: vip_names.get(&e.header.vip_id).map(String::as_str),
-                        backend,
-                    };
-                    println!("{}", event::line(&e, wall, &names));
-                    if let Some(p) = pcap.as_mut() {
-                        p.write(&e, wall)?;
-                    }
-                    shown += 1;
+                while printer.shown < limit {
+                    let Some(record) = guard.get_inner_mut().next() else { break };
+                    printer.show(&record)?;
                 }
                 guard.clear_ready();
             }
         }
     }
-    Ok(shown)
+    Ok(())
 }
 
 /// The pin directory of `--pin-path`, else the configuration's `agent.pin_path`.
