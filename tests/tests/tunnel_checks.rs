@@ -59,7 +59,9 @@ fn config(topo: &Topology, via: &str, interval_ms: u64, timeout_ms: u64) -> Stri
         lb_v4(0),
         lb_v6(0),
     );
-    let vips: [(&str, IpAddr, u16, &str, bool, &[usize]); 4] = [
+    // Name, address, port, check kind, via tunnel, backends.
+    type Vip<'a> = (&'a str, IpAddr, u16, &'a str, bool, &'a [usize]);
+    let vips: [Vip; 4] = [
         (
             "web",
             VIP_V4.into(),

@@ -100,7 +100,9 @@ mod tests {
     use super::*;
     use lb_common::IPPROTO_TCP;
 
-    fn vips() -> (Vec<(String, VipKey)>, Vec<(VipKey, VipMeta)>) {
+    type Named = Vec<(String, VipKey)>;
+
+    fn vips() -> (Named, Vec<(VipKey, VipMeta)>) {
         let web = VipKey::new("198.18.10.1".parse().unwrap(), 80, IPPROTO_TCP);
         let api = VipKey::new("198.18.10.2".parse().unwrap(), 443, IPPROTO_TCP);
         let meta = |id| VipMeta {
