@@ -105,6 +105,7 @@ pub async fn run(args: TraceArgs) -> Result<i32> {
         pcap: args.pcap,
     })
     .await?;
-    eprintln!("{shown} packets traced");
+    let plural = if shown == 1 { "" } else { "s" };
+    eprintln!("{shown} packet{plural} traced");
     Ok(0)
 }
