@@ -62,6 +62,10 @@ pub enum Command {
         /// On exit, detach the program and remove the pinned maps (drops the connection table)
         #[arg(long)]
         detach_on_exit: bool,
+        /// Load the data path's logging variant: ICMP sent, moved-slot decisions and drops in
+        /// this log, with their flow (slower; for debugging, see docs/design.md)
+        #[arg(long)]
+        ebpf_log: bool,
     },
     /// Validate a configuration file and print it with every default filled in
     Check {
@@ -304,7 +308,8 @@ pub async fn execute(cli: Cli) -> Result<i32> {
             config,
             iface,
             detach_on_exit,
-        } => daemon::run(&config, iface, detach_on_exit)
+            ebpf_log,
+        } => daemon::run(&config, iface, detach_on_exit, ebpf_log)
             .await
             .map(|()| 0),
         Command::Check { config } => {

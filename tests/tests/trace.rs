@@ -1,15 +1,17 @@
 //! `lb-agent trace` against the running agent in the namespace topology: a known client flow
 //! shows up with its 5-tuple, VIP, slot, backend, verdict and reason; the pcap holds the frame
 //! as received and as sent (read back with tcpdump); filters select; bad arguments and a
-//! second tracer are refused with messages that say why.
+//! second tracer are refused with messages that say why. The `ebpf-log` variant (`run
+//! --ebpf-log`) logs an ICMP "too big" and a drop in the agent's log, with the flow.
 
 use anyhow::{ensure, Context as _, Result};
 use lb_agent::dataplane::TraceMaps;
 use lb_tests::{
-    agentproc::{agent_binary, ADMIN},
-    netns::command,
+    agentproc::{agent_binary, Agent, ADMIN},
+    frames, inject,
+    netns::{command, sh},
     scenario::{backend_name, Options, Scenario},
-    topo::{backend_v4, lb_v4, CLIENT_V4, VIP_V4},
+    topo::{backend_v4, lb_v4, router_link, CLIENT_V4, VIP_V4},
 };
 use std::{
     net::SocketAddr,
@@ -254,4 +256,90 @@ fn filters_select_by_verdict_and_reason_and_bad_arguments_are_refused() -> Resul
     let control = TraceMaps::open(&sc.topo.pin_dir())?.control.get(&0, 0)?;
     ensure!(control.until_ns == 0, "trace still on: {control:?}");
     Ok(())
+}
+
+/// An HTTP POST of `size` bytes from the client's source port `port` (its full-size segments
+/// are too big for the tunnel); the reply's status line.
+async fn post_from(port: u16, addr: SocketAddr, size: usize) -> Result<String> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind((CLIENT_V4, port).into())?;
+    let io = Duration::from_secs(5);
+    let mut s = tokio::time::timeout(io, socket.connect(addr))
+        .await
+        .context("connect timeout")??;
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: vip\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await?;
+    s.write_all(&vec![b'x'; size]).await?;
+    let mut reply = Vec::new();
+    tokio::time::timeout(io, s.read_to_end(&mut reply))
+        .await
+        .context("read timeout")??;
+    Ok(text(&reply).lines().next().unwrap_or_default().to_string())
+}
+
+#[test]
+fn the_ebpf_log_variant_logs_a_too_big_packet_with_its_flow() -> Result<()> {
+    let _serial = serial();
+    let mut sc = Scenario::start("lg", Options::default())?;
+    // The agent again, with the logging variant: it adopts the pins and swaps the program.
+    sc.agent.stop()?;
+    sc.agent = Agent::start_with(&sc.topo.lb, &sc.config_path, BOUND, |c| {
+        c.arg("--ebpf-log");
+    })?;
+    let port = 41_021u16;
+    // 4,000 bytes: the client's 1,500-byte packets do not fit the tunnel's 1,480.
+    let status = sc
+        .client
+        .run(post_from(port, (VIP_V4, 80).into(), 4000))??;
+    ensure!(status.starts_with("HTTP/1.1 "), "{status:?}");
+    wait_logged(
+        &sc,
+        &format!("icmp too big sent to {CLIENT_V4}:{port} for {VIP_V4}:80"),
+    )?;
+    // A drop, with its reason named: an IPv4 fragment to the VIP, from the router.
+    let mut frame = frames::tcp4(CLIENT_V4, port + 1, VIP_V4, 80, frames::Tcp::Ack, b"part");
+    frame[..6].copy_from_slice(&lb_mac(&sc)?);
+    frame[20] |= 0x20; // more fragments
+    frames::fix_ipv4_checksum(&mut frame);
+    inject::inject(&sc.topo.router, &router_link(0), vec![frame])?;
+    wait_logged(
+        &sc,
+        &format!("drop drop_fragment: {CLIENT_V4} > {VIP_V4} proto 6"),
+    )
+}
+
+fn wait_logged(sc: &Scenario, expected: &str) -> Result<()> {
+    let deadline = Instant::now() + BOUND;
+    while !sc.agent.log_text().contains(expected) {
+        ensure!(
+            Instant::now() < deadline,
+            "no {expected:?} in the agent's log:\n{}",
+            sc.agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = sc.agent.log_text();
+    eprintln!(
+        "{}",
+        log.lines().find(|l| l.contains(expected)).unwrap_or("")
+    );
+    Ok(())
+}
+
+/// The balancer interface's MAC, which the router sends to.
+fn lb_mac(sc: &Scenario) -> Result<[u8; 6]> {
+    let line = sh(Some(&sc.topo.lb), "ip -o link show l0")?;
+    let mac: Vec<u8> = line
+        .split("link/ether ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or("")
+        .split(':')
+        .filter_map(|h| u8::from_str_radix(h, 16).ok())
+        .collect();
+    mac.try_into()
+        .map_err(|_| anyhow::anyhow!("no MAC in {line}"))
 }

@@ -374,4 +374,32 @@ mod tests {
         assert!(!fits(Entries::MaxVips, options.max_vips + 1));
         assert!(!fits(Entries::ConnTable, options.conn_table_entries - 1));
     }
+
+    fn map_names(object: &[u8]) -> Vec<String> {
+        let parsed = aya_obj::Object::parse(object).expect("the object parses");
+        let mut names: Vec<String> = parsed
+            .maps
+            .keys()
+            .filter(|n| !n.starts_with('.'))
+            .cloned()
+            .collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// The `ebpf-log` variant holds the balancer's maps (so it adopts the same pins) and
+    /// aya-log's ring buffer; the default object has no trace of aya-log.
+    #[test]
+    fn only_the_log_variant_has_the_aya_log_ring() {
+        let (default, variant) = (super::super::LB_OBJECT, super::super::LB_LOG_OBJECT);
+        if default.is_empty() || variant.is_empty() {
+            eprintln!("skipped: this build has no eBPF objects (LB_EBPF_DIR)");
+            return;
+        }
+        assert!(!map_names(default).iter().any(|n| n == "AYA_LOGS"));
+        let mut expected: Vec<String> = LB_MAPS.iter().map(|m| m.name.to_string()).collect();
+        expected.push("AYA_LOGS".to_string());
+        expected.sort_unstable();
+        assert_eq!(map_names(variant), expected);
+    }
 }

@@ -4,7 +4,7 @@
 
 use crate::{
     conntrack::{self, Lookup},
-    counters, encap, icmp, mac,
+    counters, encap, icmp, log, mac,
     maglev::{self, Choice, Slot},
     maps::CONFIG,
     packet::{FlowKind, Packet},
@@ -65,7 +65,7 @@ fn to_vip<const L3: usize, const TRACED: bool>(
         Err(reason) => return drop(reason),
     };
     let choice = if slot.is_moved() {
-        moved_slot(flow, kind, slot, vip.id, cfg)
+        moved_slot(ctx, flow, kind, slot, vip.id, cfg)
     } else {
         // Every flow of a stable slot belongs to the slot's backend: no table to consult.
         counters::count(Stat::StableSlot);
@@ -75,7 +75,13 @@ fn to_vip<const L3: usize, const TRACED: bool>(
         trace::note_slot(slot.is_moved(), choice.map(|c| c.id));
     }
     match choice {
-        Some(choice) => send::<L3>(ctx, pkt, cfg, &choice, vip.id, hash, kind),
+        Some(choice) => {
+            let verdict = send::<L3>(ctx, pkt, cfg, &choice, vip.id, hash, kind);
+            if verdict.reason == Stat::IcmpTooBigSent {
+                log::too_big(ctx, flow);
+            }
+            verdict
+        }
         None => drop(Stat::DropNoBackend),
     }
 }
@@ -88,6 +94,7 @@ fn to_vip<const L3: usize, const TRACED: bool>(
 /// slot's backend and gets an entry.
 #[inline(always)]
 fn moved_slot(
+    ctx: &XdpContext,
     flow: &FlowKey,
     kind: FlowKind,
     slot: Slot,
@@ -100,7 +107,10 @@ fn moved_slot(
         conntrack::lookup(flow)
     };
     let stale = match found {
-        Lookup::Hit(choice) => return Some(choice),
+        Lookup::Hit(choice) => {
+            log::moved(ctx, flow, choice.id, Stat::ConnHit);
+            return Some(choice);
+        }
         Lookup::Stale => true,
         Lookup::Miss => false,
     };
@@ -127,6 +137,15 @@ fn moved_slot(
     if kind == FlowKind::Syn || (stale && kind != FlowKind::IcmpError) {
         conntrack::insert(flow, &choice, vip_id, cfg);
     }
+    let why = match (previous.is_some(), stale, kind) {
+        (true, _, _) => Stat::MovedToPrevious,
+        (false, true, _) => Stat::ConnStale,
+        (false, false, FlowKind::Syn) => Stat::ConnMissSyn,
+        (false, false, FlowKind::Udp) => Stat::ConnMissUdp,
+        (false, false, FlowKind::TcpOther) => Stat::ConnMissNonSyn,
+        (false, false, FlowKind::IcmpError) => Stat::IcmpErrorForwarded,
+    };
+    log::moved(ctx, flow, choice.id, why);
     Some(choice)
 }
 

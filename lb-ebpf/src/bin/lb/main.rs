@@ -19,6 +19,7 @@ mod icmp;
 mod ipv4;
 mod ipv6;
 mod l4;
+mod log;
 mod mac;
 mod maglev;
 mod maps;
@@ -48,14 +49,17 @@ pub fn xdp_lb(ctx: XdpContext) -> u32 {
 /// lookup and one branch for the trace, and keeps its registers and stack as they were.
 #[inline(always)]
 fn run(ctx: &XdpContext) -> u32 {
-    if trace::start(ctx) {
+    // The logging variant has no stack to spare for the traced copy (docs/design.md).
+    if cfg!(not(feature = "ebpf-log")) && trace::start(ctx) {
         let verdict = balance::<true>(ctx);
         counters::count(verdict.reason);
+        log::verdict(ctx, &verdict);
         trace::finish(ctx, &verdict);
         return verdict.action;
     }
     let verdict = balance::<false>(ctx);
     counters::count(verdict.reason);
+    log::verdict(ctx, &verdict);
     verdict.action
 }
 
