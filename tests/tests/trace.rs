@@ -255,6 +255,42 @@ fn filters_select_by_verdict_and_reason_and_bad_arguments_are_refused() -> Resul
     ensure!(echoes == 2, "two echo requests: {stdout}");
     let control = TraceMaps::open(&sc.topo.pin_dir())?.control.get(&0, 0)?;
     ensure!(control.until_ns == 0, "trace still on: {control:?}");
+    // One ICMP "too big" answer: the client's full-size frame (cut to 256 bytes in the file)
+    // and the answer as sent, read back by tcpdump.
+    let pcap = pcap_path(&sc, "too-big.pcap").display().to_string();
+    let reason = [
+        "--reason",
+        "icmp_too_big_sent",
+        "--count",
+        "1",
+        "--pcap",
+        &pcap,
+    ];
+    let mut tracer = start_trace(&sc, &reason)?;
+    wait_tracing(&sc.topo.pin_dir(), &mut tracer)?;
+    sc.client
+        .run(post_from(41_012, (VIP_V4, 80).into(), 4000))??;
+    wait_exit(&mut tracer)?;
+    let out = tracer.wait_with_output()?;
+    let stdout = text(&out.stdout);
+    ensure!(
+        stdout.contains(" tx icmp_too_big_sent vip=web ") && stdout.contains(" len=1514>"),
+        "{stdout}"
+    );
+    let dump = command(&sc.topo.lb, "tcpdump")
+        .args(["-r", &pcap, "-nn"])
+        .output()?;
+    let shown = text(&dump.stdout);
+    ensure!(dump.status.success(), "tcpdump -r: {dump:?}");
+    let lines: Vec<&str> = shown.lines().collect();
+    ensure!(
+        lines.len() == 2
+            && lines[0].contains(&format!("IP {CLIENT_V4}.41012 > {VIP_V4}.80: Flags [.]"))
+            && lines[1].contains(&format!(
+                "IP {VIP_V4} > {CLIENT_V4}: ICMP {VIP_V4} unreachable - need to frag (mtu 1480)"
+            )),
+        "{shown}"
+    );
     Ok(())
 }
 
