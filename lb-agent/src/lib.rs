@@ -21,5 +21,7 @@ pub mod netinfo;
 pub mod notify;
 pub mod pinlock;
 pub mod secrets;
+#[cfg(test)]
+mod testpki;
 pub mod top;
 pub mod trace;

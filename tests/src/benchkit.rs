@@ -4,7 +4,8 @@
 use crate::lab::Lab;
 use anyhow::{bail, ensure, Context, Result};
 use aya::programs::{TestRun, TestRunOptions};
-use lb_common::{BenchFrame, BENCH_FRAME_LEN};
+use lb_agent::dataplane::BENCH_LB_PROGRAM;
+use lb_common::{BenchFrame, Stat, BENCH_FRAME_LEN};
 
 /// A `BENCH_FRAME_LEN`-byte template built by `build` (given the padding payload), cycling
 /// `flows` flows in `vary` mode (`BENCH_VARY_*`; flows 0: a new port every iteration).
@@ -50,6 +51,23 @@ pub fn run_twin(lab: &mut Lab, program: &str, frame: &BenchFrame, repeat: u32) -
         })
         .with_context(|| format!("BPF_PROG_TEST_RUN of {program}"))?;
     Ok(result.duration.as_nanos() as f64)
+}
+
+/// Put the flows of `syn` (the SYN twin of a moved VIP's measured template) in the connection
+/// table: one pass of the benchmark twin makes each SYN's entry. Only a SYN makes one in a moved
+/// slot (a non-SYN without an entry goes to the previous backend: lb-ebpf forward.rs), so a pass
+/// of the measured non-SYN template would leave the table empty. The measured template is set
+/// again by the caller's next run.
+pub fn prime_moved(lab: &mut Lab, syn: &BenchFrame) -> Result<()> {
+    let before = lab.lb.stat(Stat::ConnMissSyn)?;
+    run_twin(lab, BENCH_LB_PROGRAM, syn, syn.flows)?;
+    let inserted = lab.lb.stat(Stat::ConnMissSyn)? - before;
+    ensure!(
+        inserted == syn.flows as u64,
+        "priming: {inserted} of {} SYNs took the moved slot's insert path",
+        syn.flows
+    );
+    Ok(())
 }
 
 /// CPUs the kernel may ever use: per-CPU maps and the connection table's per-CPU LRU lists

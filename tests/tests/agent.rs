@@ -234,16 +234,18 @@ impl Agent {
             .map_err(anyhow::Error::msg)
     }
 
+    /// A check result for `backend` of web (which has no probe: `kind = "none"`).
     fn health(&mut self, backend: &str, health: Health) -> Result<()> {
-        self.ctl.on_check(CheckReport {
-            vip: "web".into(),
+        let report = CheckReport {
+            probe: 0,
             backend: backend.parse()?,
             ok: health == Health::Up,
             latency: Duration::from_millis(1),
             detail: "test".into(),
             transition: Some(health),
             finished_at: Instant::now(),
-        })
+        };
+        self.ctl.on_check_in("web", &report)
     }
 
     fn reload(&mut self, text: &str) -> Result<String> {

@@ -46,6 +46,16 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A VIP of `config`: name, address, port, check kind, IPv6 backends, backend indexes.
+type VipRow = (
+    &'static str,
+    IpAddr,
+    u16,
+    &'static str,
+    bool,
+    &'static [usize],
+);
+
 /// web (IPv4) and web6 (IPv6) over all six backends; mix / mix6: the other family's VIP over
 /// the healthy backends (IPv4 in IPv6, IPv6 in IPv4).
 fn config(topo: &Topology, via: &str, interval_ms: u64, timeout_ms: u64) -> String {
@@ -59,9 +69,7 @@ fn config(topo: &Topology, via: &str, interval_ms: u64, timeout_ms: u64) -> Stri
         lb_v4(0),
         lb_v6(0),
     );
-    // Name, address, port, check kind, via tunnel, backends.
-    type Vip<'a> = (&'a str, IpAddr, u16, &'a str, bool, &'a [usize]);
-    let vips: [Vip; 4] = [
+    let vips: [VipRow; 4] = [
         (
             "web",
             VIP_V4.into(),

@@ -52,6 +52,11 @@ pub const PACKAGES: &[Package] = &[
         command: "curl",
         package: "curl",
     },
+    // The TLS health-check test: its CA and certificate, and the backend's TLS server.
+    Package {
+        command: "openssl",
+        package: "openssl",
+    },
     // Blackholes a backend in the end-to-end failover scenario.
     Package {
         command: "nft",

@@ -68,6 +68,23 @@ pub struct StatusReport {
     /// the agent process: version, start, capacity, last reload
     #[serde(default)]
     pub agent: AgentInfo,
+    /// the running health probes, one per (backend, check definition), by id
+    #[serde(default)]
+    pub probes: Vec<ProbeStatus>,
+}
+
+/// One health probe and the VIPs its results apply to.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProbeStatus {
+    pub id: u64,
+    pub backend: IpAddr,
+    /// where the probe connects: the VIP (`via` tunnel) or the backend (`via` direct)
+    pub target: std::net::SocketAddr,
+    pub via: crate::config::CheckVia,
+    pub kind: crate::config::CheckKind,
+    pub vip_count: usize,
+    /// names of the VIPs served, sorted
+    pub vips: Vec<String>,
 }
 
 /// What an operator alerts on about the agent itself.
@@ -146,6 +163,13 @@ pub struct BackendStatus {
     pub checks_failed: u64,
     pub last_check_latency_ms: Option<f64>,
     pub last_change: String,
+    /// the health probe this backend takes its health from (see `StatusReport::probes`);
+    /// absent when the VIP checks nothing
+    #[serde(default)]
+    pub probe: Option<u64>,
+    /// how many VIPs that probe serves (its checks are shared by all of them)
+    #[serde(default)]
+    pub probe_vips: usize,
 }
 
 impl BackendStatus {

@@ -64,7 +64,8 @@ mod token;
 // Flat re-exports: callers (daemon, controller, CLI, lb-tests) name everything as `admin::X`.
 pub use api::{
     AdminRequest, AgentInfo, BackendHealth, BackendStats, BackendStatus, ConnSweepStatus,
-    ReloadStatus, StatsReport, StatusReport, VipStats, VipStatus, METRICS_CONTENT_TYPE,
+    ProbeStatus, ReloadStatus, StatsReport, StatusReport, VipStats, VipStatus,
+    METRICS_CONTENT_TYPE,
 };
 pub use client::{fetch_metrics, fetch_status, fetch_status_control, post, Control};
 pub use endpoints::{serve, Listeners};

@@ -38,6 +38,8 @@ fn backend(address: &str, id: u32, packets: u64) -> BackendStatus {
         checks_failed: 0,
         last_check_latency_ms: Some(1.5),
         last_change: "2025-01-01T00:00:00Z".to_owned(),
+        probe: None,
+        probe_vips: 0,
     }
 }
 
@@ -122,6 +124,7 @@ pub(super) fn canned_report() -> StatusReport {
                 message: "vip[0].port: must be 1-65535".to_owned(),
             }),
         },
+        probes: Vec::new(),
     }
 }
 

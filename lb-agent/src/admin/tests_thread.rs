@@ -30,6 +30,7 @@ fn reporter() -> Reporter {
         conn_sweep: None,
         flow_hash_key_digest: "none".to_owned(),
         agent: Default::default(),
+        probes: Vec::new(),
     })
 }
 

@@ -9,6 +9,7 @@ use std::path::Path;
 use toml::de::DeTable;
 
 mod bgp;
+mod check;
 mod datapath;
 mod locate;
 mod read;
@@ -19,6 +20,7 @@ mod validate;
 mod tests;
 
 pub use bgp::{BgpConfig, Community, Neighbor};
+pub use check::{host_name, parse_ca_pem, read_ca_file, CaCerts, StatusItem, StatusSet};
 pub use read::{read_text, Reader, MAX_BYTES, READ_TIMEOUT};
 pub use schema::{
     AdminState, AgentConfig, AllDown, BackendConfig, CheckKind, CheckVia, Config, GatewayMac,
@@ -39,17 +41,21 @@ pub fn load(path: &Path) -> anyhow::Result<Config> {
 
 /// Parses and validates a configuration; `origin` (usually the file name) prefixes every error
 /// as `origin:LINE: key.path: problem`. With several semantic problems, all are reported, one
-/// per line, in file order.
+/// per line, in file order. Once the file is valid, the health checks' CA files are read
+/// (bounded, see [`read_ca_file`]): callers already run this off the control path.
 pub fn parse(text: &str, origin: &str) -> anyhow::Result<Config> {
     let doc = match DeTable::parse(text) {
         Ok(doc) => doc,
         Err(err) => return Err(locate::toml_error(text, origin, &err, true)),
     };
-    let config: Config =
+    let mut config: Config =
         toml::from_str(text).map_err(|err| locate::toml_error(text, origin, &err, false))?;
-    let problems = config.problems();
+    let mut problems = config.problems();
     if problems.is_empty() {
-        return Ok(config);
+        problems = config.read_ca_files();
+        if problems.is_empty() {
+            return Ok(config);
+        }
     }
     Err(locate::problems_error(
         text,

@@ -10,7 +10,7 @@ use std::{
     str::FromStr,
 };
 
-use super::BgpConfig;
+use super::{BgpConfig, CaCerts, StatusSet};
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -167,8 +167,28 @@ pub struct HealthCheckConfig {
     pub port: Option<u16>,
     #[serde(default = "default_path")]
     pub path: String,
+    /// HTTP(S): the statuses that count as healthy: `200`, `"200-399"`, `[200, 204]`.
     #[serde(default = "default_expect_status")]
-    pub expect_status: u16,
+    pub expect_status: StatusSet,
+    /// HTTP(S): a substring the first 64 KiB of the body must contain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_body: Option<String>,
+    /// HTTP(S): the Host header (default: the backend's address and port); TLS: the default
+    /// of `sni`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// TLS: the server name sent and verified (default: the host part of `host`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+    /// TLS: check the backend's certificate against `ca_file` and `sni`.
+    #[serde(default = "default_verify")]
+    pub verify: bool,
+    /// TLS: PEM file of the CA(s) that signed the backends' certificates (absolute path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// `ca_file`'s certificates, read when the file is loaded.
+    #[serde(skip)]
+    pub ca_certs: CaCerts,
     #[serde(default = "default_interval_ms")]
     pub interval_ms: u64,
     #[serde(default = "default_timeout_ms")]
@@ -203,6 +223,12 @@ impl Default for HealthCheckConfig {
             port: None,
             path: default_path(),
             expect_status: default_expect_status(),
+            expect_body: None,
+            host: None,
+            sni: None,
+            verify: default_verify(),
+            ca_file: None,
+            ca_certs: CaCerts::default(),
             interval_ms: default_interval_ms(),
             timeout_ms: default_timeout_ms(),
             rise: default_rise(),
@@ -212,10 +238,14 @@ impl Default for HealthCheckConfig {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CheckKind {
     Http,
+    /// HTTP over TLS.
+    Https,
+    /// A TLS handshake (certificate verified unless `verify = false`).
+    Tls,
     #[default]
     Tcp,
     None,
@@ -283,8 +313,11 @@ fn default_log_level() -> String {
 fn default_path() -> String {
     "/".to_string()
 }
-fn default_expect_status() -> u16 {
-    200
+fn default_expect_status() -> StatusSet {
+    StatusSet::one(200)
+}
+fn default_verify() -> bool {
+    true
 }
 fn default_interval_ms() -> u64 {
     1000

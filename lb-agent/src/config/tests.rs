@@ -139,13 +139,13 @@ fn example_parses_and_defaults_are_filled() {
     assert_eq!(hc.path, "/healthz");
     assert_eq!(
         (
-            hc.expect_status,
+            hc.expect_status.clone(),
             hc.interval_ms,
             hc.timeout_ms,
             hc.rise,
             hc.fall
         ),
-        (200, 1000, 500, 2, 3)
+        (crate::config::StatusSet::one(200), 1000, 500, 2, 3)
     );
     assert_eq!(
         v.backends,

@@ -380,12 +380,7 @@ fn check_health(v: &VipConfig, hp: &KeyPath, out: &mut Problems) {
     if let Some(problem) = http_path_problem(&hc.path) {
         out.add(hp.key("path"), problem);
     }
-    if !(100..=599).contains(&hc.expect_status) {
-        out.add(
-            hp.key("expect_status"),
-            format!("must be between 100 and 599, got {}", hc.expect_status),
-        );
-    }
+    super::check::check_options(hc, hp, out);
     match hc.port {
         Some(0) => out.add(hp.key("port"), "must be between 1 and 65535, got 0"),
         None if v.port == 0 && hc.kind != CheckKind::None => out.add(
@@ -419,6 +414,10 @@ pub(super) struct Problem {
 pub(super) struct Problems(Vec<Problem>);
 
 impl Problems {
+    pub(super) fn into_vec(self) -> Vec<Problem> {
+        self.0
+    }
+
     pub(super) fn add(&mut self, path: KeyPath, message: impl Into<String>) {
         self.0.push(Problem {
             path,

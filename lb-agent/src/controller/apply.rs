@@ -8,17 +8,15 @@ use super::{
     BackendRt, Controller, VipRt,
 };
 use crate::{
-    config::{BackendConfig, CheckKind, Config, VipConfig},
-    health::{self, CheckSpec, Health},
+    config::{BackendConfig, Config, VipConfig},
+    health::Health,
 };
 use anyhow::{anyhow, Result};
 use lb_common::{words_addr, Backend, VipKey, VipMeta, MAX_BACKENDS};
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
-    net::{IpAddr, SocketAddr},
-    time::Duration,
+    net::IpAddr,
 };
-use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span};
 
 /// Ids an earlier agent used, found in the pinned maps.
@@ -139,7 +137,7 @@ impl Controller {
                 Some(bid) if self.ids.is_taken(*bid) => *bid,
                 _ => self.allocate_backend(id, b.address)?,
             };
-            let rt = self.backend_rt(cfg, b, bid, Health::Up);
+            let rt = Self::backend_rt(b, bid, Health::Up);
             vip.backends.insert(b.address, rt);
         }
         info!(vip = %cfg.name, address = %cfg.address, port = cfg.port, id, "VIP configured");
@@ -173,13 +171,7 @@ impl Controller {
 
     /// A configured backend; optimistic start (as keepalived): a dead backend is found after
     /// `fall` checks, and a restarted agent does not disturb flows while its checks warm up.
-    fn backend_rt(
-        &self,
-        vip: &VipConfig,
-        b: &BackendConfig,
-        id: u32,
-        initial: Health,
-    ) -> BackendRt {
+    fn backend_rt(b: &BackendConfig, id: u32, initial: Health) -> BackendRt {
         BackendRt {
             cfg: b.clone(),
             id,
@@ -191,53 +183,9 @@ impl Controller {
             checks_failed: 0,
             last_latency: None,
             last_change: "configured".to_string(),
-            checker: self.start_checker(vip, b.address, id, initial),
+            // Set by `sync_probes`, which also aligns the health with the probe's.
+            probe: None,
         }
-    }
-
-    /// `initial`: the health the checker starts from (a replaced checker keeps the old one, so
-    /// a backend that is down must still rise to come back). `id`: the backend's id in the
-    /// data plane, which a tunnel probe's mark names (ids never change while a backend stays,
-    /// and a new id comes with a new checker).
-    fn start_checker(
-        &self,
-        vip: &VipConfig,
-        backend: IpAddr,
-        id: u32,
-        initial: Health,
-    ) -> Option<CancellationToken> {
-        let hc = &vip.health_check;
-        if hc.kind == CheckKind::None {
-            return None;
-        }
-        let (target, route) = health::probe_route(
-            hc.via,
-            SocketAddr::new(vip.address, vip.check_port()),
-            SocketAddr::new(backend, vip.check_port()),
-            id,
-            &self.config.agent,
-        );
-        let spec = CheckSpec {
-            kind: hc.kind,
-            target,
-            route,
-            path: hc.path.clone(),
-            expect_status: hc.expect_status,
-            interval: Duration::from_millis(hc.interval_ms),
-            timeout: Duration::from_millis(hc.timeout_ms),
-            rise: hc.rise,
-            fall: hc.fall,
-        };
-        let token = CancellationToken::new();
-        health::spawn_checker(
-            vip.name.clone(),
-            backend,
-            spec,
-            initial,
-            self.reports.clone(),
-            token.clone(),
-        );
-        Some(token)
     }
 
     /// Apply a new configuration (read and parsed off this task, see `start_reload`) with the
@@ -269,6 +217,7 @@ impl Controller {
             }
         }
         self.config = new;
+        self.sync_probes();
         self.clear_weight_overrides();
         let names: Vec<String> = self.vips.keys().cloned().collect();
         for name in names {
@@ -292,7 +241,6 @@ impl Controller {
             return Ok(());
         };
         for b in vip.backends.values_mut() {
-            b.stop_checker();
             self.free_backend(b.id)?;
         }
         self.dp.remove_vip(&vip.key)?;
@@ -323,30 +271,24 @@ impl Controller {
             self.dp.set_vip(&vip.key, &VipMeta { flags, ..meta })?;
         }
         for addr in &update.removed {
-            if let Some(mut b) = vip.backends.remove(addr) {
-                b.stop_checker();
+            if let Some(b) = vip.backends.remove(addr) {
                 self.free_backend(b.id)?;
                 info!(vip = %vip.cfg.name, backend = %addr, "backend removed");
             }
         }
         for b in &update.added {
             let id = self.allocate_backend(vip.id, b.address)?;
-            let rt = self.backend_rt(&update.cfg, b, id, Health::Up);
+            let rt = Self::backend_rt(b, id, Health::Up);
             vip.backends.insert(b.address, rt);
             info!(vip = %vip.cfg.name, backend = %b.address, "backend added");
         }
         for kept in &update.kept {
-            self.update_backend(vip, &update.cfg, kept)?;
+            self.update_backend(vip, kept)?;
         }
         Ok(())
     }
 
-    fn update_backend(
-        &mut self,
-        vip: &mut VipRt,
-        cfg: &VipConfig,
-        kept: &KeptBackend,
-    ) -> Result<()> {
+    fn update_backend(&mut self, vip: &mut VipRt, kept: &KeptBackend) -> Result<()> {
         let addr = kept.cfg.address;
         let Some(b) = vip.backends.get_mut(&addr) else {
             return Ok(());
@@ -355,10 +297,7 @@ impl Controller {
             b.admin = state;
         }
         b.cfg = kept.cfg.clone();
-        if kept.restart_check {
-            b.stop_checker();
-            b.checker = self.start_checker(cfg, addr, b.id, b.health);
-        }
+        // A changed check is a new probe: `sync_probes` starts it from this backend's health.
         if kept.disables() {
             let id = b.id;
             self.new_generation(vip.id, id, addr)?;

@@ -7,6 +7,8 @@
 //! |-----------|--------------------------------------------------------------|------|
 //! | `ids`     | backend and VIP id allocation and generations                | yes  |
 //! | `policy`  | a VIP's table members and weights                            | yes  |
+//! | `probes`  | which health probes run and which VIPs each serves           | yes  |
+//! | `probing` | starting and stopping probes, fanning their results out      | no   |
 //! | `reload`  | what a new configuration changes, which weight overrides it clears | yes |
 //! | `apply`   | adding, updating and removing VIPs and backends (maps, checkers) | no |
 //! | `load`    | reading a reloaded file off this task, then applying it      | no   |
@@ -20,6 +22,8 @@ mod ids;
 mod link;
 mod load;
 mod policy;
+mod probes;
+mod probing;
 mod publish;
 mod reload;
 mod status;
@@ -36,7 +40,7 @@ use crate::{
     bgp::Speaker,
     config::{self, AdminState, AgentConfig, Config, VipConfig},
     dataplane::{Balancer, Sweeper},
-    health::{CheckReport, Health},
+    health::{CheckReport, Health, ProbeId},
 };
 use anyhow::{anyhow, Result};
 use ids::BackendIds;
@@ -48,7 +52,6 @@ use std::{
     time::{Duration, Instant},
 };
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 /// One backend of one VIP, as the agent tracks it. Its generation lives in `BackendIds`.
@@ -67,15 +70,8 @@ struct BackendRt {
     checks_failed: u64,
     last_latency: Option<Duration>,
     last_change: String,
-    checker: Option<CancellationToken>,
-}
-
-impl BackendRt {
-    fn stop_checker(&mut self) {
-        if let Some(t) = self.checker.take() {
-            t.cancel();
-        }
-    }
+    /// The probe whose results this backend takes (shared with other VIPs); None unchecked.
+    probe: Option<ProbeId>,
 }
 
 struct VipRt {
@@ -131,6 +127,11 @@ pub struct Controller {
     vips: BTreeMap<String, VipRt>,
     ids: BackendIds,
     reports: mpsc::Sender<CheckReport>,
+    /// One per (backend, check definition), shared by the VIPs using them (`probes`).
+    probes: HashMap<probes::ProbeKey, probing::ProbeRt>,
+    probe_keys: HashMap<ProbeId, probes::ProbeKey>,
+    /// The last probe id given.
+    next_probe: ProbeId,
     bgp: Option<Speaker>,
     /// None while a sweep runs.
     sweeper: Option<Sweeper>,
@@ -177,6 +178,9 @@ impl Controller {
             vips: BTreeMap::new(),
             ids,
             reports,
+            probes: HashMap::new(),
+            probe_keys: HashMap::new(),
+            next_probe: 0,
             bgp: None,
             sweeper: None,
             last_sweep: None,
@@ -190,6 +194,7 @@ impl Controller {
         ctl.sweeper = ctl.dp.take_sweeper();
         ctl.write_lb_config(&setup.config.agent)?;
         ctl.adopt_and_configure(&setup.config.vips)?;
+        ctl.sync_probes();
         let names: Vec<String> = ctl.vips.keys().cloned().collect();
         for name in names {
             ctl.publish(&name, None)?;
@@ -225,48 +230,6 @@ impl Controller {
             *slot = mac.0;
         }
         macs
-    }
-
-    /// A finished health check.
-    pub fn on_check(&mut self, report: CheckReport) -> Result<()> {
-        let Some(b) = self
-            .vips
-            .get_mut(&report.vip)
-            .and_then(|v| v.backends.get_mut(&report.backend))
-        else {
-            // A checker of a backend removed by a reload, reporting once more.
-            return Ok(());
-        };
-        if report.ok {
-            b.checks_ok += 1;
-        } else {
-            b.checks_failed += 1;
-        }
-        b.last_latency = Some(report.latency);
-        let Some(transition) = report.transition else {
-            self.shared.touch(&report.vip);
-            return Ok(());
-        };
-        b.health = transition;
-        b.last_change = match transition {
-            Health::Up => "up: checks passing".to_string(),
-            Health::Down => format!("down: {}", report.detail),
-        };
-        if transition == Health::Up {
-            b.up_since = (self.config.agent.slow_start_ms > 0).then_some(Instant::now());
-        }
-        info!(
-            vip = %report.vip,
-            backend = %report.backend,
-            state = ?transition,
-            reason = %report.detail,
-            "backend health changed"
-        );
-        if transition == Health::Down {
-            self.invalidate_flows(&report.vip, report.backend)?;
-        }
-        self.shared.changed(&report.vip);
-        self.publish(&report.vip, Some(report.finished_at))
     }
 
     /// Slow start: republish VIPs whose backends are still ramping up.
@@ -448,14 +411,5 @@ impl Controller {
     /// The data plane, for tests and benchmarks that run packets through it.
     pub fn balancer(&mut self) -> &mut Balancer {
         &mut self.dp
-    }
-
-    /// Stop every health checker (the data plane is left as it is).
-    pub fn stop_checkers(&mut self) {
-        for v in self.vips.values_mut() {
-            for b in v.backends.values_mut() {
-                b.stop_checker();
-            }
-        }
     }
 }

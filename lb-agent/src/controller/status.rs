@@ -6,8 +6,8 @@
 use super::{sweep::SweepSummary, BackendRt, Controller, Setup, VipRt};
 use crate::{
     admin::{
-        AgentInfo, BackendHealth, BackendStatus, ConnSweepStatus, ReloadStatus, StatusReport,
-        VipStatus,
+        AgentInfo, BackendHealth, BackendStatus, ConnSweepStatus, ProbeStatus, ReloadStatus,
+        StatusReport, VipStatus,
     },
     bgp::BgpStatus,
     config::CheckKind,
@@ -40,6 +40,8 @@ pub struct Snapshot {
     pub bgp: Option<BgpStatus>,
     pub sweep: Option<(SweepSummary, Instant)>,
     pub agent: AgentInfo,
+    /// The health probes; shared between snapshots until they change.
+    pub probes: Arc<Vec<ProbeStatus>>,
     pub at: Instant,
 }
 
@@ -108,6 +110,7 @@ impl StatusSource {
             counters,
             bgp: snap.bgp.clone(),
             agent: snap.agent.clone(),
+            probes: snap.probes.to_vec(),
             conn_sweep: snap.sweep.map(|(s, at)| ConnSweepStatus {
                 live_entries: s.live,
                 removed_entries: s.removed,
@@ -128,6 +131,7 @@ pub(super) struct Shared {
     /// A change readers must see at once (health, admin state, table, reload).
     urgent: bool,
     agent: AgentInfo,
+    probes: Arc<Vec<ProbeStatus>>,
 }
 
 impl Shared {
@@ -154,6 +158,7 @@ impl Shared {
             bgp: None,
             sweep: None,
             agent: agent.clone(),
+            probes: Arc::default(),
             at: now,
         }));
         Self {
@@ -163,6 +168,15 @@ impl Shared {
             dirty: BTreeSet::new(),
             urgent: true,
             agent,
+            probes: Arc::default(),
+        }
+    }
+
+    /// The probes (or the VIPs they serve) changed.
+    pub(super) fn set_probes(&mut self, probes: Vec<ProbeStatus>) {
+        if *self.probes != probes {
+            self.probes = Arc::new(probes);
+            self.urgent = true;
         }
     }
 
@@ -217,9 +231,8 @@ impl Controller {
         let dirty = std::mem::take(&mut self.shared.dirty);
         for name in dirty {
             if let Some(v) = self.vips.get(&name) {
-                self.shared
-                    .vips
-                    .insert(name, (v.id, Arc::new(vip_status(v))));
+                let status = vip_status(v, |id| self.probe_vips(id));
+                self.shared.vips.insert(name, (v.id, Arc::new(status)));
             }
         }
         self.shared.urgent = false;
@@ -230,6 +243,7 @@ impl Controller {
             bgp: self.bgp.as_ref().map(|s| s.status()),
             sweep: self.sweep_summary.zip(self.last_sweep),
             agent: self.shared.agent.clone(),
+            probes: self.shared.probes.clone(),
             at: Instant::now(),
             ..Snapshot::clone(&before)
         };
@@ -252,7 +266,8 @@ impl Controller {
     }
 }
 
-fn vip_status(v: &VipRt) -> VipStatus {
+/// `probe_vips`: how many VIPs a probe serves.
+fn vip_status(v: &VipRt, probe_vips: impl Fn(u64) -> usize) -> VipStatus {
     let checked = v.cfg.health_check.kind != CheckKind::None;
     VipStatus {
         name: v.cfg.name.clone(),
@@ -270,12 +285,17 @@ fn vip_status(v: &VipRt) -> VipStatus {
         backends: v
             .backends
             .values()
-            .map(|b| backend_status(v, b, checked))
+            .map(|b| backend_status(v, b, checked, &probe_vips))
             .collect(),
     }
 }
 
-fn backend_status(v: &VipRt, b: &BackendRt, checked: bool) -> BackendStatus {
+fn backend_status(
+    v: &VipRt,
+    b: &BackendRt,
+    checked: bool,
+    probe_vips: &impl Fn(u64) -> usize,
+) -> BackendStatus {
     BackendStatus {
         address: b.cfg.address,
         id: b.id,
@@ -295,6 +315,8 @@ fn backend_status(v: &VipRt, b: &BackendRt, checked: bool) -> BackendStatus {
         checks_failed: b.checks_failed,
         last_check_latency_ms: b.last_latency.map(|d| d.as_secs_f64() * 1000.0),
         last_change: b.last_change.clone(),
+        probe: b.probe,
+        probe_vips: b.probe.map_or(0, probe_vips),
     }
 }
 

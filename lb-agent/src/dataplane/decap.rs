@@ -7,7 +7,7 @@ use aya::{
     programs::Xdp,
     Ebpf,
 };
-use lb_common::{AddrKey, DecapStat};
+use lb_common::{AddrKey, DecapStat, DECAP_MAX_LOCALS};
 use std::{net::IpAddr, path::Path};
 
 /// The backend side's programs.
@@ -22,7 +22,15 @@ pub struct Decap {
 
 impl Decap {
     pub fn load() -> Result<Self> {
-        let mut ebpf = load::loader()
+        Self::with_capacity(DECAP_MAX_LOCALS)
+    }
+
+    /// Load with room for `locals` tunnel destinations instead of the compiled 64 (a host, or a
+    /// benchmark, that answers for more addresses).
+    pub fn with_capacity(locals: u32) -> Result<Self> {
+        let mut loader = load::loader();
+        loader.map_max_entries(maps::DECAP_DSTS.def.name, locals);
+        let mut ebpf = loader
             .load(load::object(DECAP_OBJECT, "decap")?)
             .context("loading the decap eBPF object")?;
         for name in [DECAP_PROGRAM, PASS_PROGRAM] {

@@ -1,7 +1,8 @@
 //! Backend-side checks: the VIPs on loopback, something to decapsulate the balancer's packets
-//! (our XDP program or the kernel's tunnel devices), rp_filter and ARP for the VIPs.
+//! (our XDP program or the kernel's tunnel devices), the service listening on the VIPs
+//! (`listen`), rp_filter and ARP for the VIPs.
 
-use super::{rp_filter, rp_name, Finding};
+use super::{listen, rp_filter, rp_name, Finding};
 use crate::{
     config::Config,
     dataplane,
@@ -49,6 +50,18 @@ pub(super) async fn checks(link: Option<&LinkFacts>, cfg: Option<&Config>) -> Ve
         &tunnels_up,
         cfg.is_some(),
     ));
+
+    // The service: on the VIP or a wildcard, not only on this host's own address.
+    if let Some(cfg) = cfg {
+        out.push(match listen::listeners() {
+            Ok(l) => listen::finding(&listen::services(cfg, &local), &l),
+            Err(e) => Finding::warn(
+                "service on the VIPs",
+                format!("cannot list listening sockets: {e}"),
+                "check that /proc is mounted",
+            ),
+        });
+    }
 
     // rp_filter for decapsulated packets.
     let kernel_tunnels = !has_xdp || !tunnels_up.is_empty();

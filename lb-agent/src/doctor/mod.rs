@@ -11,13 +11,15 @@
 //!
 //! Checks by where they look: `host` (privileges, bpffs, BTF, kernel, program load), `iface`
 //! (the interface, MTU, bonding, native XDP), `balancer` (gateway, rp_filter on the LB),
-//! `backend` (VIPs on lo, decapsulation, rp_filter, ARP) and `bgp` (BIRD).
+//! `backend` (VIPs on lo, decapsulation, the service's listening address, rp_filter,
+//! ARP) and `bgp` (BIRD).
 
 mod backend;
 mod balancer;
 mod bgp;
 mod host;
 mod iface;
+mod listen;
 mod report;
 #[cfg(test)]
 mod tests;

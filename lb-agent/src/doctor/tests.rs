@@ -408,11 +408,13 @@ fn backend_opts() -> DoctorOptions {
     }
 }
 
-/// Backend side, unprepared: VIP missing from lo, strict rp_filter, ARP answered.
+/// Backend side, unprepared: VIP missing from lo, strict rp_filter, ARP answered, the service
+/// bound to the backend's own address.
 fn backend_unprepared(ns: &str) {
     let be = in_netns(ns, move || {
         write_sysctl("net/ipv4/conf/all/arp_ignore", "0");
         write_sysctl("net/ipv4/conf/all/arp_announce", "0");
+        let _service = std::net::TcpListener::bind("198.18.250.1:80").expect("bind in netns");
         block_on(run(&backend_opts()))
     });
     let text = render(&be);
@@ -429,6 +431,14 @@ fn backend_unprepared(ns: &str) {
     );
     assert_eq!(get(&be, "ARP for VIPs").verdict, Verdict::Warn, "{text}");
     assert!(be.iter().all(|f| f.check != "gateway MAC"), "{text}");
+    let service = get(&be, "service on the VIPs");
+    assert_eq!(service.verdict, Verdict::Fail, "{text}");
+    assert!(
+        service
+            .detail
+            .contains("198.18.251.10:80 (listening only on 198.18.250.1)"),
+        "{text}"
+    );
 }
 
 /// Backend side, prepared: VIP on lo, loose rp_filter, ARP sysctls, xdp_decap attached.
@@ -443,6 +453,7 @@ fn backend_prepared(ns: &str) {
         let _id = prog
             .attach("lbdoc0", aya::programs::XdpMode::Driver)
             .expect("native XDP on veth");
+        let _service = std::net::TcpListener::bind("0.0.0.0:80").expect("bind in netns");
         let findings = block_on(run(&backend_opts()));
         drop(decap);
         findings
@@ -452,6 +463,7 @@ fn backend_prepared(ns: &str) {
         "VIPs on lo",
         "rp_filter",
         "ARP for VIPs",
+        "service on the VIPs",
         "decapsulation",
         "native XDP on lbdoc0",
         "MTU",

@@ -12,7 +12,7 @@ use std::{io, net::SocketAddr, os::fd::AsRawFd};
 use tokio::net::{TcpSocket, TcpStream};
 
 /// How a probe reaches its backend.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Route {
     /// To the backend's own address (`via = "direct"`).
     Direct,
@@ -20,7 +20,7 @@ pub enum Route {
     Tunnel(Tunnel),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Tunnel {
     /// The backend id the data plane knows the backend by (`BACKENDS`).
     pub backend_id: u32,
@@ -79,14 +79,14 @@ pub async fn connect(target: SocketAddr, route: &Route) -> Result<TcpStream, Str
         Route::Direct => {
             return TcpStream::connect(target)
                 .await
-                .map_err(|e| format!("connect: {}", super::io_detail(&e)));
+                .map_err(|e| format!("connect: {}", super::probe::io_detail(&e)));
         }
         Route::Tunnel(tunnel) => tunnel,
     };
     let socket = tunnel_socket(target, tunnel).map_err(|e| {
         format!(
             "probe socket for the tunnel: {} (the agent needs CAP_NET_ADMIN and CAP_NET_RAW)",
-            super::io_detail(&e)
+            super::probe::io_detail(&e)
         )
     })?;
     let stream = socket
@@ -139,7 +139,7 @@ fn setsockopt_u32(fd: i32, level: i32, name: i32, value: u32) -> io::Result<()> 
 
 /// "connect: ..." with what an unreachable VIP means for a tunnel probe.
 fn connect_detail(e: &io::Error, interface: &str) -> String {
-    let detail = super::io_detail(e);
+    let detail = super::probe::io_detail(e);
     match e.raw_os_error() {
         Some(libc::ENETUNREACH) | Some(libc::EHOSTUNREACH) => format!(
             "connect: {detail} (no route to the VIP through {interface}: tunnel probes leave \

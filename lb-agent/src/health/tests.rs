@@ -1,7 +1,11 @@
+use super::checker::{first_delay, jittered_interval, MIN_INTERVAL};
 use super::*;
+use crate::config::StatusSet;
 use std::io::ErrorKind;
 use std::net::Ipv4Addr;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
+use tokio::{net::TcpStream, sync::mpsc, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
@@ -11,7 +15,10 @@ fn spec(kind: CheckKind, target: SocketAddr) -> CheckSpec {
         target,
         route: crate::health::Route::Direct,
         path: "/healthz".to_owned(),
-        expect_status: 200,
+        expect_status: StatusSet::one(200),
+        expect_body: None,
+        host: None,
+        tls: None,
         interval: Duration::from_millis(50),
         timeout: Duration::from_millis(200),
         rise: 2,
@@ -234,7 +241,7 @@ async fn http_check_honours_expect_status() {
     let (l, addr) = listener().await;
     let server = serve_once(l, "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
     let mut s = spec(CheckKind::Http, addr);
-    s.expect_status = 204;
+    s.expect_status = StatusSet::one(204);
     s.path = "/status?full=1".to_owned();
     assert!(check_once(&s).await.is_ok());
     let head = server.await.unwrap();
@@ -310,18 +317,11 @@ async fn checker_reports_up_then_down_and_stops_on_cancel() {
         let (tx, mut rx) = mpsc::channel(16);
         let cancel = CancellationToken::new();
         let s = spec(CheckKind::Http, addr);
-        let handle = spawn_checker(
-            "web".to_owned(),
-            LOCALHOST,
-            s,
-            Health::Down,
-            tx,
-            cancel.clone(),
-        );
+        let handle = spawn_checker(7, LOCALHOST, s, Health::Down, tx, cancel.clone());
 
         // rise 2: first success no transition, second success -> Up.
         let r1 = next_report(&mut rx).await;
-        assert_eq!(r1.vip, "web");
+        assert_eq!(r1.probe, 7);
         assert_eq!(r1.backend, LOCALHOST);
         assert!(r1.ok, "{r1:?}");
         assert_eq!(r1.detail, "HTTP 200");
@@ -391,7 +391,7 @@ async fn checker_records_schedule_lag_of_every_probe() {
     let cancel = CancellationToken::new();
     let before = lag_count();
     let _handle = spawn_checker(
-        "web".to_owned(),
+        7,
         LOCALHOST,
         spec(CheckKind::Tcp, addr),
         Health::Up,
@@ -412,14 +412,7 @@ async fn checker_exits_when_receiver_is_gone() {
     let (tx, rx) = mpsc::channel(1);
     let mut s = spec(CheckKind::Tcp, addr);
     s.interval = Duration::from_secs(3600);
-    let handle = spawn_checker(
-        "web".to_owned(),
-        LOCALHOST,
-        s,
-        Health::Up,
-        tx,
-        CancellationToken::new(),
-    );
+    let handle = spawn_checker(7, LOCALHOST, s, Health::Up, tx, CancellationToken::new());
     drop(rx);
     // Even while sleeping a long first delay, it notices the closed channel.
     tokio::time::timeout(Duration::from_secs(2), handle)
@@ -434,7 +427,7 @@ async fn checker_exits_when_send_fails() {
     let _server = serve_forever(l, OK_200);
     let (tx, mut rx) = mpsc::channel(1);
     let handle = spawn_checker(
-        "web".to_owned(),
+        7,
         LOCALHOST,
         spec(CheckKind::Http, addr),
         Health::Up,
@@ -455,7 +448,7 @@ async fn checker_with_kind_none_reports_nothing() {
     let addr = closed_port().await;
     let (tx, mut rx) = mpsc::channel(1);
     let handle = spawn_checker(
-        "web".to_owned(),
+        7,
         LOCALHOST,
         spec(CheckKind::None, addr),
         Health::Up,
@@ -476,14 +469,7 @@ async fn checker_stops_on_cancel_during_first_delay() {
     let cancel = CancellationToken::new();
     let mut s = spec(CheckKind::Tcp, addr);
     s.interval = Duration::from_secs(3600);
-    let handle = spawn_checker(
-        "web".to_owned(),
-        LOCALHOST,
-        s,
-        Health::Up,
-        tx,
-        cancel.clone(),
-    );
+    let handle = spawn_checker(7, LOCALHOST, s, Health::Up, tx, cancel.clone());
     cancel.cancel();
     tokio::time::timeout(Duration::from_secs(2), handle)
         .await

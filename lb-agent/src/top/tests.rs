@@ -21,6 +21,8 @@ fn backend(addr: &str, packets: u64, effective: u32, health: BackendHealth) -> B
         checks_failed: 0,
         last_check_latency_ms: None,
         last_change: String::new(),
+        probe: None,
+        probe_vips: 0,
     }
 }
 
@@ -55,6 +57,7 @@ fn report(name: &str, packets: u64, drops: u64, backends: Vec<BackendStatus>) ->
         bgp: None,
         conn_sweep: None,
         agent: Default::default(),
+        probes: Vec::new(),
     }
 }
 

@@ -10,7 +10,7 @@ use anyhow::{ensure, Context, Result};
 use lb_agent::dataplane::{BENCH_LB_PROGRAM, BENCH_REFLECT_PROGRAM};
 use lb_common::{BenchFrame, Stat, BENCH_VARY_V4, DEFAULT_NEW_FLOWS_PER_SEC, IPPROTO_TCP};
 use lb_tests::{
-    benchkit::{median, pin, possible_cpus, run_twin, template},
+    benchkit::{median, pin, possible_cpus, prime_moved, run_twin, template},
     flood::{self, Flood, CLIENT, CPU, VIP},
     frames::{self, Tcp},
     lab::{backend_addr, flow_of, Lab},
@@ -37,19 +37,21 @@ const FLOOD_SYNS: u32 = 4_000_000;
 /// default's do only for floods under ~3 s, and how long 4,000,000 SYNs take depends on load.
 const LOW_GUARD: u32 = 25_000;
 
+/// The backend every slot of the moved VIP points at now (new flows, SYNs, go there).
+const MOVED_TO: u32 = BACKENDS[1];
 /// A VIP whose every slot is moved; `VIP` keeps stable slots.
 const MOVED_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 12);
 
-fn flows_frame(vip: Ipv4Addr, flows: u32) -> Result<BenchFrame> {
+fn flows_frame(vip: Ipv4Addr, flows: u32, tcp: Tcp) -> Result<BenchFrame> {
     template(BENCH_VARY_V4, flows, |p| {
-        frames::tcp4(CLIENT, 0, vip, 80, Tcp::Ack, p)
+        frames::tcp4(CLIENT, 0, vip, 80, tcp, p)
     })
 }
 
 /// A VIP of `BACKENDS` whose every slot is moved, with the equal table's pick as previous.
 fn moved_vip(lab: &mut Lab) -> Result<lb_common::VipKey> {
     let key = lab.add_vip(MOVED_VIP.into(), 80, IPPROTO_TCP, 0, &BACKENDS)?;
-    lab.move_every_slot(&key, BACKENDS[0], BACKENDS[1])?;
+    lab.move_every_slot(&key, BACKENDS[0], MOVED_TO)?;
     Ok(key)
 }
 
@@ -143,8 +145,8 @@ fn main() -> Result<()> {
         "BPF_PROG_TEST_RUN through the benchmark twin, {ROUNDS} rounds x {ITERATIONS} iterations \
          per flow count, one CPU; every packet a non-SYN of one of N flows cycled in order. \
          Stable slots: the Maglev table alone routes the flows. Moved slots (every slot of the VIP \
-         moved): the connection table, primed with one pass first. ns per packet; the floor \
-         (MAC swap through the same harness) runs in the same round."
+         moved): the connection table, primed with one pass of the flows' SYNs first. ns per \
+         packet; the floor (MAC swap through the same harness) runs in the same round."
     );
     println!();
     println!(
@@ -160,8 +162,10 @@ fn main() -> Result<()> {
     }
     println!();
     println!(
-        "Above capacity every miss is a Maglev lookup plus an insert that evicts; {checked} \
-         sampled flows of the {} set were each sent to the backend Maglev picks for them.",
+        "Moved slots are primed with each flow's SYN (only a SYN makes an entry there). Above \
+         capacity a non-SYN whose entry was evicted goes to the slot's previous backend and makes \
+         no entry; {checked} sampled flows of the {} set were each sent to their entry's backend \
+         or, without one, to the previous backend Maglev picks for them.",
         OVER[OVER.len() - 1]
     );
     println!();
@@ -209,16 +213,8 @@ fn measure(lab: &mut Lab, flows: u32, moved: bool) -> Result<Row> {
     if !moved {
         return measure_stable(lab, flows);
     }
-    let frame = flows_frame(MOVED_VIP, flows)?;
-    let seen = |lab: &Lab| -> Result<u64> {
-        Ok(lab.lb.stat(Stat::ConnHit)? + lab.lb.stat(Stat::ConnMissNonSyn)?)
-    };
-    let before = seen(lab)?;
-    run_twin(lab, BENCH_LB_PROGRAM, &frame, flows)?;
-    ensure!(
-        seen(lab)? - before == flows as u64,
-        "priming took another path"
-    );
+    let frame = flows_frame(MOVED_VIP, flows, Tcp::Ack)?;
+    prime_moved(lab, &flows_frame(MOVED_VIP, flows, Tcp::Syn)?)?;
     let mut row = Row::new(flows, true);
     for _ in 0..ROUNDS {
         row.floor
@@ -242,7 +238,7 @@ fn measure(lab: &mut Lab, flows: u32, moved: bool) -> Result<Row> {
 }
 
 fn measure_stable(lab: &mut Lab, flows: u32) -> Result<Row> {
-    let frame = flows_frame(VIP, flows)?;
+    let frame = flows_frame(VIP, flows, Tcp::Ack)?;
     let mut row = Row::new(flows, false);
     for _ in 0..ROUNDS {
         row.floor
@@ -260,7 +256,8 @@ fn measure_stable(lab: &mut Lab, flows: u32) -> Result<Row> {
 }
 
 /// Send `SAMPLE` flows of the `flows` set (built as the harness builds them) through `xdp_lb`
-/// once each and check each went to Maglev's backend; returns how many were checked.
+/// once each and check each went to its entry's backend or, evicted, to Maglev's previous
+/// pick; returns how many were checked.
 fn maglev_agrees(lab: &mut Lab, key: &lb_common::VipKey, flows: u32) -> Result<u32> {
     let step = flows / SAMPLE;
     for i in 0..SAMPLE {
@@ -268,10 +265,16 @@ fn maglev_agrees(lab: &mut Lab, key: &lb_common::VipKey, flows: u32) -> Result<u
         let o = CLIENT.octets();
         let src = Ipv4Addr::new(o[0], o[1], o[2], o[3].wrapping_add((flow >> 16) as u8));
         let frame = frames::tcp4(src, flow as u16, MOVED_VIP, 80, Tcp::Ack, &[]);
-        // The previous backend of every moved slot is the equal table's pick.
-        let want = lab.predict(key, &flow_of(&frame)?, &BACKENDS)?;
-        let want = backend_addr(&lab.lb, want)?;
+        // A flow whose SYN's entry survived keeps the backend its SYN took, the slot's own;
+        // an evicted one goes to the slot's previous backend, the equal table's pick.
+        let hits = lab.lb.stat(Stat::ConnHit)?;
         let (verdict, out) = lab.run(&frame)?;
+        let want = if lab.lb.stat(Stat::ConnHit)? > hits {
+            MOVED_TO
+        } else {
+            lab.predict(key, &flow_of(&frame)?, &BACKENDS)?
+        };
+        let want = backend_addr(&lab.lb, want)?;
         ensure!(verdict == XDP_TX, "flow {flow}: verdict {verdict}");
         let got = IpAddr::V4(Ipv4Addr::new(out[30], out[31], out[32], out[33]));
         ensure!(

@@ -6,6 +6,7 @@
 //! Prints one Markdown section on stdout (progress on stderr); fails when a measurement is not
 //! what it claims to be (a table read back differs, checks fail, the agent never gets ready).
 
+mod checks;
 mod render;
 
 use anyhow::{bail, ensure, Context, Result};
@@ -56,7 +57,7 @@ const SCRAPED_FAILOVER_TARGET: f64 = 1.10;
 const PUBLISHED_TARGET_MS: f64 = 5.0;
 
 /// Sections, in the order they run; arguments pick some (all by default).
-const SECTIONS: [&str; 5] = ["maglev", "render", "publish", "scale", "failover"];
+const SECTIONS: [&str; 6] = ["maglev", "render", "publish", "scale", "checks", "failover"];
 
 fn main() -> Result<()> {
     let picked: Vec<String> = std::env::args().skip(1).collect();
@@ -78,6 +79,9 @@ fn main() -> Result<()> {
     }
     if run("scale") {
         scale(&mut out, &mut missed)?;
+    }
+    if run("checks") {
+        checks::checks(&mut out)?;
     }
     if run("failover") {
         failover(&mut out, &mut missed)?;
@@ -341,31 +345,45 @@ impl Drop for ScaleNs {
     }
 }
 
-fn scale_config(ns: &ScaleNs) -> String {
+/// Backends of the scale configuration: 100 of their own per VIP, or one pool of 100 that every
+/// VIP shares, the VIPs then on 10 addresses × 10 ports (what probe sharing is for).
+#[derive(Clone, Copy, PartialEq)]
+enum Shape {
+    Distinct,
+    Pool,
+}
+
+/// The scale benchmark's configuration for an agent in namespace `ns` (pins in
+/// /sys/fs/bpf/`ns`), its checks taking path `via`.
+fn scale_config(ns: &str, via: &str, shape: Shape) -> String {
+    let pin_dir = std::path::Path::new("/sys/fs/bpf").join(ns);
     let mut text = format!(
         "[agent]\ninterface = \"cv0\"\nxdp_mode = \"native\"\npin_path = \"{}\"\n\
          admin_listen = \"{}\"\ncontrol_socket = \"{}\"\n\
          gateway_mac = \"02:00:00:00:00:01\"\n\
          encap_source_v4 = \"198.18.0.2\"\nmax_vips = {VIPS}\nconn_table_size = 65536\n\
          slow_start_ms = 0\n",
-        ns.pin_dir().display(),
+        pin_dir.display(),
         lb_tests::agentproc::ADMIN,
-        lb_tests::agentproc::control_socket(&std::env::temp_dir().join(&ns.name), 0).display()
+        lb_tests::agentproc::control_socket(&std::env::temp_dir().join(ns), 0).display()
     );
     for i in 0..VIPS {
+        let (address, port, pool) = match shape {
+            Shape::Distinct => (vip_addr(i), 80, i),
+            Shape::Pool => (vip_addr(i / 10), 80 + i % 10, 0),
+        };
         write!(
             text,
-            "\n[[vip]]\nname = \"v{i}\"\naddress = \"{}\"\nport = 80\nprotocol = \"tcp\"\n\
-             [vip.health_check]\nkind = \"tcp\"\nport = {CHECK_PORT}\ninterval_ms = \
-             {CHECK_INTERVAL_MS}\ntimeout_ms = 500\nvia = \"direct\"\n",
-            vip_addr(i)
+            "\n[[vip]]\nname = \"v{i}\"\naddress = \"{address}\"\nport = {port}\n\
+             protocol = \"tcp\"\n[vip.health_check]\nkind = \"tcp\"\nport = {CHECK_PORT}\n\
+             interval_ms = {CHECK_INTERVAL_MS}\ntimeout_ms = 500\nvia = \"{via}\"\n",
         )
         .expect("writing to a String");
         for j in 0..BACKENDS_PER_VIP {
             write!(
                 text,
                 "[[vip.backend]]\naddress = \"{}\"\n",
-                backend_addr(i, j)
+                backend_addr(pool, j)
             )
             .expect("writing to a String");
         }
@@ -484,7 +502,7 @@ fn scale(out: &mut String, missed: &mut Vec<String>) -> Result<()> {
     let dir = std::env::temp_dir().join(&ns.name);
     std::fs::create_dir_all(&dir)?;
     let config = dir.join("lb.toml");
-    std::fs::write(&config, scale_config(&ns))?;
+    std::fs::write(&config, scale_config(&ns.name, "direct", Shape::Distinct))?;
 
     let started = Instant::now();
     let result = (|| -> Result<()> {

@@ -30,6 +30,8 @@ fn report() -> StatusReport {
         checks_failed: u64::from(b % 7),
         last_check_latency_ms: Some(0.25 + f64::from(b) / 1000.0),
         last_change: "2026-11-30T12:00:00Z".to_owned(),
+        probe: Some(u64::from(v * BACKENDS_PER_VIP + b + 1)),
+        probe_vips: 1,
     };
     let vips = (0..VIPS)
         .map(|v| VipStatus {
@@ -60,6 +62,7 @@ fn report() -> StatusReport {
         conn_sweep: None,
         flow_hash_key_digest: "none".to_owned(),
         agent: Default::default(),
+        probes: Vec::new(),
     }
 }
 
