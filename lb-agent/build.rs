@@ -24,6 +24,10 @@ fn main() {
         });
         fs::write(out.join(format!("{name}.o")), bytes).expect("write to OUT_DIR");
     }
+    // The `ebpf-log` variant is optional: without it only `run --ebpf-log` fails (saying so).
+    let src = dir.join("lb-log");
+    println!("cargo::rerun-if-changed={}", src.display());
+    fs::write(out.join("lb-log.o"), fs::read(&src).unwrap_or_default()).expect("write to OUT_DIR");
     if missing {
         println!("cargo::rustc-cfg=lb_ebpf_missing");
         println!(

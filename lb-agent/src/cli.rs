@@ -1,8 +1,9 @@
-//! The command line: `lb-agent run | check | decap | status | stats | top | backend | reload |
-//! maintenance | doctor`.
+//! The command line: `lb-agent run | check | decap | status | stats | top | trace | backend |
+//! reload | maintenance | doctor`.
 
 use crate::{admin, config, daemon, dataplane, docgen, doctor, netinfo, pinlock::PinLock, secrets};
 mod backend;
+mod trace;
 use anyhow::{bail, Context, Result};
 pub use backend::BackendAction;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -61,6 +62,10 @@ pub enum Command {
         /// On exit, detach the program and remove the pinned maps (drops the connection table)
         #[arg(long)]
         detach_on_exit: bool,
+        /// Load the data path's logging variant: ICMP sent, moved-slot decisions and drops in
+        /// this log, with their flow (slower; for debugging, see docs/design.md)
+        #[arg(long)]
+        ebpf_log: bool,
     },
     /// Validate a configuration file and print it with every default filled in
     Check {
@@ -111,6 +116,9 @@ pub enum Command {
         one JSON object per frame, for scripts."
     )]
     Top(TopArgs),
+    /// Show the data path's verdict on each packet, live (and write the frames to a pcap file)
+    #[command(long_about = TRACE_ABOUT)]
+    Trace(trace::TraceArgs),
     /// Take this balancer out of the BGP fleet gracefully (on) or put it back (off)
     #[command(
         long_about = "Maintenance mode of the running agent's BGP announcements.\n\n\
@@ -156,6 +164,16 @@ pub enum Command {
     #[command(hide = true)]
     Man { dir: PathBuf },
 }
+
+const TRACE_ABOUT: &str = "Show what the running agent's data path does with each packet, one \
+    line each: time, CPU, verdict (tx, pass, drop) and its reason (the counter it moved), VIP, \
+    Maglev slot (stable or moved), backend, the flow, and frame lengths (received>sent).\n\n\
+    Packets are traced only while this command runs (a lease it renews every second; the \
+    data path ignores a lapsed one). Filters: --vip, --verdict, --reason, --sample; --count \
+    stops after N packets. --pcap FILE also writes each frame as received and, when \
+    forwarded, as sent (with its outer header, which tcpdump on the interface cannot see), \
+    at most 256 bytes of each. Run as root in the agent's network namespace; one trace at a \
+    time.";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum MaintenanceAction {
@@ -290,7 +308,8 @@ pub async fn execute(cli: Cli) -> Result<i32> {
             config,
             iface,
             detach_on_exit,
-        } => daemon::run(&config, iface, detach_on_exit)
+            ebpf_log,
+        } => daemon::run(&config, iface, detach_on_exit, ebpf_log)
             .await
             .map(|()| 0),
         Command::Check { config } => {
@@ -302,6 +321,7 @@ pub async fn execute(cli: Cli) -> Result<i32> {
         }
         Command::Decap(args) => decap(args.action).await.map(|()| 0),
         Command::Top(args) => top(args).await,
+        Command::Trace(args) => trace::run(args).await,
         Command::Status(args) => show(&args, false).await,
         Command::Stats(args) => show(&args, true).await,
         Command::Backend {

@@ -33,7 +33,12 @@ use tracing::{error, info, warn};
 /// Longest a shutdown waits for BIRD to confirm the withdrawal.
 const BGP_WITHDRAW_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
-pub async fn run(config_path: &Path, iface: Option<String>, detach_on_exit: bool) -> Result<()> {
+pub async fn run(
+    config_path: &Path,
+    iface: Option<String>,
+    detach_on_exit: bool,
+    ebpf_log: bool,
+) -> Result<()> {
     limits::raise_nofile();
     let mut cfg = config::Reader::default()
         .load(config_path.to_path_buf(), config::READ_TIMEOUT)
@@ -50,7 +55,7 @@ pub async fn run(config_path: &Path, iface: Option<String>, detach_on_exit: bool
         "Stop that agent first (systemctl stop lb-agent), or give this one another \
          agent.pin_path (and admin_listen, control_socket).",
     )?;
-    let (mut ctl, attachment, reports) = start(cfg, config_path, iface).await?;
+    let (mut ctl, attachment, reports) = start(cfg, config_path, iface, ebpf_log).await?;
     let shutdown = CancellationToken::new();
     let (mut inputs, admin_task) = Inputs::spawn(&mut ctl, &agent, reports, &shutdown).await?;
     let sd = Notifier;
@@ -87,6 +92,7 @@ async fn start(
     cfg: config::Config,
     config_path: &Path,
     iface: Option<String>,
+    ebpf_log: bool,
 ) -> Result<(Controller, Attachment, mpsc::Receiver<CheckReport>)> {
     let agent = cfg.agent.clone();
     let bgp = cfg.bgp.clone();
@@ -97,6 +103,7 @@ async fn start(
         max_vips: agent.max_vips,
         conn_table_entries: agent.conn_table_size,
         pin_dir: Some(agent.pin_path.clone()),
+        ebpf_log,
     })?;
     let (reports_tx, reports) = mpsc::channel(4096);
     // Maps are programmed before the program is attached (or swapped in), so no packet ever

@@ -4,12 +4,14 @@
 mod attach;
 mod counters;
 mod decap;
+mod ebpf_log;
 mod load;
 pub mod maps;
 pub mod pinned;
 mod probe;
 mod sweep;
 mod table;
+mod trace;
 
 use anyhow::{bail, Context, Result};
 use aya::{
@@ -35,6 +37,7 @@ pub use decap::{Decap, DECAP_PROGRAM, PASS_PROGRAM};
 pub use probe::PROBE_PROGRAM;
 pub use sweep::{Sweep, Sweeper};
 pub use table::TableWriter;
+pub use trace::{TraceMaps, TRACE_LOCK_DIR};
 
 /// The balancer's programs: the data path, the benchmark floor, and their benchmark twins
 /// (the same code behind a harness that restores the frame before each iteration).
@@ -63,6 +66,8 @@ static LB_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "
 static DECAP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/decap.o"));
 #[cfg(lb_ebpf_missing)]
 static LB_OBJECT: &[u8] = &[];
+/// The `ebpf-log` variant of `lb` (empty when the build did not find it).
+static LB_LOG_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-log.o"));
 #[cfg(lb_ebpf_missing)]
 static DECAP_OBJECT: &[u8] = &[];
 
@@ -76,6 +81,8 @@ pub struct LoadOptions {
     /// bpffs directory for the maps and the XDP link: a later load adopts what is there, so
     /// the connection table and forwarding survive an agent restart. None: nothing pinned.
     pub pin_dir: Option<PathBuf>,
+    /// Load the `ebpf-log` variant and forward its aya-log records to the agent's log.
+    pub ebpf_log: bool,
 }
 
 impl Default for LoadOptions {
@@ -85,6 +92,7 @@ impl Default for LoadOptions {
             max_vips: DEFAULT_MAX_VIPS,
             conn_table_entries: DEFAULT_CONN_TABLE_ENTRIES,
             pin_dir: None,
+            ebpf_log: false,
         }
     }
 }

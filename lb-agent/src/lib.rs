@@ -24,3 +24,4 @@ pub mod secrets;
 #[cfg(test)]
 mod testpki;
 pub mod top;
+pub mod trace;

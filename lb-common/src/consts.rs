@@ -62,6 +62,15 @@ pub const DEFAULT_OUTER_TTL: u8 = 64;
 /// Length of the frame the bench harness restores before each iteration.
 pub const BENCH_FRAME_LEN: usize = 128;
 
+// Packet trace (`lb-agent trace`, `trace.rs`).
+/// Bytes of each frame copied into an event, as received and as sent.
+pub const TRACE_SNAP_LEN: usize = 256;
+/// Size of the `TRACE_EVENTS` ring buffer (a power of two, a multiple of the page size):
+/// about 450 events in flight.
+pub const TRACE_RING_BYTES: u32 = 256 * 1024;
+/// How long a renewal of `until_ns` keeps the trace on; the tracer renews it every second.
+pub const TRACE_LEASE_NS: u64 = 3_000_000_000;
+
 // Wire constants, taken from `network-types` (constants only: its header structs keep
 // multi-byte fields as byte arrays, which the BPF backend reads byte by byte; see
 // docs/design.md). EtherTypes are host order here; the data path compares `.to_be()`.

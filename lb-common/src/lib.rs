@@ -11,6 +11,7 @@ pub mod hash;
 pub mod maps;
 mod prime;
 mod stats;
+pub mod trace;
 
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -19,6 +20,10 @@ pub use prime::is_prime;
 pub use stats::{
     BenchStat, DecapStat, ProbeStat, Stat, BENCH_STAT_COUNT, DECAP_STAT_COUNT, PROBE_STAT_COUNT,
     STAT_COUNT,
+};
+pub use trace::{
+    TraceControl, TraceEvent, TraceHeader, TraceScratch, TRACE_ANY, TRACE_SLOT_MOVED,
+    TRACE_SLOT_NONE, TRACE_SLOT_STABLE,
 };
 
 /// Address family tag stored in keys and backends.
@@ -399,6 +404,9 @@ mod pod {
     unsafe impl aya::Pod for FloodWindow {}
     unsafe impl aya::Pod for TrafficCounters {}
     unsafe impl aya::Pod for BenchFrame {}
+    unsafe impl aya::Pod for crate::TraceControl {}
+    unsafe impl aya::Pod for crate::TraceEvent {}
+    unsafe impl aya::Pod for crate::TraceScratch {}
 }
 
 #[cfg(test)]

@@ -22,6 +22,9 @@ pub const BACKEND_STATS: &str = "BACKEND_STATS";
 pub const PROBE_STATS: &str = "PROBE_STATS";
 pub const BENCH_FRAME: &str = "BENCH_FRAME";
 pub const BENCH_STATS: &str = "BENCH_STATS";
+pub const TRACE_CONTROL: &str = "TRACE_CONTROL";
+pub const TRACE_EVENTS: &str = "TRACE_EVENTS";
+pub const TRACE_SCRATCH: &str = "TRACE_SCRATCH";
 
 // The decap object (`decap`).
 pub const DECAP_DSTS: &str = "DECAP_DSTS";

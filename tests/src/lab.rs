@@ -62,6 +62,7 @@ impl Lab {
             max_vips,
             conn_table_entries,
             pin_dir: None,
+            ebpf_log: false,
         })?;
         let config = LbConfig {
             gateway_mac: crate::frames::ROUTER_MAC,

@@ -123,6 +123,7 @@ fn start(pins: &Pins, config_dir: &Path, text: &str) -> Result<Agent> {
         max_vips: config.agent.max_vips,
         conn_table_entries: config.agent.conn_table_size,
         pin_dir: Some(pins.0.clone()),
+        ebpf_log: false,
     })?;
     let (tx, rx) = mpsc::channel(16);
     let mut ctl = Controller::new(

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::cmd::{self, run, toolchain_tool};
 use crate::paths::{ebpf_target_dir, host_target_dir};
@@ -35,14 +35,24 @@ pub fn ebpf_dir(release: bool) -> PathBuf {
 /// toolchain's environment scrubbed. Shared by build-ebpf and the test's
 /// eBPF clippy run.
 pub fn ebpf_cargo(subcommand: &str) -> Result<Command> {
+    ebpf_cargo_in(subcommand, &ebpf_target_dir())
+}
+
+fn ebpf_cargo_in(subcommand: &str, target_dir: &Path) -> Result<Command> {
     let mut c = toolchain_tool("cargo", NIGHTLY)?;
     c.args([subcommand, "-p", EBPF_PACKAGE, "--target", EBPF_TARGET])
         .args(["-Z", "build-std=core", "--target-dir"])
-        .arg(ebpf_target_dir());
+        .arg(target_dir);
     Ok(c)
 }
 
-/// Builds the eBPF objects; returns their directory (for `LB_EBPF_DIR`).
+/// The `ebpf-log` variant of `lb` (aya-log of the rare events, `lb-agent run --ebpf-log`), next
+/// to the default objects under this name.
+pub const EBPF_LOG_BIN: &str = "lb-log";
+const EBPF_LOG_FEATURE: &str = "ebpf-log";
+
+/// Builds the eBPF objects, and the `ebpf-log` variant of `lb` as `lb-log`; returns their
+/// directory (for `LB_EBPF_DIR`).
 pub fn build_ebpf(release: bool) -> Result<PathBuf> {
     let mut c = ebpf_cargo("build")?;
     if release {
@@ -50,6 +60,18 @@ pub fn build_ebpf(release: bool) -> Result<PathBuf> {
     }
     run(&mut c)?;
     let dir = ebpf_dir(release);
+    // A target directory of its own: the same binary name with another feature would
+    // overwrite the default object (and rebuild it on every switch).
+    let log_dir = ebpf_target_dir().with_file_name("ebpf-log");
+    let mut c = ebpf_cargo_in("build", &log_dir)?;
+    c.args(["--features", EBPF_LOG_FEATURE, "--bin", "lb"]);
+    if release {
+        c.arg("--release");
+    }
+    run(&mut c)?;
+    let built = log_dir.join(EBPF_TARGET).join(profile(release)).join("lb");
+    std::fs::copy(&built, dir.join(EBPF_LOG_BIN))
+        .with_context(|| format!("copying {} to {}", built.display(), dir.display()))?;
     for bin in EBPF_BINS {
         let obj = dir.join(bin);
         if !obj.is_file() {
@@ -57,7 +79,7 @@ pub fn build_ebpf(release: bool) -> Result<PathBuf> {
         }
     }
     eprintln!(
-        "eBPF objects: {}/{{{}}}",
+        "eBPF objects: {}/{{{},{EBPF_LOG_BIN}}}",
         dir.display(),
         EBPF_BINS.join(",")
     );

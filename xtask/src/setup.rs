@@ -90,6 +90,11 @@ pub const PACKAGES: &[Package] = &[
         command: "promtool",
         package: "prometheus",
     },
+    // The trace test reads `lb-agent trace --pcap` back with a real pcap reader.
+    Package {
+        command: "tcpdump",
+        package: "tcpdump",
+    },
 ];
 
 /// Services that installing a package of [`PACKAGES`] starts and enables, though the tests

@@ -54,6 +54,10 @@ pub fn test(extra: &[String]) -> Result<()> {
         run(ebpf_cargo("clippy")?.args(["--", "-D", "warnings"]))
     })?;
 
+    step("clippy (eBPF, ebpf-log variant)", &mut || {
+        run(ebpf_cargo("clippy")?.args(["--features", "ebpf-log", "--", "-D", "warnings"]))
+    })?;
+
     step("cargo test", &mut || {
         run(cargo_with_ebpf(&ebpf)
             .args(["test", "--workspace"])

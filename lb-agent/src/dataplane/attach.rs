@@ -177,5 +177,7 @@ pub fn unpin_all(pin_dir: &Path) -> Result<()> {
             std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
         }
     }
+    // Empty unless a tracer holds it (then it stays, harmless, until the next unpin).
+    let _ = std::fs::remove_dir(pin_dir.join(super::TRACE_LOCK_DIR));
     pinned::release(pin_dir)
 }

@@ -1,7 +1,10 @@
 //! Loading the embedded objects: the verifier, the balancer's maps from the table in `maps`
 //! (sized, pinned, adopted), and the handles the `Balancer` keeps.
 
-use super::{maps, Balancer, Counters, LoadOptions, Sweeper, TableWriter, LB_OBJECT, LB_PROGRAMS};
+use super::{
+    maps, Balancer, Counters, LoadOptions, Sweeper, TableWriter, LB_LOG_OBJECT, LB_OBJECT,
+    LB_PROGRAMS,
+};
 use anyhow::{anyhow, bail, Context, Result};
 use aya::{programs::Xdp, Ebpf, EbpfLoader};
 use lb_common::ADDR_FILTER_WORDS;
@@ -68,9 +71,17 @@ impl Balancer {
         let mut loader = loader();
         loader.override_global("TABLE_SIZE", &options.table_size, true);
         maps::configure(&mut loader, &options, pin_dir)?;
+        let bytes = if options.ebpf_log {
+            object(LB_LOG_OBJECT, "lb-log")?
+        } else {
+            object(LB_OBJECT, "lb")?
+        };
         let mut ebpf = loader
-            .load(object(LB_OBJECT, "lb")?)
+            .load(bytes)
             .context("loading the balancer's eBPF object")?;
+        if options.ebpf_log {
+            super::ebpf_log::start(&mut ebpf)?;
+        }
         if adopted {
             maps::check_pinned(&ebpf, &options)?;
         }

@@ -13,8 +13,9 @@ use aya::{
 };
 use lb_common::{
     maps as name, AddrKey, Backend, BenchFrame, FloodWindow, FlowKey, FlowState, LbConfig,
-    TrafficCounters, VipKey, VipMeta, ADDR_FILTER_WORDS, BENCH_STAT_COUNT, DECAP_MAX_LOCALS,
-    DECAP_STAT_COUNT, MAX_BACKENDS, PROBE_STAT_COUNT, SLOTS_PER_ELEMENT, STAT_COUNT,
+    TraceControl, TraceScratch, TrafficCounters, VipKey, VipMeta, ADDR_FILTER_WORDS,
+    BENCH_STAT_COUNT, DECAP_MAX_LOCALS, DECAP_STAT_COUNT, MAX_BACKENDS, PROBE_STAT_COUNT,
+    SLOTS_PER_ELEMENT, STAT_COUNT, TRACE_RING_BYTES,
 };
 use std::{marker::PhantomData, os::fd::AsFd, path::Path};
 
@@ -153,7 +154,13 @@ impl<V> Open<u32, V> for MapData {
 
 fn map_data<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a MapData> {
     match ebpf.map(name) {
-        Some(Map::Array(d) | Map::PerCpuArray(d) | Map::HashMap(d) | Map::LruHashMap(d)) => Ok(d),
+        Some(
+            Map::Array(d)
+            | Map::PerCpuArray(d)
+            | Map::HashMap(d)
+            | Map::LruHashMap(d)
+            | Map::RingBuf(d),
+        ) => Ok(d),
         Some(_) => bail!("map {name} has an unexpected type"),
         None => bail!("map {name} missing from the eBPF object"),
     }
@@ -199,8 +206,19 @@ pub const BENCH_STATS: MapSpec<u32, u64> = MapSpec::new(
     UNPINNED,
 );
 
+pub const TRACE_CONTROL: MapSpec<u32, TraceControl> =
+    MapSpec::new(name::TRACE_CONTROL, Entries::Compiled(1), PINNED);
+/// A ring buffer: no key or value, its size in bytes.
+pub const TRACE_EVENTS: MapSpec<(), ()> = MapSpec::new(
+    name::TRACE_EVENTS,
+    Entries::Compiled(TRACE_RING_BYTES),
+    PINNED,
+);
+pub const TRACE_SCRATCH: MapSpec<u32, TraceScratch> =
+    MapSpec::new(name::TRACE_SCRATCH, Entries::Compiled(1), UNPINNED);
+
 /// Every map of the balancer object.
-pub const LB_MAPS: [MapDef; 15] = [
+pub const LB_MAPS: [MapDef; 18] = [
     CONFIG.def,
     ADDR_FILTER.def,
     VIP_ADDRS.def,
@@ -216,6 +234,9 @@ pub const LB_MAPS: [MapDef; 15] = [
     PROBE_STATS.def,
     BENCH_FRAME.def,
     BENCH_STATS.def,
+    TRACE_CONTROL.def,
+    TRACE_EVENTS.def,
+    TRACE_SCRATCH.def,
 ];
 
 // The decap object.
@@ -352,5 +373,33 @@ mod tests {
         assert!(fits(Entries::MaxVips, options.max_vips));
         assert!(!fits(Entries::MaxVips, options.max_vips + 1));
         assert!(!fits(Entries::ConnTable, options.conn_table_entries - 1));
+    }
+
+    fn map_names(object: &[u8]) -> Vec<String> {
+        let parsed = aya_obj::Object::parse(object).expect("the object parses");
+        let mut names: Vec<String> = parsed
+            .maps
+            .keys()
+            .filter(|n| !n.starts_with('.'))
+            .cloned()
+            .collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// The `ebpf-log` variant holds the balancer's maps (so it adopts the same pins) and
+    /// aya-log's ring buffer; the default object has no trace of aya-log.
+    #[test]
+    fn only_the_log_variant_has_the_aya_log_ring() {
+        let (default, variant) = (super::super::LB_OBJECT, super::super::LB_LOG_OBJECT);
+        if default.is_empty() || variant.is_empty() {
+            eprintln!("skipped: this build has no eBPF objects (LB_EBPF_DIR)");
+            return;
+        }
+        assert!(!map_names(default).iter().any(|n| n == "AYA_LOGS"));
+        let mut expected: Vec<String> = LB_MAPS.iter().map(|m| m.name.to_string()).collect();
+        expected.push("AYA_LOGS".to_string());
+        expected.sort_unstable();
+        assert_eq!(map_names(variant), expected);
     }
 }

@@ -4,27 +4,41 @@
 
 use crate::{
     conntrack::{self, Lookup},
-    counters, encap, icmp, mac,
+    counters, encap, icmp, log, mac,
     maglev::{self, Choice, Slot},
     maps::CONFIG,
     packet::{FlowKind, Packet},
-    trailer,
-    verdict::{drop, pass, tx},
+    trace, trailer,
+    verdict::{drop, pass, tx, Verdict},
     vip,
 };
 use aya_ebpf::programs::XdpContext;
-use lb_common::{hash::flow_key_hash, FlowKey, LbConfig, Stat};
+use lb_common::{hash::flow_key_hash, FlowKey, LbConfig, Stat, VipMeta};
 
 #[inline(always)]
-pub fn forward<const L3: usize>(
+pub fn forward<const L3: usize, const TRACED: bool>(
     ctx: &XdpContext,
     pkt: &Packet,
     flow: &FlowKey,
     kind: FlowKind,
-) -> u32 {
+) -> Verdict {
     let Some(vip) = vip::lookup(flow.dst, flow.family, flow.dst_port, flow.proto) else {
         return pass(Stat::PassNotVip);
     };
+    if TRACED {
+        trace::note_vip(vip.id);
+    }
+    to_vip::<L3, TRACED>(ctx, pkt, flow, kind, &vip)
+}
+
+#[inline(always)]
+fn to_vip<const L3: usize, const TRACED: bool>(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    flow: &FlowKey,
+    kind: FlowKind,
+    vip: &VipMeta,
+) -> Verdict {
     // Before anything that may write the connection table: an unconfigured balancer keeps none.
     let cfg = match CONFIG.get(0) {
         Some(cfg) if cfg.ready != 0 => cfg,
@@ -46,19 +60,28 @@ pub fn forward<const L3: usize>(
     } else {
         flow_key_hash(flow, vip.flags, key)
     };
-    let slot = match maglev::slot(&vip, table_hash) {
+    let slot = match maglev::slot(vip, table_hash) {
         Ok(slot) => slot,
         Err(reason) => return drop(reason),
     };
     let choice = if slot.is_moved() {
-        moved_slot(flow, kind, slot, vip.id, cfg)
+        moved_slot(ctx, flow, kind, slot, vip.id, cfg)
     } else {
         // Every flow of a stable slot belongs to the slot's backend: no table to consult.
         counters::count(Stat::StableSlot);
         maglev::backend(slot.backend())
     };
+    if TRACED {
+        trace::note_slot(slot.is_moved(), choice.map(|c| c.id));
+    }
     match choice {
-        Some(choice) => send::<L3>(ctx, pkt, cfg, &choice, vip.id, hash, kind),
+        Some(choice) => {
+            let verdict = send::<L3>(ctx, pkt, cfg, &choice, vip.id, hash, kind);
+            if verdict.reason == Stat::IcmpTooBigSent {
+                log::too_big(ctx, flow);
+            }
+            verdict
+        }
         None => drop(Stat::DropNoBackend),
     }
 }
@@ -71,6 +94,7 @@ pub fn forward<const L3: usize>(
 /// slot's backend and gets an entry.
 #[inline(always)]
 fn moved_slot(
+    ctx: &XdpContext,
     flow: &FlowKey,
     kind: FlowKind,
     slot: Slot,
@@ -83,7 +107,10 @@ fn moved_slot(
         conntrack::lookup(flow)
     };
     let stale = match found {
-        Lookup::Hit(choice) => return Some(choice),
+        Lookup::Hit(choice) => {
+            log::moved(ctx, flow, choice.id, Stat::ConnHit);
+            return Some(choice);
+        }
         Lookup::Stale => true,
         Lookup::Miss => false,
     };
@@ -110,6 +137,15 @@ fn moved_slot(
     if kind == FlowKind::Syn || (stale && kind != FlowKind::IcmpError) {
         conntrack::insert(flow, &choice, vip_id, cfg);
     }
+    let why = match (previous.is_some(), stale, kind) {
+        (true, _, _) => Stat::MovedToPrevious,
+        (false, true, _) => Stat::ConnStale,
+        (false, false, FlowKind::Syn) => Stat::ConnMissSyn,
+        (false, false, FlowKind::Udp) => Stat::ConnMissUdp,
+        (false, false, FlowKind::TcpOther) => Stat::ConnMissNonSyn,
+        (false, false, FlowKind::IcmpError) => Stat::IcmpErrorForwarded,
+    };
+    log::moved(ctx, flow, choice.id, why);
     Some(choice)
 }
 
@@ -122,7 +158,7 @@ fn send<const L3: usize>(
     vip_id: u32,
     hash: u32,
     kind: FlowKind,
-) -> u32 {
+) -> Verdict {
     let backend = choice.backend;
     let outer = encap::outer_len(backend);
     if pkt.ip_len + outer > cfg.mtu as usize {

@@ -3,7 +3,7 @@
 
 use crate::{
     packet::Packet,
-    verdict::{drop, tx},
+    verdict::{drop, tx, Verdict},
 };
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
@@ -22,7 +22,7 @@ use lb_ebpf::{
 
 /// Answer the client with "too big" carrying `mtu` (the largest inner packet that fits).
 #[inline(always)]
-pub fn too_big<const L3: usize>(ctx: &XdpContext, pkt: &Packet, mtu: u16) -> u32 {
+pub fn too_big<const L3: usize>(ctx: &XdpContext, pkt: &Packet, mtu: u16) -> Verdict {
     if !answerable::<L3>(ctx, pkt.family) {
         return drop(Stat::DropTooBigUnanswerable);
     }

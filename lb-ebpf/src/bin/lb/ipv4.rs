@@ -5,7 +5,7 @@ use crate::{
     forward::forward,
     icmp, l4,
     packet::{FlowKind, Packet},
-    verdict::{drop, pass},
+    verdict::{drop, pass, Verdict},
     vip,
 };
 use aya_ebpf::programs::XdpContext;
@@ -21,7 +21,7 @@ use lb_ebpf::{
 
 /// Drop `reason` if `dst` carries a VIP; otherwise it is the host's packet.
 #[inline(always)]
-pub fn reject(dst: [u32; 4], family: u8, reason: Stat) -> u32 {
+pub fn reject(dst: [u32; 4], family: u8, reason: Stat) -> Verdict {
     if vip::address_flags(dst, family).is_some() {
         drop(reason)
     } else {
@@ -32,7 +32,7 @@ pub fn reject(dst: [u32; 4], family: u8, reason: Stat) -> u32 {
 /// `L3`: where the IP header starts (14, or 18 behind a VLAN tag). A constant per
 /// instantiation, so every packet offset the verifier checks is a constant.
 #[inline(always)]
-pub fn process<const L3: usize>(ctx: &XdpContext, l2: &L2) -> u32 {
+pub fn process<const L3: usize, const TRACED: bool>(ctx: &XdpContext, l2: &L2) -> Verdict {
     let Some(ip) = read_at::<Ipv4Hdr>(ctx, L3) else {
         return pass(Stat::PassMalformed);
     };
@@ -92,5 +92,5 @@ pub fn process<const L3: usize>(ctx: &XdpContext, l2: &L2) -> u32 {
         ip_len,
         tos: ip.tos,
     };
-    forward::<L3>(ctx, &pkt, &flow, kind)
+    forward::<L3, TRACED>(ctx, &pkt, &flow, kind)
 }

@@ -7,7 +7,7 @@ use crate::{
     ipv4::reject,
     l4,
     packet::{FlowKind, Packet},
-    verdict::pass,
+    verdict::{pass, Verdict},
     vip,
 };
 use aya_ebpf::programs::XdpContext;
@@ -24,7 +24,7 @@ use lb_ebpf::{
 
 /// `L3`: where the IP header starts (see ipv4.rs).
 #[inline(always)]
-pub fn process<const L3: usize>(ctx: &XdpContext, l2: &L2) -> u32 {
+pub fn process<const L3: usize, const TRACED: bool>(ctx: &XdpContext, l2: &L2) -> Verdict {
     let Some(ip) = read_at::<Ipv6Hdr>(ctx, L3) else {
         return pass(Stat::PassMalformed);
     };
@@ -70,5 +70,5 @@ pub fn process<const L3: usize>(ctx: &XdpContext, l2: &L2) -> u32 {
         ip_len,
         tos: ip.traffic_class(),
     };
-    forward::<L3>(ctx, &pkt, &flow, kind)
+    forward::<L3, TRACED>(ctx, &pkt, &flow, kind)
 }

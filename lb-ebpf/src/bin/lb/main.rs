@@ -19,11 +19,13 @@ mod icmp;
 mod ipv4;
 mod ipv6;
 mod l4;
+mod log;
 mod mac;
 mod maglev;
 mod maps;
 mod packet;
 mod probe;
+mod trace;
 mod trailer;
 mod verdict;
 mod vip;
@@ -35,30 +37,50 @@ use aya_ebpf::{
 };
 use lb_common::{Stat, ETH_HDR_LEN, ETH_P_IP, ETH_P_IPV6, VLAN_HDR_LEN};
 use lb_ebpf::{hdr::EthHdr, l2, packet::ptr_at};
+use verdict::Verdict;
 
 #[xdp]
 pub fn xdp_lb(ctx: XdpContext) -> u32 {
-    balance(&ctx)
+    run(&ctx)
+}
+
+/// The one place a verdict is counted, with its reason, and traced when a trace runs. The
+/// traced packet takes a copy of the path of its own (`TRACED`): the forwarding path pays one
+/// lookup and one branch for the trace, and keeps its registers and stack as they were.
+#[inline(always)]
+fn run(ctx: &XdpContext) -> u32 {
+    // The logging variant has no stack to spare for the traced copy (docs/design.md).
+    if cfg!(not(feature = "ebpf-log")) && trace::start(ctx) {
+        let verdict = balance::<true>(ctx);
+        counters::count(verdict.reason);
+        log::verdict(ctx, &verdict);
+        trace::finish(ctx, &verdict);
+        return verdict.action;
+    }
+    let verdict = balance::<false>(ctx);
+    counters::count(verdict.reason);
+    log::verdict(ctx, &verdict);
+    verdict.action
 }
 
 #[inline(always)]
-fn balance(ctx: &XdpContext) -> u32 {
+fn balance<const TRACED: bool>(ctx: &XdpContext) -> Verdict {
     let Some(l2) = l2::parse(ctx) else {
         return verdict::pass(Stat::PassMalformed);
     };
     if l2.tag.is_some() {
-        network::<{ ETH_HDR_LEN + VLAN_HDR_LEN }>(ctx, &l2)
+        network::<{ ETH_HDR_LEN + VLAN_HDR_LEN }, TRACED>(ctx, &l2)
     } else {
-        network::<ETH_HDR_LEN>(ctx, &l2)
+        network::<ETH_HDR_LEN, TRACED>(ctx, &l2)
     }
 }
 
 #[inline(always)]
-fn network<const L3: usize>(ctx: &XdpContext, l2: &l2::L2) -> u32 {
+fn network<const L3: usize, const TRACED: bool>(ctx: &XdpContext, l2: &l2::L2) -> Verdict {
     if l2.proto == ETH_P_IP.to_be() {
-        ipv4::process::<L3>(ctx, l2)
+        ipv4::process::<L3, TRACED>(ctx, l2)
     } else if l2.proto == ETH_P_IPV6.to_be() {
-        ipv6::process::<L3>(ctx, l2)
+        ipv6::process::<L3, TRACED>(ctx, l2)
     } else {
         verdict::pass(Stat::PassNotVip)
     }
@@ -94,7 +116,7 @@ pub fn xdp_bench_lb(ctx: XdpContext) -> u32 {
     if !bench::restore(&ctx) {
         return xdp_action::XDP_ABORTED;
     }
-    balance(&ctx)
+    run(&ctx)
 }
 
 #[xdp]

@@ -3,12 +3,12 @@
 //! and pinning, docs/design.md its purpose and writer. `named_map!` ties each static's name to
 //! `lb_common::maps`.
 
-use aya_ebpf::maps::{Array, HashMap, LruHashMap, PerCpuArray};
+use aya_ebpf::maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf};
 use lb_common::{
-    AddrKey, Backend, BenchFrame, FloodWindow, FlowKey, FlowState, LbConfig, TrafficCounters,
-    VipKey, VipMeta, ADDR_FILTER_WORDS, BENCH_STAT_COUNT, DEFAULT_CONN_TABLE_ENTRIES,
-    DEFAULT_MAX_VIPS, DEFAULT_TABLE_SIZE, MAX_BACKENDS, PROBE_STAT_COUNT, SLOTS_PER_ELEMENT,
-    STAT_COUNT,
+    AddrKey, Backend, BenchFrame, FloodWindow, FlowKey, FlowState, LbConfig, TraceControl,
+    TraceScratch, TrafficCounters, VipKey, VipMeta, ADDR_FILTER_WORDS, BENCH_STAT_COUNT,
+    DEFAULT_CONN_TABLE_ENTRIES, DEFAULT_MAX_VIPS, DEFAULT_TABLE_SIZE, MAX_BACKENDS,
+    PROBE_STAT_COUNT, SLOTS_PER_ELEMENT, STAT_COUNT, TRACE_RING_BYTES,
 };
 use lb_ebpf::named_map;
 
@@ -108,4 +108,20 @@ named_map! {
 named_map! {
     /// Bench harness only: its counters (`BenchStat`), apart from the balancer's `STATS`.
     pub static BENCH_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(BENCH_STAT_COUNT, 0);
+}
+
+named_map! {
+    /// Packet trace: written by `lb-agent trace` only; `until_ns == 0` (the one field every
+    /// packet reads) means off.
+    pub static TRACE_CONTROL: Array<TraceControl> = Array::with_max_entries(1, 0);
+}
+
+named_map! {
+    /// Packet trace: one `TraceEvent` per traced packet, read by `lb-agent trace`.
+    pub static TRACE_EVENTS: RingBuf = RingBuf::with_byte_size(TRACE_RING_BYTES, 0);
+}
+
+named_map! {
+    /// Packet trace: the event being built on this CPU (`TraceScratch`).
+    pub static TRACE_SCRATCH: PerCpuArray<TraceScratch> = PerCpuArray::with_max_entries(1, 0);
 }
