@@ -49,6 +49,7 @@ use std::{
     collections::{BTreeMap, HashMap, HashSet},
     net::IpAddr,
     path::PathBuf,
+    sync::Arc,
     time::{Duration, Instant},
 };
 use tokio::sync::mpsc;
@@ -128,8 +129,8 @@ pub struct Controller {
     ids: BackendIds,
     reports: mpsc::Sender<CheckReport>,
     /// One per (backend, check definition), shared by the VIPs using them (`probes`).
-    probes: HashMap<probes::ProbeKey, probing::ProbeRt>,
-    probe_keys: HashMap<ProbeId, probes::ProbeKey>,
+    probes: HashMap<Arc<probes::ProbeKey>, probing::ProbeRt>,
+    probe_keys: HashMap<ProbeId, Arc<probes::ProbeKey>>,
     /// The last probe id given.
     next_probe: ProbeId,
     bgp: Option<Speaker>,

@@ -13,6 +13,7 @@ use crate::{
     health::{self, CheckSpec, Route, TlsSpec},
 };
 use std::{
+    borrow::Borrow,
     collections::{BTreeSet, HashMap},
     hash::Hash,
     net::{IpAddr, SocketAddr},
@@ -107,13 +108,17 @@ impl ProbePlan {
     }
 }
 
-/// Compares the running probes with the wanted ones (`running`'s values are whatever the
-/// caller keeps per probe).
-pub fn plan<V>(running: &HashMap<ProbeKey, V>, wanted: HashMap<ProbeKey, Served>) -> ProbePlan {
+/// Compares the running probes with the wanted ones (`running`'s keys are a `ProbeKey` or a
+/// handle of one, its values whatever the caller keeps per probe).
+pub fn plan<K: Borrow<ProbeKey> + Eq + Hash, V>(
+    running: &HashMap<K, V>,
+    wanted: HashMap<ProbeKey, Served>,
+) -> ProbePlan {
     let mut out = ProbePlan {
         stop: running
             .keys()
-            .filter(|k| !wanted.contains_key(k))
+            .map(Borrow::borrow)
+            .filter(|k| !wanted.contains_key(*k))
             .cloned()
             .collect(),
         ..ProbePlan::default()

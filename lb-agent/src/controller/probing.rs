@@ -11,7 +11,7 @@ use crate::{
     health::{self, CheckReport, Health, ProbeId},
 };
 use anyhow::Result;
-use std::{collections::BTreeSet, time::Instant};
+use std::{collections::BTreeSet, sync::Arc, time::Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span};
 
@@ -129,6 +129,8 @@ impl Controller {
             self.reports.clone(),
             cancel.clone(),
         );
+        // One copy of the key for both maps: at 10,000 probes two copies cost ~5 MB.
+        let key = Arc::new(key);
         self.probe_keys.insert(id, key.clone());
         self.probes.insert(
             key,

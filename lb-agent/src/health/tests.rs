@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
-fn spec(kind: CheckKind, target: SocketAddr) -> CheckSpec {
+pub(super) fn spec(kind: CheckKind, target: SocketAddr) -> CheckSpec {
     CheckSpec {
         kind,
         target,

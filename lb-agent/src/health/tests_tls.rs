@@ -18,19 +18,11 @@ const NAME: &str = "backend.test";
 
 fn spec(kind: CheckKind, target: SocketAddr) -> CheckSpec {
     CheckSpec {
-        kind,
-        target,
-        route: crate::health::Route::Direct,
-        path: "/healthz".to_owned(),
-        expect_status: StatusSet::one(200),
-        expect_body: None,
-        host: None,
-        tls: None,
-        interval: Duration::from_millis(50),
         // Generous: a TLS handshake on a loaded 2-core box; no test waits for it to expire.
         timeout: Duration::from_secs(5),
         rise: 1,
         fall: 1,
+        ..super::tests::spec(kind, target)
     }
 }
 

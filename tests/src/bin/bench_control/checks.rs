@@ -9,8 +9,8 @@
 //! local (AnyIP) with one listener, and `xdp_decap` answers for all 10,000 backend addresses.
 
 use super::{
-    backend_addr, cpu_seconds, parse_lag, scale_config, Shape, BACKENDS_PER_VIP, CHECK_INTERVAL_MS,
-    CHECK_PORT, VIPS, WARM_UP,
+    backend_addr, cpu_seconds, parse_lag, scale_config, CheckListener, Shape, BACKENDS_PER_VIP,
+    CHECK_INTERVAL_MS, CHECK_PORT, VIPS, WARM_UP,
 };
 use anyhow::{ensure, Context, Result};
 use lb_agent::{
@@ -21,7 +21,7 @@ use lb_common::DecapStat;
 use lb_tests::{
     agentproc::Agent,
     benchkit::median,
-    netns::{run_in, sh, NsRuntime},
+    netns::{run_in, sh},
 };
 use std::{
     fmt::Write as _,
@@ -126,23 +126,7 @@ pub(crate) fn checks(out: &mut String) -> Result<()> {
             .context("attaching xdp_decap to cv1")?;
         Ok(decap)
     })?;
-    let rt = NsRuntime::new(&pair.backends)?;
-    let stop = tokio_util::sync::CancellationToken::new();
-    let accept_stop = stop.clone();
-    let listener = rt.run(async move {
-        let socket = tokio::net::TcpSocket::new_v4()?;
-        socket.set_reuseaddr(true)?;
-        socket.bind((Ipv4Addr::UNSPECIFIED, CHECK_PORT).into())?;
-        let listener = socket.listen(16384)?;
-        anyhow::Ok(tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = accept_stop.cancelled() => break,
-                    accepted = listener.accept() => drop(accepted),
-                }
-            }
-        }))
-    })??;
+    let listener = CheckListener::start(&pair.backends)?;
     let dir = std::env::temp_dir().join(&pair.agent);
     std::fs::create_dir_all(&dir)?;
     let result = (|| -> Result<Vec<Vec<Round>>> {
@@ -157,8 +141,7 @@ pub(crate) fn checks(out: &mut String) -> Result<()> {
         }
         Ok(rounds)
     })();
-    stop.cancel();
-    let _ = rt.run(listener);
+    drop(listener);
     let _ = std::fs::remove_dir_all(&dir);
     let rounds = result?;
 

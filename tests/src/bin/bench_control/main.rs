@@ -477,28 +477,55 @@ fn scrape(agent: &Agent) -> Result<(String, Duration)> {
     Ok((metrics, took))
 }
 
+/// One listener on `CHECK_PORT` in a namespace, answering every backend address routed there
+/// locally (AnyIP); connections are closed at once. Stopped on drop.
+struct CheckListener {
+    rt: NsRuntime,
+    stop: tokio_util::sync::CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl CheckListener {
+    fn start(ns: &str) -> Result<Self> {
+        let rt = NsRuntime::new(ns)?;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let accept_stop = stop.clone();
+        let task = rt.run(async move {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.set_reuseaddr(true)?;
+            socket.bind((Ipv4Addr::UNSPECIFIED, CHECK_PORT).into())?;
+            let listener = socket.listen(16384)?;
+            anyhow::Ok(tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = accept_stop.cancelled() => break,
+                        accepted = listener.accept() => drop(accepted),
+                    }
+                }
+            }))
+        })??;
+        Ok(Self {
+            rt,
+            stop,
+            task: Some(task),
+        })
+    }
+}
+
+impl Drop for CheckListener {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = self.rt.run(task);
+        }
+    }
+}
+
 fn scale(out: &mut String, missed: &mut Vec<String>) -> Result<()> {
     let total = VIPS * BACKENDS_PER_VIP;
     eprintln!("scale: {VIPS} VIPs x {BACKENDS_PER_VIP} backends, release agent");
     let ns = ScaleNs::create()?;
-    let rt = NsRuntime::new(&ns.name)?;
-    let stop = tokio_util::sync::CancellationToken::new();
-    let accept_stop = stop.clone();
-    // One listener answers every backend address (AnyIP); connections are closed at once.
-    let listener = rt.run(async move {
-        let socket = tokio::net::TcpSocket::new_v4()?;
-        socket.set_reuseaddr(true)?;
-        socket.bind((Ipv4Addr::UNSPECIFIED, CHECK_PORT).into())?;
-        let listener = socket.listen(16384)?;
-        anyhow::Ok(tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = accept_stop.cancelled() => break,
-                    accepted = listener.accept() => drop(accepted),
-                }
-            }
-        }))
-    })??;
+    let listener = CheckListener::start(&ns.name)?;
     let dir = std::env::temp_dir().join(&ns.name);
     std::fs::create_dir_all(&dir)?;
     let config = dir.join("lb.toml");
@@ -668,8 +695,7 @@ fn scale(out: &mut String, missed: &mut Vec<String>) -> Result<()> {
         )?;
         scale_failover(&agent, &ns.name, out, missed)
     })();
-    stop.cancel();
-    let _ = rt.run(listener);
+    drop(listener);
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
