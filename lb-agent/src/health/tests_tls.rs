@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::{
-    config::{parse_ca_pem, StatusSet},
+    config::parse_ca_pem,
     testpki::{self_signed, Leaf, Pki},
 };
 use std::{net::Ipv4Addr, sync::Arc};
