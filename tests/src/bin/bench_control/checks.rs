@@ -10,7 +10,7 @@
 
 use super::{
     backend_addr, cpu_seconds, parse_lag, scale_config, CheckListener, Shape, BACKENDS_PER_VIP,
-    CHECK_INTERVAL_MS, CHECK_PORT, VIPS, WARM_UP,
+    CHECK_INTERVAL_MS, VIPS, WARM_UP,
 };
 use anyhow::{ensure, Context, Result};
 use lb_agent::{
@@ -25,7 +25,7 @@ use lb_tests::{
 };
 use std::{
     fmt::Write as _,
-    net::{IpAddr, Ipv4Addr},
+    net::IpAddr,
     time::{Duration, Instant},
 };
 
