@@ -30,13 +30,22 @@ pub fn spawn_checker(
 ) -> JoinHandle<()> {
     // No span per checker: at 10,000 checkers their registry entries cost megabytes; the
     // events carry the probe and backend themselves.
-    tokio::spawn(run_checker(probe, backend, spec, initial, reports, cancel))
+    // The spec boxed: an async fn keeps its parameters for its whole life, so a spec passed by
+    // value would sit in each idle checker beside the prober's own copy (256 bytes each).
+    tokio::spawn(run_checker(
+        probe,
+        backend,
+        Box::new(spec),
+        initial,
+        reports,
+        cancel,
+    ))
 }
 
 async fn run_checker(
     probe: ProbeId,
     backend: IpAddr,
-    spec: CheckSpec,
+    spec: Box<CheckSpec>,
     initial: Health,
     reports: mpsc::Sender<CheckReport>,
     cancel: CancellationToken,
@@ -47,7 +56,7 @@ async fn run_checker(
     }
     let mut hysteresis = Hysteresis::new(spec.rise, spec.fall, initial);
     // The TLS configuration (CA store, verifier) is built once, not per probe.
-    let prober = Prober::new(spec);
+    let prober = Prober::new(*spec);
     let spec = prober.spec();
     debug!(probe, %backend, kind = ?spec.kind, target = %spec.target, ?initial, "health checker started");
 
