@@ -1,7 +1,10 @@
 //! The real `lb-agent` binary running in the balancer's namespace (entered with nsenter, so it
 //! shares bpffs and its pins with everyone else).
 
-use crate::{netns::block_in, topo::Topology};
+use crate::{
+    netns::block_in,
+    topo::{lb_v4, lb_v6, Topology, LB_IFACE},
+};
 use anyhow::{bail, Context, Result};
 use lb_agent::admin::{self, StatusReport};
 use std::{
@@ -13,6 +16,20 @@ use std::{
 
 /// The read-only listener (GET /metrics, /status), on the namespace's loopback.
 pub const ADMIN: &str = "127.0.0.1:9300";
+
+/// The `[agent]` section for balancer `lb` of `topo` (interface, pins, admin listener, control
+/// socket, encap sources, `max_vips`); callers append their own keys and VIPs.
+pub fn agent_section(topo: &Topology, lb: usize, max_vips: u32) -> String {
+    format!(
+        "[agent]\ninterface = \"{LB_IFACE}\"\nxdp_mode = \"native\"\npin_path = \"{}\"\n\
+         admin_listen = \"{ADMIN}\"\ncontrol_socket = \"{}\"\ngateway_mac = \"auto\"\n\
+         encap_source_v4 = \"{}\"\nencap_source_v6 = \"{}\"\nmax_vips = {max_vips}\n",
+        topo.pin_dir_of(lb).display(),
+        control_socket(&std::env::temp_dir().join(&topo.prefix), lb).display(),
+        lb_v4(lb),
+        lb_v6(lb),
+    )
+}
 
 /// The control socket of the agent whose files live in `dir` (bpffs and the filesystem are
 /// shared by every namespace, so each agent needs its own path; `lb` tells balancers apart).

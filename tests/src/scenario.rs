@@ -5,7 +5,7 @@ use crate::{
     agentproc::Agent,
     netns::NsRuntime,
     servers::{Backends, HTTP_PORT, LONG_PORT, UDP_PORT},
-    topo::{backend_v4, backend_v6, lb_v4, lb_v6, Topology, LB_IFACE, VIP_UDP, VIP_V4, VIP_V6},
+    topo::{backend_v4, backend_v6, Topology, VIP_UDP, VIP_V4, VIP_V6},
 };
 use anyhow::Result;
 use lb_agent::admin::BackendHealth;
@@ -183,16 +183,11 @@ pub fn balancer_config(topo: &Topology, lb: usize, o: &Options, weights: &[u32])
         }
         s
     };
-    let mut text = format!(
-        "[agent]\ninterface = \"{LB_IFACE}\"\nxdp_mode = \"native\"\npin_path = \"{}\"\nadmin_listen = \"{}\"\ncontrol_socket = \"{}\"\ngateway_mac = \"auto\"\nencap_source_v4 = \"{}\"\nencap_source_v6 = \"{}\"\nmax_vips = 8\nconn_table_size = {}\nslow_start_ms = {}\n",
-        topo.pin_dir_of(lb).display(),
-        crate::agentproc::ADMIN,
-        crate::agentproc::control_socket(&std::env::temp_dir().join(&topo.prefix), lb).display(),
-        lb_v4(lb),
-        lb_v6(lb),
-        o.conn_table_size,
-        o.slow_start_ms
-    );
+    let mut text = crate::agentproc::agent_section(topo, lb, 8);
+    text.push_str(&format!(
+        "conn_table_size = {}\nslow_start_ms = {}\n",
+        o.conn_table_size, o.slow_start_ms
+    ));
     for (name, addr, port, proto, kind, v6) in [
         ("web", VIP_V4.to_string(), HTTP_PORT, "tcp", "http", false),
         ("web6", VIP_V6.to_string(), HTTP_PORT, "tcp", "http", true),

@@ -9,7 +9,7 @@ use lb_agent::admin::{BackendHealth, StatusReport};
 use lb_tests::{
     agentproc::{self, Agent},
     netns::NsRuntime,
-    topo::{backend_v4, lb_v4, lb_v6, Topology, LB_IFACE, VIP_V4, VIP_V6},
+    topo::{backend_v4, Topology, VIP_V4, VIP_V6},
 };
 use std::{
     net::{IpAddr, SocketAddr},
@@ -29,16 +29,7 @@ const VIPS_PER_ADDRESS: u16 = 8;
 const CHECK_PORT: u16 = 8080;
 
 fn config(topo: &Topology) -> String {
-    let mut text = format!(
-        "[agent]\ninterface = \"{LB_IFACE}\"\nxdp_mode = \"native\"\npin_path = \"{}\"\n\
-         admin_listen = \"{}\"\ncontrol_socket = \"{}\"\ngateway_mac = \"auto\"\n\
-         encap_source_v4 = \"{}\"\nencap_source_v6 = \"{}\"\nmax_vips = 32\n",
-        topo.pin_dir().display(),
-        agentproc::ADMIN,
-        agentproc::control_socket(&std::env::temp_dir().join(&topo.prefix), 0).display(),
-        lb_v4(0),
-        lb_v6(0),
-    );
+    let mut text = agentproc::agent_section(topo, 0, 32);
     for (family, addr) in [("a", IpAddr::from(VIP_V4)), ("b", IpAddr::from(VIP_V6))] {
         for i in 0..VIPS_PER_ADDRESS {
             text.push_str(&format!(

@@ -9,7 +9,7 @@ use lb_agent::admin::{BackendHealth, StatusReport};
 use lb_tests::{
     agentproc::{self, Agent},
     netns::command,
-    topo::{backend_v4, lb_v4, lb_v6, Topology, LB_IFACE, VIP_V4},
+    topo::{backend_v4, Topology, VIP_V4},
 };
 use std::{
     net::{IpAddr, SocketAddr},
@@ -67,16 +67,7 @@ fn make_pki(dir: &Path) -> Result<()> {
 }
 
 fn config(topo: &Topology, ca: &Path) -> String {
-    let mut text = format!(
-        "[agent]\ninterface = \"{LB_IFACE}\"\nxdp_mode = \"native\"\npin_path = \"{}\"\n\
-         admin_listen = \"{}\"\ncontrol_socket = \"{}\"\ngateway_mac = \"auto\"\n\
-         encap_source_v4 = \"{}\"\nencap_source_v6 = \"{}\"\nmax_vips = 8\n",
-        topo.pin_dir().display(),
-        agentproc::ADMIN,
-        agentproc::control_socket(&std::env::temp_dir().join(&topo.prefix), 0).display(),
-        lb_v4(0),
-        lb_v6(0),
-    );
+    let mut text = agentproc::agent_section(topo, 0, 8);
     let ca = ca.display();
     let checks = [
         (

@@ -15,7 +15,7 @@ use lb_tests::{
     client::{http_burst, Tally},
     netns::{enter, sh, NsRuntime},
     servers::{backend_name, Backends, HTTP_PORT, LONG_PORT},
-    topo::{backend_v4, backend_v6, lb_v4, lb_v6, Topology, LB_IFACE, VIP_V4, VIP_V6},
+    topo::{backend_v4, backend_v6, Topology, VIP_V4, VIP_V6},
 };
 use std::{
     net::{IpAddr, SocketAddr},
@@ -59,16 +59,7 @@ type VipRow = (
 /// web (IPv4) and web6 (IPv6) over all six backends; mix / mix6: the other family's VIP over
 /// the healthy backends (IPv4 in IPv6, IPv6 in IPv4).
 fn config(topo: &Topology, via: &str, interval_ms: u64, timeout_ms: u64) -> String {
-    let mut text = format!(
-        "[agent]\ninterface = \"{LB_IFACE}\"\nxdp_mode = \"native\"\npin_path = \"{}\"\n\
-         admin_listen = \"{}\"\ncontrol_socket = \"{}\"\ngateway_mac = \"auto\"\n\
-         encap_source_v4 = \"{}\"\nencap_source_v6 = \"{}\"\nmax_vips = 8\n",
-        topo.pin_dir().display(),
-        agentproc::ADMIN,
-        agentproc::control_socket(&std::env::temp_dir().join(&topo.prefix), 0).display(),
-        lb_v4(0),
-        lb_v6(0),
-    );
+    let mut text = agentproc::agent_section(topo, 0, 8);
     let vips: [VipRow; 4] = [
         (
             "web",

@@ -9,8 +9,8 @@
 //! local (AnyIP) with one listener, and `xdp_decap` answers for all 10,000 backend addresses.
 
 use super::{
-    backend_addr, cpu_seconds, parse_lag, scale_config, CheckListener, Shape, BACKENDS_PER_VIP,
-    CHECK_INTERVAL_MS, VIPS, WARM_UP,
+    backend_addr, cpu_seconds, deep_accept_queues, parse_lag, remove_pins, scale_config,
+    CheckListener, Shape, BACKENDS_PER_VIP, CHECK_INTERVAL_MS, VIPS, WARM_UP,
 };
 use anyhow::{ensure, Context, Result};
 use lb_agent::{
@@ -80,14 +80,8 @@ impl Pair {
         sh(a, "ip route add default via 198.18.0.3")?;
         sh(b, "ip route add local 198.18.128.0/18 dev lo")?;
         sh(b, "ip route add local 198.18.10.0/24 dev lo")?;
-        // 10,000 connections a second to one listener (see `ScaleNs`).
-        sh(b, "sysctl -qw net.core.somaxconn=16384")?;
-        sh(b, "sysctl -qw net.ipv4.tcp_max_syn_backlog=16384")?;
+        deep_accept_queues(b)?;
         Ok(pair)
-    }
-
-    fn pin_dir(&self) -> std::path::PathBuf {
-        std::path::Path::new("/sys/fs/bpf").join(&self.agent)
     }
 }
 
@@ -96,8 +90,7 @@ impl Drop for Pair {
         for ns in [&self.agent, &self.backends] {
             let _ = sh(None, &format!("ip netns delete {ns}"));
         }
-        let _ = lb_agent::dataplane::unpin_all(&self.pin_dir());
-        let _ = std::fs::remove_dir(self.pin_dir());
+        remove_pins(&self.agent);
     }
 }
 

@@ -325,24 +325,35 @@ impl ScaleNs {
         sh(n, "ip link set cv1 up")?;
         sh(n, "ip addr add 198.18.0.2/24 dev cv0")?;
         sh(n, "ip route add local 198.18.128.0/18 dev lo")?;
-        // 10,000 connections a second to one listener: queues long enough for bursts (a real
-        // fleet spreads them over 10,000 hosts).
-        sh(n, "sysctl -qw net.core.somaxconn=16384")?;
-        sh(n, "sysctl -qw net.ipv4.tcp_max_syn_backlog=16384")?;
+        deep_accept_queues(n)?;
         Ok(ns)
-    }
-
-    fn pin_dir(&self) -> std::path::PathBuf {
-        std::path::Path::new("/sys/fs/bpf").join(&self.name)
     }
 }
 
 impl Drop for ScaleNs {
     fn drop(&mut self) {
         let _ = sh(None, &format!("ip netns delete {}", self.name));
-        let _ = lb_agent::dataplane::unpin_all(&self.pin_dir());
-        let _ = std::fs::remove_dir(self.pin_dir());
+        remove_pins(&self.name);
     }
+}
+
+/// 10,000 connections a second to one listener in `ns`: queues long enough for bursts (a real
+/// fleet spreads them over 10,000 hosts).
+fn deep_accept_queues(ns: Option<&str>) -> Result<()> {
+    sh(ns, "sysctl -qw net.core.somaxconn=16384")?;
+    sh(ns, "sysctl -qw net.ipv4.tcp_max_syn_backlog=16384")?;
+    Ok(())
+}
+
+/// bpffs directory of the agent of namespace `ns`.
+fn pin_dir(ns: &str) -> std::path::PathBuf {
+    std::path::Path::new("/sys/fs/bpf").join(ns)
+}
+
+/// Remove the pins of the agent of namespace `ns`, and their directory.
+fn remove_pins(ns: &str) {
+    let _ = lb_agent::dataplane::unpin_all(&pin_dir(ns));
+    let _ = std::fs::remove_dir(pin_dir(ns));
 }
 
 /// Backends of the scale configuration: 100 of their own per VIP, or one pool of 100 that every
@@ -356,14 +367,13 @@ enum Shape {
 /// The scale benchmark's configuration for an agent in namespace `ns` (pins in
 /// /sys/fs/bpf/`ns`), its checks taking path `via`.
 fn scale_config(ns: &str, via: &str, shape: Shape) -> String {
-    let pin_dir = std::path::Path::new("/sys/fs/bpf").join(ns);
     let mut text = format!(
         "[agent]\ninterface = \"cv0\"\nxdp_mode = \"native\"\npin_path = \"{}\"\n\
          admin_listen = \"{}\"\ncontrol_socket = \"{}\"\n\
          gateway_mac = \"02:00:00:00:00:01\"\n\
          encap_source_v4 = \"198.18.0.2\"\nmax_vips = {VIPS}\nconn_table_size = 65536\n\
          slow_start_ms = 0\n",
-        pin_dir.display(),
+        pin_dir(ns).display(),
         lb_tests::agentproc::ADMIN,
         lb_tests::agentproc::control_socket(&std::env::temp_dir().join(ns), 0).display()
     );
