@@ -216,8 +216,16 @@ fn recovery_rises_after_rise_checks_and_ramps_up_slowly() -> Result<()> {
     let (w_early, slots_early) = weight(&sc)?;
     let web = sc.web();
     let early = sc.client.run(http_burst(web, 600, 8))?;
-    std::thread::sleep(Duration::from_millis(3200));
-    let (w_late, slots_late) = weight(&sc)?;
+    // Full weight comes with the first controller tick (every 500 ms) after the window ends,
+    // so a fixed sleep just past the window races that tick: poll, with a bound.
+    let full_by = Instant::now() + Duration::from_millis(options.slow_start_ms + 2000);
+    let (w_late, slots_late) = loop {
+        let (w, slots) = weight(&sc)?;
+        if w == 100 || Instant::now() >= full_by {
+            break (w, slots);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     let late = sc.client.run(http_burst(web, 600, 8))?;
     let share =
         |t: &lb_tests::client::Tally| t.by_backend.get(&backend_name(0)).copied().unwrap_or(0);
