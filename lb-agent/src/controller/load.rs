@@ -58,8 +58,9 @@ impl Controller {
         if let Err(e) = &result {
             error!("reload rejected: {e}");
         }
-        // Shared with the rest of this event's changes by the event loop.
         self.shared.reloaded(&result);
+        // Before the reply: `status` right after a reload command shows the new configuration.
+        self.share();
         if let Some(reply) = reply {
             let _ = reply.send(result.clone());
         }

@@ -277,6 +277,8 @@ impl Controller {
                     return;
                 };
                 let result = self.set_admin_state(&vip, backend, state);
+                // Read-your-writes: `status` right after the command shows the change.
+                self.share();
                 let _ = reply.send(result.map_err(|e| format!("{e:#}")));
             }
             AdminRequest::SetBackendWeight {
@@ -290,6 +292,8 @@ impl Controller {
                     return;
                 };
                 let result = self.set_weight(&vip, backend, weight);
+                // Read-your-writes: `status` right after the command shows the change.
+                self.share();
                 let _ = reply.send(result.map_err(|e| format!("{e:#}")));
             }
             // Claimed once the file is read and parsed (`on_loaded`).
