@@ -127,7 +127,8 @@ fn labeled(scrape: &Scrape) -> Vec<Labeled<'_>> {
             let backends = vip
                 .backends
                 .iter()
-                .map(|b| format!("{labels},backend=\"{}\"", escape(b.address)))
+                // An address's text has nothing to escape.
+                .map(|b| format!("{labels},backend=\"{}\"", b.address))
                 .collect();
             Labeled {
                 vip,
