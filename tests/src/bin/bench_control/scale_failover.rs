@@ -16,6 +16,7 @@ use anyhow::{ensure, Context, Result};
 use lb_tests::{
     agentproc::Agent,
     benchkit::{median, ms},
+    cpu::thread_cpu,
     netns::sh,
 };
 use std::{
@@ -200,6 +201,32 @@ fn scrape_until(agent: &Agent, stop: &AtomicBool) -> Result<Vec<f64>> {
     Ok(took)
 }
 
+/// CPU time (user + system, s) of the agent's admin threads (`lb-admin…`: the listeners'
+/// runtime and its blocking pool, where scrapes are read and encoded) that are alive now. The
+/// pool keeps an idle thread for 10 s, longer than an idle round.
+fn admin_cpu(pid: u32) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with("lb-admin"))
+        })
+        .filter_map(|t| t.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|tid| thread_cpu(pid, tid).ok())
+        .map(|d| d.as_secs_f64())
+        .sum()
+}
+
+/// The value under which fraction `q` of a non-empty sample lies.
+fn quantile(v: &[f64], q: f64) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let i = ((v.len() as f64 * q).ceil() as usize).clamp(1, v.len().max(1)) - 1;
+    v.get(i).copied().unwrap_or(f64::NAN)
+}
+
 fn spread(v: &[f64], decimals: usize) -> String {
     format!(
         "{:.*} ({:.*}–{:.*})",
@@ -223,6 +250,8 @@ pub fn scale_failover(
 ) -> Result<()> {
     eprintln!("scale: {ROUNDS} failovers, idle and scraped in turn");
     let (mut idle, mut scraped, mut scrapes) = (Rounds::default(), Rounds::default(), Vec::new());
+    let pid = agent.pid().context("agent not running")?;
+    let mut scrape_cpu = 0.0;
     for round in 0..ROUNDS {
         let stop = AtomicBool::new(false);
         let vip = round as u32 % VIPS;
@@ -230,21 +259,26 @@ pub fn scale_failover(
             if round % 2 == 0 {
                 return one_failover(agent, ns, watched, vip, &mut idle);
             }
+            let cpu = admin_cpu(pid);
             let scraper = s.spawn(|| scrape_until(agent, &stop));
             let result = one_failover(agent, ns, watched, vip, &mut scraped);
             stop.store(true, Ordering::Relaxed);
             scrapes.extend(scraper.join().expect("the scraper panicked")?);
+            scrape_cpu += admin_cpu(pid) - cpu;
             result
         })?;
     }
-    let after = rss(agent.pid().context("agent not running")?)?;
+    let after = rss(pid)?;
     write_figures(out, missed, &idle, &scraped)?;
     writeln!(
         out,
-        "\n`/metrics` during the scraped rounds: {} answers, {} ms. Agent RSS afterwards {:.1} MiB \
+        "\n`/metrics` during the scraped rounds: {} answers, {} ms, 90 % within {:.1} ms; the \
+         agent's admin threads used {:.1} ms of CPU per answer. Agent RSS afterwards {:.1} MiB \
          (anon {:.1}), peak (VmHWM) {:.1} MiB.",
         scrapes.len(),
         spread(&scrapes, 1),
+        quantile(&scrapes, 0.9),
+        scrape_cpu * 1e3 / scrapes.len().max(1) as f64,
         mib(after.total),
         mib(after.anon),
         mib(after.peak)
