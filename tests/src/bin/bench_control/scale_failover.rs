@@ -286,6 +286,9 @@ pub fn scale_failover(
     Ok(())
 }
 
+/// A row of the table: step, idle and scraped samples, decimals, whether the target applies.
+type Row<'a> = (&'a str, &'a Vec<f64>, &'a Vec<f64>, usize, bool);
+
 fn write_figures(
     out: &mut String,
     missed: &mut Vec<String>,
@@ -309,7 +312,7 @@ fn write_figures(
     )?;
     writeln!(out, "| step | idle | scraped | scraped / idle (medians) |")?;
     writeln!(out, "|---|---:|---:|---:|")?;
-    let rows: [(&str, &Vec<f64>, &Vec<f64>, usize, bool); 5] = [
+    let rows: [Row; 5] = [
         (
             "refused → down, published (fall 3 × 1 s)",
             &idle.down,
