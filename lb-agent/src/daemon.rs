@@ -184,7 +184,7 @@ impl Inputs {
         let (admin_tx, admin) = mpsc::channel::<AdminRequest>(64);
         // Read-only listener, control socket, and the token-protected TCP control listener.
         let source = ctl.status_source();
-        let report: admin::Reporter = std::sync::Arc::new(move || source.report());
+        let report: admin::Reporter = std::sync::Arc::new(source);
         let admin_task = admin::spawn_thread(agent, admin_tx, report, shutdown.clone()).await?;
         let links = linkwatch::spawn(&agent.interface, ctl.attached_ifindex(), shutdown.clone())?;
         let (swept_tx, swept) = mpsc::channel(1);

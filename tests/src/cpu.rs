@@ -23,8 +23,17 @@ fn ticks(n: u64) -> Duration {
 
 /// User + system time of process `pid` (every thread, live or exited).
 pub fn process_cpu(pid: u32) -> Result<Duration> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    stat_cpu(&format!("/proc/{pid}/stat"))
+}
+
+/// User + system time of thread `tid` of process `pid` alone (`/proc/TID/stat` would be the
+/// whole process's).
+pub fn thread_cpu(pid: u32, tid: u32) -> Result<Duration> {
+    stat_cpu(&format!("/proc/{pid}/task/{tid}/stat"))
+}
+
+fn stat_cpu(path: &str) -> Result<Duration> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
     // The command name may hold spaces and parentheses: fields start after the last ')'.
     let rest = text
         .rsplit_once(')')

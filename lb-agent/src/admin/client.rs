@@ -155,7 +155,11 @@ pub(super) async fn request(
                 .await
                 .with_context(|| format!("reading the answer to {method} {path} from {target}"))?
                 .to_bytes();
-            anyhow::Ok((status, String::from_utf8_lossy(&body).into_owned()))
+            // The agent's answers are UTF-8, taken as they are (a scrape is megabytes); anything
+            // else is shown lossily.
+            let body = String::from_utf8(Vec::from(body))
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+            anyhow::Ok((status, body))
         };
         tokio::pin!(response);
         tokio::select! {

@@ -37,8 +37,10 @@
 //! Layout: `api` holds the types the controller, the server and the CLI share; `server` the
 //! routers and handlers; `listen` the accept loop; `endpoints` binds and runs the listeners;
 //! `thread` runs them on a thread and runtime of their own, below the agent's priority;
-//! `socket` the control socket file; `token` the bearer token; `metrics` and `render` turn a
-//! [`StatusReport`] into text, `stream` sends a scrape in chunks; `client` is the CLI's side.
+//! `socket` the control socket file; `token` the bearer token; `render` turns a [`StatusReport`]
+//! into text, `metrics` and `series` a [`Scrape`] (what `/metrics` shows, taken from the
+//! controller's snapshot without building a report), `stream` sends a scrape in chunks;
+//! `client` is the CLI's side.
 
 mod api;
 mod client;
@@ -47,6 +49,8 @@ mod listen;
 mod metrics;
 mod render;
 mod reply;
+mod scrape;
+mod series;
 mod server;
 mod socket;
 mod stream;
@@ -54,6 +58,8 @@ mod stream;
 mod tests;
 #[cfg(test)]
 mod tests_listen;
+#[cfg(test)]
+mod tests_metrics;
 #[cfg(test)]
 mod tests_thread;
 #[cfg(test)]
@@ -73,7 +79,8 @@ pub use listen::Peer;
 pub use metrics::render_metrics;
 pub use render::{render_stats, render_status};
 pub use reply::{reply_channel, NoAnswer, Reply, Waiter};
-pub use server::Reporter;
+pub use scrape::{BackendTraffic, Scrape};
+pub use server::{Reporter, Reports};
 pub use socket::ControlSocket;
 pub use thread::{spawn as spawn_thread, NICE};
 pub use token::{check_file as check_token_file, Token};

@@ -9,6 +9,7 @@ use super::{
     listen::Peer,
     render::name_of,
     reply::{reply_channel, NoAnswer, Reply},
+    scrape::Scrape,
     stream::metrics_body,
     METRICS_CONTENT_TYPE,
 };
@@ -24,8 +25,26 @@ use std::{net::IpAddr, sync::Arc, time::Duration};
 use tokio::{sync::mpsc, time::Instant};
 use tracing::{info, warn};
 
-/// Builds the current status report (it reads counters: may block, run it off the runtime).
-pub type Reporter = Arc<dyn Fn() -> StatusReport + Send + Sync>;
+/// What `/status` and `/metrics` are answered from. Both read counters, so may block: run them
+/// off the runtime.
+pub trait Reports: Send + Sync {
+    /// The current status report.
+    fn report(&self) -> StatusReport;
+
+    /// What `/metrics` shows: the report's, unless the source can do without building one.
+    fn scrape(&self) -> Scrape {
+        Scrape::from(self.report())
+    }
+}
+
+/// A function that builds reports (tests, tools) is a source.
+impl<F: Fn() -> StatusReport + Send + Sync> Reports for F {
+    fn report(&self) -> StatusReport {
+        self()
+    }
+}
+
+pub type Reporter = Arc<dyn Reports>;
 
 #[derive(Clone)]
 struct AppState {
@@ -116,7 +135,7 @@ async fn ask<T>(
 /// The report, built on a blocking thread (a per-CPU counter read per VIP and backend).
 async fn current_report(report: &Reporter) -> Result<StatusReport, Response> {
     let report = report.clone();
-    tokio::task::spawn_blocking(move || report())
+    tokio::task::spawn_blocking(move || report.report())
         .await
         .map_err(|e| {
             text(

@@ -1,4 +1,4 @@
-//! A scrape's response body: the report built and its exposition written on a blocking thread,
+//! A scrape's response body: the scrape taken and its exposition written on a blocking thread,
 //! sent to the client in chunks as they are written, so the 7 MB of a large scrape are never
 //! held whole.
 
@@ -14,20 +14,20 @@ use tokio::sync::mpsc;
 const CHUNK: usize = 256 * 1024;
 const CHUNKS_QUEUED: usize = 8;
 
-/// The response body of a scrape: the exposition of the report `report` builds, both done on
-/// one blocking thread (one hop off the runtime, not two) and sent in [`CHUNK`]s as the client
-/// takes them; `done` runs on that thread afterwards. A client that goes away stops the
-/// writing; a report that fails to build ends the body without `# EOF`, which Prometheus counts
-/// as a failed scrape.
+/// The response body of a scrape: the exposition of what `report` shows, both taken and written
+/// on one blocking thread (one hop off the runtime, not two) and sent in [`CHUNK`]s as the
+/// client takes them; `done` runs on that thread afterwards. A client that goes away stops the
+/// writing; a scrape that fails ends the body without `# EOF`, which Prometheus counts as a
+/// failed scrape.
 pub(super) fn metrics_body(report: Reporter, done: fn()) -> Body {
     let (tx, mut rx) = mpsc::channel(CHUNKS_QUEUED);
     tokio::task::spawn_blocking(move || {
-        let report = report();
+        let scrape = report.scrape();
         let mut out = Chunks {
             text: String::with_capacity(CHUNK),
             tx,
         };
-        if write_metrics(Arc::new(report), &mut out)
+        if write_metrics(Arc::new(scrape), &mut out)
             .and_then(|()| out.send())
             .is_err()
         {

@@ -767,7 +767,7 @@ fn in_maintenance(phase: crate::bgp::maintenance::Phase, left: Option<u64>) -> S
 
 /// A report with what the canned one lacks: a sweep, an address both wanted and announced,
 /// label values to escape, and a few hundred backends.
-fn large_report() -> StatusReport {
+pub(super) fn large_report() -> StatusReport {
     let mut report = canned_report();
     report.conn_sweep = Some(ConnSweepStatus {
         live_entries: 17,

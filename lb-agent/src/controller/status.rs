@@ -6,8 +6,8 @@
 use super::{sweep::SweepSummary, BackendRt, Controller, Setup, VipRt};
 use crate::{
     admin::{
-        AgentInfo, BackendHealth, BackendStatus, ConnSweepStatus, ProbeStatus, ReloadStatus,
-        StatusReport, VipStatus,
+        AgentInfo, BackendHealth, BackendStatus, BackendTraffic, ConnSweepStatus, ProbeStatus,
+        ReloadStatus, Reports, Scrape, StatusReport, VipStatus,
     },
     bgp::BgpStatus,
     config::CheckKind,
@@ -57,23 +57,25 @@ impl StatusSource {
         self.snapshot.borrow().clone()
     }
 
-    /// The full report: the latest snapshot with counters read now (a batch of syscalls: run
-    /// it where blocking is allowed).
-    pub fn report(&self) -> StatusReport {
-        let snap = self.snapshot();
-        let c = &self.counters;
-        // Whole arrays up to the highest id in use, a few hundred entries per syscall.
+    /// Traffic of VIPs and backends by id, whole arrays up to the highest id in use (a few
+    /// hundred entries per syscall).
+    fn traffic(&self, snap: &Snapshot) -> (Vec<TrafficCounters>, Vec<TrafficCounters>) {
         let ids = snap.vips.values();
         let vip_ids = ids.clone().map(|(id, _)| id + 1).max().unwrap_or(0);
         let backend_ids = ids
             .flat_map(|(_, v)| v.backends.iter().map(|b| b.id + 1))
             .max()
             .unwrap_or(0);
-        let vip_traffic = c.vips(vip_ids).unwrap_or_default();
-        let backend_traffic = c.backends(backend_ids).unwrap_or_default();
-        let traffic =
-            |all: &[TrafficCounters], id: u32| all.get(id as usize).copied().unwrap_or_default();
-        // xdp_lb's counters, then tc_probe_encap's (named apart: `probe_*`).
+        let c = &self.counters;
+        (
+            c.vips(vip_ids).unwrap_or_default(),
+            c.backends(backend_ids).unwrap_or_default(),
+        )
+    }
+
+    /// xdp_lb's counters, then tc_probe_encap's (named apart: `probe_*`).
+    fn datapath_counters(&self) -> BTreeMap<String, u64> {
+        let c = &self.counters;
         let mut counters: BTreeMap<String, u64> = c
             .stats()
             .map(|all| {
@@ -85,15 +87,28 @@ impl StatusSource {
         if let Ok(probe) = c.probe_stats() {
             counters.extend(probe.into_iter().map(|(s, v)| (s.name().to_string(), v)));
         }
+        counters
+    }
+}
+
+fn traffic_of(all: &[TrafficCounters], id: u32) -> TrafficCounters {
+    all.get(id as usize).copied().unwrap_or_default()
+}
+
+impl Reports for StatusSource {
+    /// The full report: the latest snapshot with counters read now.
+    fn report(&self) -> StatusReport {
+        let snap = self.snapshot();
+        let (vip_traffic, backend_traffic) = self.traffic(&snap);
         let vips = snap
             .vips
             .values()
             .map(|(id, v)| {
                 let mut v = VipStatus::clone(v);
-                let t = traffic(&vip_traffic, *id);
+                let t = traffic_of(&vip_traffic, *id);
                 (v.packets, v.bytes) = (t.packets, t.bytes);
                 for b in &mut v.backends {
-                    let t = traffic(&backend_traffic, b.id);
+                    let t = traffic_of(&backend_traffic, b.id);
                     (b.packets, b.bytes) = (t.packets, t.bytes);
                 }
                 v
@@ -107,7 +122,7 @@ impl StatusSource {
             config_path: snap.config_path.clone(),
             flow_hash_key_digest: snap.flow_hash_key_digest.clone(),
             vips,
-            counters,
+            counters: self.datapath_counters(),
             bgp: snap.bgp.clone(),
             agent: snap.agent.clone(),
             probes: snap.probes.to_vec(),
@@ -117,6 +132,26 @@ impl StatusSource {
                 took_ms: s.took.as_millis() as u64,
                 secs_ago: at.elapsed().as_secs(),
             }),
+        }
+    }
+
+    /// The snapshot's VIP statuses as shared (no copy), traffic beside them.
+    fn scrape(&self) -> Scrape {
+        let snap = self.snapshot();
+        let (vip_traffic, backend_traffic) = self.traffic(&snap);
+        let vips = snap
+            .vips
+            .values()
+            .map(|(id, v)| (v.clone(), traffic_of(&vip_traffic, *id)))
+            .collect();
+        Scrape {
+            vips,
+            backend_traffic: BackendTraffic::ById(backend_traffic),
+            counters: self.datapath_counters(),
+            uptime_secs: snap.started.elapsed().as_secs(),
+            conn_live_entries: snap.sweep.map(|(s, _)| s.live),
+            agent: snap.agent.clone(),
+            bgp: snap.bgp.clone(),
         }
     }
 }

@@ -8,6 +8,7 @@
 
 mod checks;
 mod render;
+mod scale_failover;
 
 use anyhow::{bail, ensure, Context, Result};
 use lb_agent::{
@@ -27,7 +28,7 @@ use lb_tests::{
 use std::{
     fmt::Write as _,
     net::{IpAddr, Ipv4Addr},
-    sync::atomic::{AtomicBool, Ordering},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -46,10 +47,6 @@ const WARM_UP: Duration = Duration::from_secs(3);
 const CHECK_PORT: u16 = 8080;
 /// Failover rounds (stop a backend, wait for down, restart it, wait for up).
 const FAILOVER_ROUNDS: usize = 5;
-/// Failover rounds at scale, alternately idle and with `/metrics` scraped every
-/// `SCRAPE_EVERY`, so a slow spell of the machine hits both alike.
-const SCALE_FAILOVER_ROUNDS: usize = 20;
-const SCRAPE_EVERY: Duration = Duration::from_millis(100);
 /// `/metrics` at 100 VIPs x 100 backends, and the scraped failover against the idle one.
 const SCRAPE_TARGET_MS: f64 = 50.0;
 const SCRAPED_FAILOVER_TARGET: f64 = 1.10;
@@ -493,6 +490,8 @@ struct CheckListener {
     rt: NsRuntime,
     stop: tokio_util::sync::CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// Checks accepted on the backend address a failover round watches.
+    watched: Arc<scale_failover::Watched>,
 }
 
 impl CheckListener {
@@ -500,6 +499,8 @@ impl CheckListener {
         let rt = NsRuntime::new(ns)?;
         let stop = tokio_util::sync::CancellationToken::new();
         let accept_stop = stop.clone();
+        let watched = Arc::new(scale_failover::Watched::default());
+        let counted = watched.clone();
         let task = rt.run(async move {
             let socket = tokio::net::TcpSocket::new_v4()?;
             socket.set_reuseaddr(true)?;
@@ -509,7 +510,11 @@ impl CheckListener {
                 loop {
                     tokio::select! {
                         _ = accept_stop.cancelled() => break,
-                        accepted = listener.accept() => drop(accepted),
+                        Ok((stream, _)) = listener.accept() => {
+                            if counted.watching() {
+                                counted.accepted(stream.local_addr());
+                            }
+                        }
                     }
                 }
             }))
@@ -518,6 +523,7 @@ impl CheckListener {
             rt,
             stop,
             task: Some(task),
+            watched,
         })
     }
 }
@@ -703,7 +709,7 @@ fn scale(out: &mut String, missed: &mut Vec<String>) -> Result<()> {
             out,
             "| checks ok / failed since start; backends down | {ok} / {failed}; {down} | ≤ 0.1 % failed, 0 down |"
         )?;
-        scale_failover(&agent, &ns.name, out, missed)
+        scale_failover::scale_failover(&agent, &ns.name, &listener.watched, out, missed)
     })();
     drop(listener);
     let _ = std::fs::remove_dir_all(&dir);
@@ -773,163 +779,6 @@ fn failover(out: &mut String, missed: &mut Vec<String>) -> Result<()> {
         median_published,
         min(&published_ms),
         max(&published_ms)
-    )?;
-    Ok(())
-}
-
-// ---- Failover at scale, idle and scraped ----------------------------------------------------
-
-/// Failover figures of one kind of round, ms.
-#[derive(Default)]
-struct Rounds {
-    down: Vec<f64>,
-    up: Vec<f64>,
-    published: Vec<f64>,
-}
-
-/// Waits until VIP `vip` has more than `seen` failovers logged: the time waited and the new
-/// failover's decision → published, ms.
-fn next_failover(agent: &Agent, vip: &str, seen: usize) -> Result<(f64, f64)> {
-    let start = Instant::now();
-    let limit = Duration::from_secs(30);
-    loop {
-        if let Some(&us) = agent.logged_failovers_of(vip).get(seen) {
-            return Ok((ms(start.elapsed()), us as f64 / 1e3));
-        }
-        ensure!(
-            start.elapsed() < limit,
-            "VIP {vip}: no failover within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Backend `j` of VIP `i` refuses checks (a `prohibit` route beats the AnyIP one: connect
-/// fails at once), then answers again; the figures go to `rounds`.
-fn one_failover(agent: &Agent, ns: &str, i: u32, rounds: &mut Rounds) -> Result<()> {
-    let (vip, addr) = (format!("v{i}"), backend_addr(i, 7));
-    let seen = agent.logged_failovers_of(&vip).len();
-    sh(
-        Some(ns),
-        &format!("ip route add prohibit {addr}/32 table local"),
-    )?;
-    let down = next_failover(agent, &vip, seen);
-    sh(
-        Some(ns),
-        &format!("ip route del prohibit {addr}/32 table local"),
-    )?;
-    let (down, published) = down?;
-    let (up, published_up) = next_failover(agent, &vip, seen + 1)?;
-    rounds.down.push(down);
-    rounds.up.push(up);
-    rounds.published.extend([published, published_up]);
-    Ok(())
-}
-
-/// Scrapes `/metrics` every `SCRAPE_EVERY` until `stop`: how long each answer took, ms.
-fn scrape_until(agent: &Agent, stop: &AtomicBool) -> Result<Vec<f64>> {
-    let mut took = Vec::new();
-    while !stop.load(Ordering::Relaxed) {
-        let asked = Instant::now();
-        let (_, answer) = scrape(agent)?;
-        took.push(ms(answer));
-        std::thread::sleep(SCRAPE_EVERY.saturating_sub(asked.elapsed()));
-    }
-    Ok(took)
-}
-
-fn spread(v: &[f64], decimals: usize) -> String {
-    format!(
-        "{:.*} ({:.*}–{:.*})",
-        decimals,
-        median(v.to_vec()),
-        decimals,
-        min(v),
-        decimals,
-        max(v)
-    )
-}
-
-/// Failover at 100 VIPs x 100 backends, alternately idle and while `/metrics` is scraped every
-/// `SCRAPE_EVERY`.
-fn scale_failover(
-    agent: &Agent,
-    ns: &str,
-    out: &mut String,
-    missed: &mut Vec<String>,
-) -> Result<()> {
-    eprintln!("scale: {SCALE_FAILOVER_ROUNDS} failovers, idle and scraped in turn");
-    let (mut idle, mut scraped, mut scrapes) = (Rounds::default(), Rounds::default(), Vec::new());
-    for round in 0..SCALE_FAILOVER_ROUNDS {
-        let stop = AtomicBool::new(false);
-        let vip = round as u32 % VIPS;
-        std::thread::scope(|s| -> Result<()> {
-            if round % 2 == 0 {
-                return one_failover(agent, ns, vip, &mut idle);
-            }
-            let scraper = s.spawn(|| scrape_until(agent, &stop));
-            let result = one_failover(agent, ns, vip, &mut scraped);
-            stop.store(true, Ordering::Relaxed);
-            scrapes.extend(scraper.join().expect("the scraper panicked")?);
-            result
-        })?;
-    }
-    let after = rss(agent.pid().context("agent not running")?)?;
-    writeln!(
-        out,
-        "\n### Failover at {VIPS} VIPs × {BACKENDS_PER_VIP} backends, idle and scraped\n"
-    )?;
-    writeln!(
-        out,
-        "The same agent, after the figures above: {SCALE_FAILOVER_ROUNDS} rounds, alternately idle \
-         and with `/metrics` scraped every {} ms (start to start) throughout. A round makes one \
-         backend refuse its TCP checks (a `prohibit` route) until the agent publishes its VIP's \
-         table without it, then answer again until it is back; times are taken from the agent's \
-         log (polled every 20 ms), decision → published is its `failover_us`. Median (min–max), ms.\n",
-        SCRAPE_EVERY.as_millis()
-    )?;
-    writeln!(out, "| step | idle | scraped | scraped / idle (medians) |")?;
-    writeln!(out, "|---|---:|---:|---:|")?;
-    for (step, a, b, decimals) in [
-        (
-            "refused → down, published (fall 3 × 1 s + one check)",
-            &idle.down,
-            &scraped.down,
-            0,
-        ),
-        (
-            "answering → up, published (rise 2 × 1 s)",
-            &idle.up,
-            &scraped.up,
-            0,
-        ),
-        (
-            "decision → table published",
-            &idle.published,
-            &scraped.published,
-            2,
-        ),
-    ] {
-        let ratio = median(b.clone()) / median(a.clone());
-        if decimals == 0 && ratio > SCRAPED_FAILOVER_TARGET {
-            missed.push(format!("scraped failover ({step}) at {ratio:.2} × idle"));
-        }
-        writeln!(
-            out,
-            "| {step} | {} | {} | {ratio:.2} |",
-            spread(a, decimals),
-            spread(b, decimals)
-        )?;
-    }
-    writeln!(
-        out,
-        "\n`/metrics` during the scraped rounds: {} answers, {} ms. Agent RSS afterwards {:.1} MiB \
-         (anon {:.1}), peak (VmHWM) {:.1} MiB.",
-        scrapes.len(),
-        spread(&scrapes, 1),
-        mib(after.total),
-        mib(after.anon),
-        mib(after.peak)
     )?;
     Ok(())
 }
