@@ -47,7 +47,8 @@ enum Task {
         4. bpf-linker 0.13, built against that LLVM (cargo install, LLVM_PREFIX set)\n\
         5. cargo-deb 3.8.0 for `package` (cargo install --locked)\n\
         6. Debian packages for missing test and benchmark tools (ip, ethtool, ping, sysctl, \
-        nsenter, curl, nft, birdc, haproxy, wrk, man, systemd-analyze) via apt-get (root only)\n\
+        nsenter, curl, openssl, nft, birdc, haproxy, wrk, man, systemd-analyze, promtool, tcpdump, \
+        bpftool) via apt-get (root only)\n\
         7. bpffs mounted at /sys/fs/bpf (root only)"
     )]
     Setup,

@@ -95,6 +95,11 @@ pub const PACKAGES: &[Package] = &[
         command: "tcpdump",
         package: "tcpdump",
     },
+    // Profiling the data path: `bpftool prog dump xlated/jited` of the loaded programs.
+    Package {
+        command: "bpftool",
+        package: "bpftool",
+    },
 ];
 
 /// Services that installing a package of [`PACKAGES`] starts and enables, though the tests

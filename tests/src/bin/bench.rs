@@ -181,6 +181,21 @@ fn main() -> Result<()> {
         },
     ];
 
+    // Profiling aid (`perf record` while one path runs): only the paths whose name contains
+    // LB_BENCH_ONLY, for LB_BENCH_ROUNDS rounds, each round's ns per packet printed.
+    if let Ok(only) = std::env::var("LB_BENCH_ONLY") {
+        let rounds: usize = std::env::var("LB_BENCH_ROUNDS")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(RUNS);
+        for case in cases.iter().filter(|c| c.name.contains(only.as_str())) {
+            let ns: Vec<String> = (0..rounds)
+                .map(|_| measure(&mut lab, case).map(|ns| format!("{ns:.0}")))
+                .collect::<Result<_>>()?;
+            println!("{}: {}", case.name, ns.join(" "));
+        }
+        return Ok(());
+    }
     println!("BPF_PROG_TEST_RUN, {RUNS} rounds x {ITERATIONS} iterations per path, ns per packet");
     let info = lab.lb.program(LB_PROGRAM)?.info()?;
     println!(

@@ -22,7 +22,7 @@ pub fn forward<const L3: usize, const TRACED: bool>(
     flow: &FlowKey,
     kind: FlowKind,
 ) -> Verdict {
-    let Some(vip) = vip::lookup(flow.dst, flow.family, flow.dst_port, flow.proto) else {
+    let Some(vip) = vip::lookup(&flow.dst, flow.family, flow.dst_port, flow.proto) else {
         return pass(Stat::PassNotVip);
     };
     if TRACED {

@@ -30,16 +30,27 @@ pub fn address_flags(addr: [u32; 4], family: u8) -> Option<u32> {
     unsafe { VIP_ADDRS.get(key).copied() }
 }
 
+/// The `VIPS` key as five whole words: built from byte and half-word stores, the last word
+/// reached the lookup's hash through a failed store-to-load forward (about 5 ns a packet).
 #[inline(always)]
-pub fn lookup(addr: [u32; 4], family: u8, port: u16, proto: u8) -> Option<VipMeta> {
-    let mut key = VipKey {
-        addr,
-        port,
-        proto,
-        family,
-    };
+fn vip_key(addr: &[u32; 4], port: u16, proto: u8, family: u8) -> VipKey {
+    let [p0, p1] = port.to_ne_bytes();
+    let words = [
+        addr[0],
+        addr[1],
+        addr[2],
+        addr[3],
+        u32::from_ne_bytes([p0, p1, proto, family]),
+    ];
+    // SAFETY: `VipKey` is repr(C): four u32, then u16, u8, u8 (20 bytes, no padding), which is
+    // exactly the byte layout of these words.
+    unsafe { core::mem::transmute::<[u32; 5], VipKey>(words) }
+}
+
+#[inline(always)]
+pub fn lookup(addr: &[u32; 4], family: u8, port: u16, proto: u8) -> Option<VipMeta> {
     // SAFETY: the value is copied out before the next map operation.
-    if let Some(meta) = unsafe { VIPS.get(key) } {
+    if let Some(meta) = unsafe { VIPS.get(vip_key(addr, port, proto, family)) } {
         return Some(*meta);
     }
     let any_port = if proto == IPPROTO_TCP {
@@ -47,10 +58,9 @@ pub fn lookup(addr: [u32; 4], family: u8, port: u16, proto: u8) -> Option<VipMet
     } else {
         ADDR_F_UDP_ANY_PORT
     };
-    if address_flags(addr, family)? & any_port == 0 {
+    if address_flags(*addr, family)? & any_port == 0 {
         return None;
     }
-    key.port = 0;
     // SAFETY: as above.
-    unsafe { VIPS.get(key) }.copied()
+    unsafe { VIPS.get(vip_key(addr, 0, proto, family)) }.copied()
 }
