@@ -1,7 +1,7 @@
 use super::*;
 use crate::config::{parse, Config, HealthCheckConfig, Protocol, StatusSet};
 use proptest::prelude::*;
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
 const AGENT: &str = r#"
 [agent]
@@ -38,7 +38,7 @@ fn agent() -> AgentConfig {
 }
 
 fn served(w: &HashMap<ProbeKey, Served>) -> Vec<Vec<String>> {
-    let mut v: Vec<Vec<String>> = w.values().map(|s| s.iter().cloned().collect()).collect();
+    let mut v: Vec<Vec<String>> = w.values().map(|s| s.iter().map(String::from).collect()).collect();
     v.sort();
     v
 }
@@ -255,7 +255,7 @@ proptest! {
                 prop_assert_eq!(serving, expected, "{} {}", v.name, b.address);
             }
         }
-        let pairs: usize = w.values().map(BTreeSet::len).sum();
+        let pairs: usize = w.values().map(Served::len).sum();
         let checked: usize = vips
             .iter()
             .filter(|v| v.health_check.kind != CheckKind::None)
