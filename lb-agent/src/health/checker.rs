@@ -60,18 +60,46 @@ async fn run_checker(
             _ = reports.closed() => break,
             _ = tokio::time::sleep_until(due.into()) => {}
         }
+        lag.observe(Instant::now().saturating_duration_since(due).as_secs_f64());
+        // Boxed: a round's state (the probe, its result, the send) exists only while it runs,
+        // not in each of thousands of sleeping checkers.
+        let round = Round {
+            probe,
+            backend,
+            prober: &prober,
+            hysteresis: &mut hysteresis,
+            reports: &reports,
+        };
+        if Box::pin(round.run()).await.is_err() {
+            debug!(probe, %backend, "report receiver gone");
+            break;
+        }
+        due = Instant::now() + jittered_interval(check.interval);
+    }
+    debug!(probe, %backend, "health checker stopped");
+}
 
+/// One check of a checker, and its report.
+struct Round<'a> {
+    probe: ProbeId,
+    backend: IpAddr,
+    prober: &'a Prober,
+    hysteresis: &'a mut Hysteresis,
+    reports: &'a mpsc::Sender<CheckReport>,
+}
+
+impl Round<'_> {
+    /// `Err`: the report could not be sent (the receiver is gone).
+    async fn run(self) -> Result<(), ()> {
+        let (probe, backend) = (self.probe, self.backend);
         let start = Instant::now();
-        lag.observe(start.saturating_duration_since(due).as_secs_f64());
-        // Boxed: the probe's state (~700 bytes) exists only while it runs, not in each of
-        // thousands of sleeping checkers.
-        let result = Box::pin(prober.check()).await;
+        let result = self.prober.check().await;
         let finished_at = Instant::now();
         let (ok, latency, detail) = match result {
             Ok(passed) => (true, passed.latency, passed.detail),
             Err(detail) => (false, finished_at.duration_since(start), detail),
         };
-        let transition = hysteresis.record(ok);
+        let transition = self.hysteresis.record(ok);
         match transition {
             Some(Health::Up) => info!(probe, %backend, reason = %detail, "backend up"),
             Some(Health::Down) => info!(probe, %backend, reason = %detail, "backend down"),
@@ -84,7 +112,6 @@ async fn run_checker(
                 "check done"
             ),
         }
-
         let report = CheckReport {
             probe,
             backend,
@@ -94,14 +121,8 @@ async fn run_checker(
             transition,
             finished_at,
         };
-        // Boxed too: of the awaits, this one's state is the largest.
-        if Box::pin(reports.send(report)).await.is_err() {
-            debug!(probe, %backend, "report receiver gone");
-            break;
-        }
-        due = Instant::now() + jittered_interval(check.interval);
+        self.reports.send(report).await.map_err(|_| ())
     }
-    debug!(probe, %backend, "health checker stopped");
 }
 
 /// Upper bounds (seconds) of the lag buckets: tokio's timer wheel has 1 ms resolution, so a

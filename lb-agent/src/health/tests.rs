@@ -545,10 +545,14 @@ fn slow_start_is_monotonic() {
     }
 }
 
-#[test]
-fn print_sizes_tmp() {
+#[tokio::test]
+async fn print_sizes_tmp() {
     let (tx, _rx) = mpsc::channel::<CheckReport>(1);
     let s = spec(CheckKind::Tcp, "127.0.0.1:1".parse().unwrap());
     let f = super::checker::run_checker_for_size(7, LOCALHOST, s, Health::Up, tx);
+    let sl = tokio::time::sleep(Duration::from_secs(1));
+    let (tx2, _rx2) = mpsc::channel::<CheckReport>(1);
+    let cl = tx2.closed();
+    eprintln!("SIZES sleep {} closed {} hyst {} hist {}", std::mem::size_of_val(&sl), std::mem::size_of_val(&cl), std::mem::size_of::<Hysteresis>(), std::mem::size_of::<prometheus_client::metrics::histogram::Histogram>());
     eprintln!("SIZES future {} spec {} def {} prober {}", std::mem::size_of_val(&f), std::mem::size_of::<CheckSpec>(), std::mem::size_of::<CheckDef>(), std::mem::size_of::<Prober>());
 }
