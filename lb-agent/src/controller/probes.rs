@@ -28,7 +28,8 @@ use std::{
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ProbeKey {
     pub backend: IpAddr,
-    pub spec: CheckSpec,
+    /// Shared with the probe's checker (the same spec unless a tunnel mark changes it).
+    pub spec: Arc<CheckSpec>,
 }
 
 /// The VIPs (by name) a probe's results apply to: sorted, without repeats. A sorted list
@@ -145,7 +146,7 @@ pub fn wanted<'a>(
         for b in &vip.backends {
             let key = ProbeKey {
                 backend: b.address,
-                spec: spec_with(vip, check.clone(), b.address, agent),
+                spec: Arc::new(spec_with(vip, check.clone(), b.address, agent)),
             };
             out.entry(key).or_default().insert(name.clone());
         }
@@ -219,11 +220,17 @@ pub fn mark_still_valid(
 }
 
 /// `spec` with the id its tunnel probes are marked with (direct specs are returned as given).
-pub fn with_mark(mut spec: CheckSpec, id: u32) -> CheckSpec {
-    if let Route::Tunnel(t) = &mut spec.route {
-        t.backend_id = id;
+pub fn with_mark(spec: &Arc<CheckSpec>, id: u32) -> Arc<CheckSpec> {
+    match &spec.route {
+        Route::Tunnel(t) if t.backend_id != id => {
+            let mut marked = CheckSpec::clone(spec);
+            if let Route::Tunnel(t) = &mut marked.route {
+                t.backend_id = id;
+            }
+            Arc::new(marked)
+        }
+        _ => spec.clone(),
     }
-    spec
 }
 
 #[cfg(test)]

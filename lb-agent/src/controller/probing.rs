@@ -117,7 +117,7 @@ impl Controller {
                 Some(id)
             }
         };
-        let spec = probes::with_mark(key.spec.clone(), mark.unwrap_or(probes::KEY_ID));
+        let spec = probes::with_mark(&key.spec, mark.unwrap_or(probes::KEY_ID));
         self.next_probe += 1;
         let id = self.next_probe;
         debug!(probe = id, backend = %key.backend, target = %key.spec.target, vips = vips.len(), "probe started");

@@ -5,7 +5,7 @@ use crate::config::CheckKind;
 use prometheus_client::metrics::histogram::Histogram;
 use std::{
     net::IpAddr,
-    sync::OnceLock,
+    sync::{Arc, OnceLock},
     time::{Duration, Instant},
 };
 use tokio::{sync::mpsc, task::JoinHandle};
@@ -24,19 +24,19 @@ use tracing::{debug, info};
 pub fn spawn_checker(
     probe: ProbeId,
     backend: IpAddr,
-    spec: CheckSpec,
+    spec: impl Into<Arc<CheckSpec>>,
     initial: Health,
     reports: mpsc::Sender<CheckReport>,
 ) -> JoinHandle<()> {
     // No span per checker: at 10,000 checkers their registry entries cost megabytes; the
     // events carry the probe and backend themselves.
-    tokio::spawn(run_checker(probe, backend, Box::new(spec), initial, reports))
+    tokio::spawn(run_checker(probe, backend, spec.into(), initial, reports))
 }
 
 async fn run_checker(
     probe: ProbeId,
     backend: IpAddr,
-    spec: Box<CheckSpec>,
+    spec: Arc<CheckSpec>,
     initial: Health,
     reports: mpsc::Sender<CheckReport>,
 ) {
@@ -46,9 +46,9 @@ async fn run_checker(
         return;
     }
     let mut hysteresis = Hysteresis::new(check.rise, check.fall, initial);
-    // The TLS configuration (CA store, verifier) is built once, not per probe. The boxed spec
-    // moves into the prober: an async fn keeps its parameters for its whole life, so a spec
-    // passed by value, or moved out of its box, would leave a copy in every idle checker.
+    // The TLS configuration (CA store, verifier) is built once, not per probe. The spec comes
+    // behind a pointer: an async fn keeps its parameters for its whole life, so a spec passed
+    // by value would leave a copy in every idle checker beside the prober's.
     let prober = Prober::new(spec);
     debug!(probe, %backend, kind = ?check.kind, target = %prober.spec().target, ?initial, "health checker started");
 
@@ -168,6 +168,6 @@ pub(super) fn run_checker_for_size(
     initial: Health,
     reports: mpsc::Sender<CheckReport>,
 ) -> impl std::future::Future<Output = ()> {
-    let spec = Box::new(spec);
+    let spec = Arc::new(spec);
     run_checker(probe, backend, spec, initial, reports)
 }

@@ -5,6 +5,7 @@ use super::{http, tls::TlsSetup, CheckSpec};
 use crate::config::CheckKind;
 use std::{
     error::Error as StdError,
+    sync::Arc,
     time::{Duration, Instant},
 };
 use tokio::net::TcpStream;
@@ -18,16 +19,16 @@ pub struct Passed {
 }
 
 /// A check ready to run: its spec and, for TLS kinds, the client configuration built once.
-/// Both boxed: a prober lives in each of thousands of idle checker tasks, and a task's size is
-/// rounded up to 128 bytes.
+/// Both behind pointers: a prober lives in each of thousands of idle checker tasks, and a
+/// task's size is rounded up to 128 bytes. The spec is shared with the controller's probe key.
 pub struct Prober {
-    spec: Box<CheckSpec>,
+    spec: Arc<CheckSpec>,
     /// `Err`: why no handshake can be made (every probe fails with it).
     tls: Option<Box<Result<TlsSetup, String>>>,
 }
 
 impl Prober {
-    pub fn new(spec: impl Into<Box<CheckSpec>>) -> Self {
+    pub fn new(spec: impl Into<Arc<CheckSpec>>) -> Self {
         let spec = spec.into();
         let alpn: &[&[u8]] = match spec.check.kind {
             CheckKind::Https => &[b"http/1.1"],
