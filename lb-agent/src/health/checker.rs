@@ -93,7 +93,9 @@ impl Round<'_> {
     async fn run(self) -> Result<(), ()> {
         let (probe, backend) = (self.probe, self.backend);
         let start = Instant::now();
-        let result = self.prober.check().await;
+        // Boxed apart: a round waiting to send (the controller behind, the channel full) then
+        // holds its report, not the finished probe's state as well (~700 bytes).
+        let result = Box::pin(self.prober.check()).await;
         let finished_at = Instant::now();
         let (ok, latency, detail) = match result {
             Ok(passed) => (true, passed.latency, passed.detail),
@@ -160,6 +162,7 @@ pub(super) fn jittered_interval(interval: Duration) -> Duration {
     Duration::from_nanos(fastrand::u64(low..=high)).max(MIN_INTERVAL)
 }
 
+/// The checker's future, unspawned (its size is tested).
 #[cfg(test)]
 pub(super) fn run_checker_for_size(
     probe: ProbeId,

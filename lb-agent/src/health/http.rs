@@ -44,7 +44,10 @@ where
     let uri: Uri = path
         .parse()
         .map_err(|e| format!("invalid path {path:?}: {e}"))?;
-    let host = check.host.clone().unwrap_or_else(|| spec.target.to_string());
+    let host = check
+        .host
+        .clone()
+        .unwrap_or_else(|| spec.target.to_string());
     let request = Request::builder()
         .method(Method::GET)
         .uri(uri)

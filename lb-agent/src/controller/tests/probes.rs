@@ -38,7 +38,10 @@ fn agent() -> AgentConfig {
 }
 
 fn served(w: &HashMap<ProbeKey, Served>) -> Vec<Vec<String>> {
-    let mut v: Vec<Vec<String>> = w.values().map(|s| s.iter().map(String::from).collect()).collect();
+    let mut v: Vec<Vec<String>> = w
+        .values()
+        .map(|s| s.iter().map(String::from).collect())
+        .collect();
     v.sort();
     v
 }
@@ -153,7 +156,10 @@ fn a_tunnel_probe_is_marked_with_a_served_vips_backend_id_and_restarts_without_o
     let spec = spec_of(&direct.vips[0], b, &direct.agent).unwrap();
     let spec = Arc::new(spec);
     assert_eq!(with_mark(&spec, 9).route, Route::Direct);
-    assert!(Arc::ptr_eq(&with_mark(&spec, 9), &spec), "a direct spec is shared, not copied");
+    assert!(
+        Arc::ptr_eq(&with_mark(&spec, 9), &spec),
+        "a direct spec is shared, not copied"
+    );
 }
 
 #[test]
