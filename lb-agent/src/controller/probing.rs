@@ -122,7 +122,7 @@ impl Controller {
         let id = self.next_probe;
         debug!(probe = id, backend = %key.backend, target = %key.spec.target, vips = vips.len(), "probe started");
         let task = health::spawn_checker(id, key.backend, spec, initial, self.reports.clone());
-        // One copy of the key for both maps: at 10,000 probes two copies cost ~5 MB.
+        // One copy of the key for both maps (10,000 of them at scale).
         let key = Arc::new(key);
         self.probe_keys.insert(id, key.clone());
         self.probes.insert(
