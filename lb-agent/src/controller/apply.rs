@@ -128,14 +128,17 @@ impl Controller {
             digest: String::new(),
             serving: false,
         };
+        let mut backends = Vec::with_capacity(cfg.backends.len());
         for b in &cfg.backends {
             let bid = match adopted.get(&(id, b.address)) {
                 Some(bid) if self.ids.is_taken(*bid) => *bid,
                 _ => self.allocate_backend(id, b.address)?,
             };
-            let rt = Self::backend_rt(b, bid, Health::Up);
-            vip.backends.insert(b.address, rt);
+            backends.push((b.address, Self::backend_rt(b, bid, Health::Up)));
         }
+        // Built at once, its nodes full: inserted one by one in address order they stay about
+        // half full (at 10,000 backends, ~1 MB more).
+        vip.backends = backends.into_iter().collect();
         info!(vip = %cfg.name, address = %cfg.address, port = cfg.port, id, "VIP configured");
         self.shared.changed(&cfg.name);
         self.vips.insert(cfg.name.clone(), vip);

@@ -12,7 +12,7 @@ use crate::{
 };
 use anyhow::Result;
 use std::{collections::BTreeSet, sync::Arc, time::Instant};
-use tokio_util::sync::CancellationToken;
+use tokio::task::JoinHandle;
 use tracing::{debug, info, info_span};
 
 /// A running probe.
@@ -23,12 +23,13 @@ pub(super) struct ProbeRt {
     mark: Option<u32>,
     /// As of its last transition (or its start).
     pub(super) health: Health,
-    cancel: CancellationToken,
+    /// The checker task, stopped with the probe.
+    task: JoinHandle<()>,
 }
 
 impl Drop for ProbeRt {
     fn drop(&mut self) {
-        self.cancel.cancel();
+        self.task.abort();
     }
 }
 
@@ -53,20 +54,20 @@ impl Controller {
         for key in &plan.stop {
             if let Some(p) = self.probes.remove(key) {
                 self.probe_keys.remove(&p.id);
-                touched.extend(p.vips.iter().cloned());
+                touched.extend(p.vips.iter().map(str::to_owned));
             }
         }
         for (key, vips) in plan.keep {
             if let Some(p) = self.probes.get_mut(&key) {
                 if p.vips != vips {
-                    touched.extend(p.vips.iter().cloned());
-                    touched.extend(vips.iter().cloned());
+                    touched.extend(p.vips.iter().map(str::to_owned));
+                    touched.extend(vips.iter().map(str::to_owned));
                     p.vips = vips;
                 }
             }
         }
         for (key, vips) in plan.start {
-            touched.extend(vips.iter().cloned());
+            touched.extend(vips.iter().map(str::to_owned));
             self.start_probe(key, vips);
         }
         self.align_health(&touched);
@@ -116,20 +117,12 @@ impl Controller {
                 Some(id)
             }
         };
-        let spec = probes::with_mark(key.spec.clone(), mark.unwrap_or(probes::KEY_ID));
+        let spec = probes::with_mark(&key.spec, mark.unwrap_or(probes::KEY_ID));
         self.next_probe += 1;
         let id = self.next_probe;
-        let cancel = CancellationToken::new();
         debug!(probe = id, backend = %key.backend, target = %key.spec.target, vips = vips.len(), "probe started");
-        health::spawn_checker(
-            id,
-            key.backend,
-            spec,
-            initial,
-            self.reports.clone(),
-            cancel.clone(),
-        );
-        // One copy of the key for both maps: at 10,000 probes two copies cost ~5 MB.
+        let task = health::spawn_checker(id, key.backend, spec, initial, self.reports.clone());
+        // One copy of the key for both maps (10,000 of them at scale).
         let key = Arc::new(key);
         self.probe_keys.insert(id, key.clone());
         self.probes.insert(
@@ -139,7 +132,7 @@ impl Controller {
                 vips,
                 mark,
                 health: initial,
-                cancel,
+                task,
             },
         );
     }
@@ -176,9 +169,10 @@ impl Controller {
         if let Some(t) = report.transition {
             p.health = t;
         }
-        let vips: Vec<String> = p.vips.iter().cloned().collect();
-        for vip in vips {
-            self.on_check_of(&vip, &report)?;
+        // A clone of the list, not of the names (shared).
+        let vips = p.vips.clone();
+        for vip in vips.iter() {
+            self.on_check_of(vip, &report)?;
         }
         Ok(())
     }
@@ -252,9 +246,9 @@ impl Controller {
                     health::Route::Direct => CheckVia::Direct,
                     health::Route::Tunnel(_) => CheckVia::Tunnel,
                 },
-                kind: key.spec.kind,
+                kind: key.spec.check.kind,
                 vip_count: p.vips.len(),
-                vips: p.vips.iter().cloned().collect(),
+                vips: p.vips.iter().map(str::to_owned).collect(),
             })
             .collect();
         list.sort_by_key(|p| p.id);

@@ -29,21 +29,25 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// GET `spec.path` over `io` with `Connection: close`; `Ok("HTTP 200")` when the status is in
-/// `spec.expect_status` (and the body holds `spec.expect_body`), else why not.
+/// GET `check.path` over `io` with `Connection: close`; `Ok("HTTP 200")` when the status is
+/// in `check.expect_status` (and the body holds `check.expect_body`), else why not.
 pub(super) async fn exchange<S>(io: S, spec: &CheckSpec) -> Result<String, String>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let path = if spec.path.is_empty() {
+    let check = &spec.check;
+    let path = if check.path.is_empty() {
         "/"
     } else {
-        spec.path.as_str()
+        check.path.as_str()
     };
     let uri: Uri = path
         .parse()
         .map_err(|e| format!("invalid path {path:?}: {e}"))?;
-    let host = spec.host.clone().unwrap_or_else(|| spec.target.to_string());
+    let host = check
+        .host
+        .clone()
+        .unwrap_or_else(|| spec.target.to_string());
     let request = Request::builder()
         .method(Method::GET)
         .uri(uri)
@@ -66,10 +70,10 @@ where
         .await
         .map_err(|e| format!("request: {}", error_chain(&e)))?;
     let status = response.status().as_u16();
-    if !spec.expect_status.contains(status) {
+    if !check.expect_status.contains(status) {
         return Err(format!("HTTP {status}"));
     }
-    match &spec.expect_body {
+    match &check.expect_body {
         // Only the status matters; the body is dropped unread and the connection closed.
         None => Ok(format!("HTTP {status}")),
         Some(needle) => match body_contains(response, needle.as_bytes()).await? {

@@ -20,6 +20,7 @@ use crate::config::{CaCerts, CheckKind, StatusSet};
 use serde::Serialize;
 use std::{
     net::{IpAddr, SocketAddr},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -34,15 +35,23 @@ pub use http::MAX_BODY;
 pub use probe::{check_once, connect, Passed, Prober};
 pub use socket::{probe_route, Route, Tunnel};
 
-/// What to check and how often (resolved from the VIP's `[vip.health_check]`). Hashable: equal
-/// specs are one probe, whichever VIPs use them.
+/// One probe's check: where it connects and how, and the check definition, which every probe
+/// of one VIP's `[vip.health_check]` shares (at 10,000 probes a copy each would cost ~2.5 MB).
+/// Hashable: equal specs are one probe, whichever VIPs use them.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct CheckSpec {
-    pub kind: CheckKind,
     /// Address probed: the check port on the backend's IP (`Route::Direct`) or on the VIP
     /// (`Route::Tunnel`).
     pub target: SocketAddr,
     pub route: Route,
+    pub check: Arc<CheckDef>,
+}
+
+/// What to check and how often (resolved from the VIP's `[vip.health_check]`), whatever the
+/// backend.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CheckDef {
+    pub kind: CheckKind,
     /// HTTP only: the request path (`/` when empty).
     pub path: String,
     /// HTTP(S) only: the statuses that count as healthy.

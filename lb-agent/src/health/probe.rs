@@ -5,6 +5,7 @@ use super::{http, tls::TlsSetup, CheckSpec};
 use crate::config::CheckKind;
 use std::{
     error::Error as StdError,
+    sync::Arc,
     time::{Duration, Instant},
 };
 use tokio::net::TcpStream;
@@ -18,22 +19,26 @@ pub struct Passed {
 }
 
 /// A check ready to run: its spec and, for TLS kinds, the client configuration built once.
+/// Both behind pointers: a prober lives in each of thousands of idle checker tasks, and a
+/// task's size is rounded up to 128 bytes. The spec is shared with the controller's probe key.
 pub struct Prober {
-    spec: CheckSpec,
+    spec: Arc<CheckSpec>,
     /// `Err`: why no handshake can be made (every probe fails with it).
-    tls: Option<Result<TlsSetup, String>>,
+    tls: Option<Box<Result<TlsSetup, String>>>,
 }
 
 impl Prober {
-    pub fn new(spec: CheckSpec) -> Self {
-        let alpn: &[&[u8]] = match spec.kind {
+    pub fn new(spec: impl Into<Arc<CheckSpec>>) -> Self {
+        let spec = spec.into();
+        let alpn: &[&[u8]] = match spec.check.kind {
             CheckKind::Https => &[b"http/1.1"],
             _ => &[],
         };
         let tls = spec
+            .check
             .tls
             .as_ref()
-            .map(|t| TlsSetup::new(t, spec.target.ip(), alpn));
+            .map(|t| Box::new(TlsSetup::new(t, spec.target.ip(), alpn)));
         Self { spec, tls }
     }
 
@@ -45,7 +50,8 @@ impl Prober {
     /// succeeds at once.
     pub async fn check(&self) -> Result<Passed, String> {
         let spec = &self.spec;
-        if spec.kind == CheckKind::None {
+        let check = &spec.check;
+        if check.kind == CheckKind::None {
             return Ok(Passed {
                 latency: Duration::ZERO,
                 detail: "not checked".to_owned(),
@@ -53,7 +59,7 @@ impl Prober {
         }
         let start = Instant::now();
         let work = async {
-            match spec.kind {
+            match check.kind {
                 CheckKind::None => Ok("not checked".to_owned()),
                 CheckKind::Tcp => tcp_check(spec).await,
                 CheckKind::Http => http::exchange(connect(spec).await?, spec).await,
@@ -64,18 +70,18 @@ impl Prober {
                 }
             }
         };
-        match tokio::time::timeout(spec.timeout, work).await {
+        match tokio::time::timeout(check.timeout, work).await {
             Ok(Ok(detail)) => Ok(Passed {
                 latency: start.elapsed(),
                 detail,
             }),
             Ok(Err(detail)) => Err(detail),
-            Err(_elapsed) => Err(format!("timeout after {} ms", spec.timeout.as_millis())),
+            Err(_elapsed) => Err(format!("timeout after {} ms", check.timeout.as_millis())),
         }
     }
 
     async fn handshake(&self) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
-        let setup = match &self.tls {
+        let setup = match self.tls.as_deref() {
             Some(Ok(setup)) => setup,
             Some(Err(e)) => return Err(e.clone()),
             None => return Err("TLS check without TLS settings".to_owned()),

@@ -5,25 +5,31 @@ use std::io::ErrorKind;
 use std::net::Ipv4Addr;
 use tokio::net::TcpListener;
 use tokio::{net::TcpStream, sync::mpsc, task::JoinHandle};
-use tokio_util::sync::CancellationToken;
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 pub(super) fn spec(kind: CheckKind, target: SocketAddr) -> CheckSpec {
     CheckSpec {
-        kind,
         target,
         route: crate::health::Route::Direct,
-        path: "/healthz".to_owned(),
-        expect_status: StatusSet::one(200),
-        expect_body: None,
-        host: None,
-        tls: None,
-        interval: Duration::from_millis(50),
-        timeout: Duration::from_millis(200),
-        rise: 2,
-        fall: 2,
+        check: std::sync::Arc::new(CheckDef {
+            kind,
+            path: "/healthz".to_owned(),
+            expect_status: StatusSet::one(200),
+            expect_body: None,
+            host: None,
+            tls: None,
+            interval: Duration::from_millis(50),
+            timeout: Duration::from_millis(200),
+            rise: 2,
+            fall: 2,
+        }),
     }
+}
+
+/// The definition of `s`, to change in a test.
+pub(super) fn def(s: &mut CheckSpec) -> &mut CheckDef {
+    std::sync::Arc::make_mut(&mut s.check)
 }
 
 async fn listener() -> (TcpListener, SocketAddr) {
@@ -241,8 +247,8 @@ async fn http_check_honours_expect_status() {
     let (l, addr) = listener().await;
     let server = serve_once(l, "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
     let mut s = spec(CheckKind::Http, addr);
-    s.expect_status = StatusSet::one(204);
-    s.path = "/status?full=1".to_owned();
+    def(&mut s).expect_status = StatusSet::one(204);
+    def(&mut s).path = "/status?full=1".to_owned();
     assert!(check_once(&s).await.is_ok());
     let head = server.await.unwrap();
     assert!(
@@ -310,14 +316,13 @@ async fn next_report(rx: &mut mpsc::Receiver<CheckReport>) -> CheckReport {
 }
 
 #[tokio::test]
-async fn checker_reports_up_then_down_and_stops_on_cancel() {
+async fn checker_reports_up_then_down_and_stops_on_abort() {
     tokio::time::timeout(Duration::from_secs(10), async {
         let (l, addr) = listener().await;
         let server = serve_forever(l, OK_200);
         let (tx, mut rx) = mpsc::channel(16);
-        let cancel = CancellationToken::new();
         let s = spec(CheckKind::Http, addr);
-        let handle = spawn_checker(7, LOCALHOST, s, Health::Down, tx, cancel.clone());
+        let handle = spawn_checker(7, LOCALHOST, s, Health::Down, tx);
 
         // rise 2: first success no transition, second success -> Up.
         let r1 = next_report(&mut rx).await;
@@ -357,11 +362,11 @@ async fn checker_reports_up_then_down_and_stops_on_cancel() {
         assert_eq!(down.0, 2);
         assert_eq!(down.1.transition, Some(Health::Down));
 
-        cancel.cancel();
-        tokio::time::timeout(Duration::from_secs(2), handle)
+        handle.abort();
+        let end = tokio::time::timeout(Duration::from_secs(2), handle)
             .await
-            .expect("checker did not stop on cancel")
-            .unwrap();
+            .expect("checker did not stop on abort");
+        assert!(end.is_err_and(|e| e.is_cancelled()));
         // The task dropped its sender: the channel drains and closes.
         while let Some(r) = rx.recv().await {
             assert_eq!(r.transition, None);
@@ -388,20 +393,12 @@ fn lag_count() -> u64 {
 async fn checker_records_schedule_lag_of_every_probe() {
     let (_l, addr) = listener().await;
     let (tx, mut rx) = mpsc::channel(16);
-    let cancel = CancellationToken::new();
     let before = lag_count();
-    let _handle = spawn_checker(
-        7,
-        LOCALHOST,
-        spec(CheckKind::Tcp, addr),
-        Health::Up,
-        tx,
-        cancel.clone(),
-    );
+    let handle = spawn_checker(7, LOCALHOST, spec(CheckKind::Tcp, addr), Health::Up, tx);
     for _ in 0..3 {
         next_report(&mut rx).await;
     }
-    cancel.cancel();
+    handle.abort();
     // Other tests' checkers share the histogram: at least these three probes are in it.
     assert!(lag_count() >= before + 3);
 }
@@ -411,8 +408,8 @@ async fn checker_exits_when_receiver_is_gone() {
     let (_l, addr) = listener().await;
     let (tx, rx) = mpsc::channel(1);
     let mut s = spec(CheckKind::Tcp, addr);
-    s.interval = Duration::from_secs(3600);
-    let handle = spawn_checker(7, LOCALHOST, s, Health::Up, tx, CancellationToken::new());
+    def(&mut s).interval = Duration::from_secs(3600);
+    let handle = spawn_checker(7, LOCALHOST, s, Health::Up, tx);
     drop(rx);
     // Even while sleeping a long first delay, it notices the closed channel.
     tokio::time::timeout(Duration::from_secs(2), handle)
@@ -426,14 +423,7 @@ async fn checker_exits_when_send_fails() {
     let (l, addr) = listener().await;
     let _server = serve_forever(l, OK_200);
     let (tx, mut rx) = mpsc::channel(1);
-    let handle = spawn_checker(
-        7,
-        LOCALHOST,
-        spec(CheckKind::Http, addr),
-        Health::Up,
-        tx,
-        CancellationToken::new(),
-    );
+    let handle = spawn_checker(7, LOCALHOST, spec(CheckKind::Http, addr), Health::Up, tx);
     let r = next_report(&mut rx).await;
     assert!(r.ok, "{r:?}");
     drop(rx);
@@ -447,14 +437,7 @@ async fn checker_exits_when_send_fails() {
 async fn checker_with_kind_none_reports_nothing() {
     let addr = closed_port().await;
     let (tx, mut rx) = mpsc::channel(1);
-    let handle = spawn_checker(
-        7,
-        LOCALHOST,
-        spec(CheckKind::None, addr),
-        Health::Up,
-        tx,
-        CancellationToken::new(),
-    );
+    let handle = spawn_checker(7, LOCALHOST, spec(CheckKind::None, addr), Health::Up, tx);
     tokio::time::timeout(Duration::from_secs(2), handle)
         .await
         .expect("kind=none checker should end at once")
@@ -463,18 +446,17 @@ async fn checker_with_kind_none_reports_nothing() {
 }
 
 #[tokio::test]
-async fn checker_stops_on_cancel_during_first_delay() {
+async fn checker_stops_on_abort_during_first_delay() {
     let (_l, addr) = listener().await;
     let (tx, mut rx) = mpsc::channel(1);
-    let cancel = CancellationToken::new();
     let mut s = spec(CheckKind::Tcp, addr);
-    s.interval = Duration::from_secs(3600);
-    let handle = spawn_checker(7, LOCALHOST, s, Health::Up, tx, cancel.clone());
-    cancel.cancel();
-    tokio::time::timeout(Duration::from_secs(2), handle)
+    def(&mut s).interval = Duration::from_secs(3600);
+    let handle = spawn_checker(7, LOCALHOST, s, Health::Up, tx);
+    handle.abort();
+    let end = tokio::time::timeout(Duration::from_secs(2), handle)
         .await
-        .expect("checker did not stop on cancel")
-        .unwrap();
+        .expect("checker did not stop on abort");
+    assert!(end.is_err_and(|e| e.is_cancelled()));
     assert!(rx.recv().await.is_none());
 }
 
@@ -549,4 +531,15 @@ fn slow_start_is_monotonic() {
         }
         assert_eq!(prev, full);
     }
+}
+
+/// An idle checker is its task: at 10,000 probes each 128 bytes of it (tokio rounds a task up to
+/// 128) cost 1.25 MiB. Under ~400 bytes its task takes 512.
+#[test]
+fn an_idle_checker_stays_small() {
+    let (tx, _rx) = mpsc::channel::<CheckReport>(1);
+    let s = spec(CheckKind::Tcp, "127.0.0.1:1".parse().unwrap());
+    let checker = super::checker::run_checker_for_size(7, LOCALHOST, s, Health::Up, tx);
+    let size = std::mem::size_of_val(&checker);
+    assert!(size <= 400, "checker future {size} bytes");
 }

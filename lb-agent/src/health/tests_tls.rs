@@ -1,6 +1,7 @@
 //! TLS and HTTPS checks against real rustls servers on loopback, and the HTTP options (status
 //! sets, body substring, Host header) they share with plain HTTP.
 
+use super::tests::def;
 use super::*;
 use crate::{
     config::parse_ca_pem,
@@ -17,24 +18,23 @@ use tokio_rustls::TlsAcceptor;
 const NAME: &str = "backend.test";
 
 fn spec(kind: CheckKind, target: SocketAddr) -> CheckSpec {
-    CheckSpec {
-        // Generous: a TLS handshake on a loaded 2-core box; no test waits for it to expire.
-        timeout: Duration::from_secs(5),
-        rise: 1,
-        fall: 1,
-        ..super::tests::spec(kind, target)
-    }
+    let mut s = super::tests::spec(kind, target);
+    let d = def(&mut s);
+    // Generous: a TLS handshake on a loaded 2-core box; no test waits for it to expire.
+    d.timeout = Duration::from_secs(5);
+    d.rise = 1;
+    d.fall = 1;
+    s
 }
 
 fn tls_spec(kind: CheckKind, target: SocketAddr, pki: &Pki, name: &str) -> CheckSpec {
-    CheckSpec {
-        tls: Some(TlsSpec {
-            server_name: Some(name.to_owned()),
-            verify: true,
-            ca: parse_ca_pem(pki.ca_pem().as_bytes()).unwrap(),
-        }),
-        ..spec(kind, target)
-    }
+    let mut s = spec(kind, target);
+    def(&mut s).tls = Some(TlsSpec {
+        server_name: Some(name.to_owned()),
+        verify: true,
+        ca: parse_ca_pem(pki.ca_pem().as_bytes()).unwrap(),
+    });
+    s
 }
 
 fn acceptor(leaf: Leaf) -> TlsAcceptor {
@@ -122,7 +122,7 @@ async fn a_certificate_for_another_name_fails_with_verify_and_passes_without() {
 
     let (addr, server) = serve_one(Some(pki.leaf(&["other.test"])), Vec::new()).await;
     let mut s = tls_spec(CheckKind::Tls, addr, &pki, NAME);
-    s.tls.as_mut().unwrap().verify = false;
+    def(&mut s).tls.as_mut().unwrap().verify = false;
     assert_eq!(check_once(&s).await.map(|_| ()), Ok(()));
     drop(server);
 }
@@ -140,7 +140,7 @@ async fn an_untrusted_or_self_signed_certificate_fails_with_verify_and_passes_wi
     }
     let (addr, server) = serve_one(Some(self_signed(&[NAME])), http("200 OK", "")).await;
     let mut s = tls_spec(CheckKind::Https, addr, &trusted, NAME);
-    s.tls = Some(TlsSpec {
+    def(&mut s).tls = Some(TlsSpec {
         server_name: None,
         verify: false,
         ca: Default::default(),
@@ -184,7 +184,7 @@ async fn https_matches_status_ranges_and_lists() {
     ] {
         let (addr, server) = serve_one(Some(pki.leaf(&[NAME])), http(status, "")).await;
         let mut s = tls_spec(CheckKind::Https, addr, &pki, NAME);
-        s.expect_status = toml::from_str::<toml::Table>(&format!("s = {}", quote(set)))
+        def(&mut s).expect_status = toml::from_str::<toml::Table>(&format!("s = {}", quote(set)))
             .map(|t| t["s"].clone().try_into().unwrap())
             .unwrap();
         let result = Prober::new(s).check().await;
@@ -215,7 +215,7 @@ async fn https_body_substring_present_and_absent() {
     let pki = Pki::new();
     let (addr, _s) = serve_one(Some(pki.leaf(&[NAME])), http("200 OK", "status: ready\n")).await;
     let mut s = tls_spec(CheckKind::Https, addr, &pki, NAME);
-    s.expect_body = Some("ready".to_owned());
+    def(&mut s).expect_body = Some("ready".to_owned());
     let passed = Prober::new(s.clone()).check().await.unwrap();
     assert_eq!(passed.detail, "HTTP 200, body has \"ready\"");
 
@@ -238,7 +238,7 @@ async fn the_body_is_searched_in_its_first_64_kib_only() {
     body.push_str("ready"); // straddles the limit: not found
     let (addr, _s) = serve_one(None, http("200 OK", &body)).await;
     let mut s = spec(CheckKind::Http, addr);
-    s.expect_body = Some("ready".to_owned());
+    def(&mut s).expect_body = Some("ready".to_owned());
     assert_eq!(
         Prober::new(s.clone()).check().await,
         Err(format!(
@@ -257,7 +257,7 @@ async fn the_host_header_is_sent_and_is_the_default_sni() {
     let pki = Pki::new();
     let (addr, server) = serve_one(Some(pki.leaf(&["api.test"])), http("200 OK", "")).await;
     let mut s = tls_spec(CheckKind::Https, addr, &pki, "api.test");
-    s.host = Some("api.test:8443".to_owned());
+    def(&mut s).host = Some("api.test:8443".to_owned());
     assert!(check_once(&s).await.is_ok());
     let head = server.await.unwrap().unwrap().to_lowercase();
     assert!(head.contains("\r\nhost: api.test:8443\r\n"), "{head}");
@@ -273,7 +273,7 @@ async fn the_host_header_is_sent_and_is_the_default_sni() {
 async fn verify_without_ca_certificates_fails_every_probe_with_the_reason() {
     let (addr, _s) = serve_one(Some(self_signed(&[NAME])), Vec::new()).await;
     let mut s = spec(CheckKind::Tls, addr);
-    s.tls = Some(TlsSpec {
+    def(&mut s).tls = Some(TlsSpec {
         server_name: Some(NAME.to_owned()),
         verify: true,
         ca: Default::default(),

@@ -1,7 +1,7 @@
 use super::*;
 use crate::config::{parse, Config, HealthCheckConfig, Protocol, StatusSet};
 use proptest::prelude::*;
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
 const AGENT: &str = r#"
 [agent]
@@ -38,7 +38,10 @@ fn agent() -> AgentConfig {
 }
 
 fn served(w: &HashMap<ProbeKey, Served>) -> Vec<Vec<String>> {
-    let mut v: Vec<Vec<String>> = w.values().map(|s| s.iter().cloned().collect()).collect();
+    let mut v: Vec<Vec<String>> = w
+        .values()
+        .map(|s| s.iter().map(String::from).collect())
+        .collect();
     v.sort();
     v
 }
@@ -144,13 +147,19 @@ fn a_tunnel_probe_is_marked_with_a_served_vips_backend_id_and_restarts_without_o
 
     let c = config(&spread(1, "kind = \"tcp\""));
     let spec = spec_of(&c.vips[0], b, &c.agent).unwrap();
-    match with_mark(spec, 9).route {
+    let spec = Arc::new(spec);
+    match &with_mark(&spec, 9).route {
         Route::Tunnel(t) => assert_eq!(t.backend_id, 9),
         Route::Direct => panic!("tunnel expected"),
     }
     let direct = config(&spread(1, "kind = \"tcp\"\nvia = \"direct\""));
     let spec = spec_of(&direct.vips[0], b, &direct.agent).unwrap();
-    assert_eq!(with_mark(spec, 9).route, Route::Direct);
+    let spec = Arc::new(spec);
+    assert_eq!(with_mark(&spec, 9).route, Route::Direct);
+    assert!(
+        Arc::ptr_eq(&with_mark(&spec, 9), &spec),
+        "a direct spec is shared, not copied"
+    );
 }
 
 #[test]
@@ -241,7 +250,7 @@ proptest! {
         let distinct: HashSet<ProbeKey> = vips
             .iter()
             .flat_map(|v| v.backends.iter().filter_map(|b| {
-                spec_of(v, b.address, &agent()).map(|spec| ProbeKey { backend: b.address, spec })
+                spec_of(v, b.address, &agent()).map(|spec| ProbeKey { backend: b.address, spec: Arc::new(spec) })
             }))
             .collect();
         prop_assert_eq!(w.keys().cloned().collect::<HashSet<_>>(), distinct);
@@ -255,7 +264,7 @@ proptest! {
                 prop_assert_eq!(serving, expected, "{} {}", v.name, b.address);
             }
         }
-        let pairs: usize = w.values().map(BTreeSet::len).sum();
+        let pairs: usize = w.values().map(Served::len).sum();
         let checked: usize = vips
             .iter()
             .filter(|v| v.health_check.kind != CheckKind::None)
