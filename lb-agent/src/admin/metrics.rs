@@ -102,18 +102,18 @@ impl Collector for AgentFamilies {
 }
 
 /// A label name and its escaped value.
-type Label<'a> = (&'static str, &'a str);
+pub(super) type Label<'a> = (&'static str, &'a str);
 
-fn gauge(family: &mut MetricEncoder, labels: &[Label], value: i64) -> fmt::Result {
+pub(super) fn gauge(family: &mut MetricEncoder, labels: &[Label], value: i64) -> fmt::Result {
     family.encode_family(&labels)?.encode_gauge(&value)
 }
 
-fn gauge_value(v: u64) -> i64 {
+pub(super) fn gauge_value(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 /// Writes a family's HELP and TYPE lines; the series follow through the returned encoder.
-fn family<'s>(
+pub(super) fn family<'s>(
     out: &'s mut DescriptorEncoder,
     name: &'s str,
     help: &str,

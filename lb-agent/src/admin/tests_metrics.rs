@@ -2,8 +2,10 @@
 //! the way they were before, through prometheus-client's encoder (the code as it was), and the
 //! two texts must be equal byte for byte.
 
+// The encoder's thin wrappers are the agent's own (`metrics`), still used for its other families.
 use super::{
     api::{BackendHealth, BackendStatus, StatusReport, VipStatus},
+    metrics::{family, gauge, gauge_value, Label},
     render::name_of,
     scrape::{BackendTraffic, Scrape},
     series,
@@ -151,33 +153,11 @@ impl<'a> Names<'a> {
     }
 }
 
-/// A label name and its escaped value.
-type Label<'a> = (&'static str, &'a str);
-
 /// One series of a family: its labels, then the value.
 fn counter(family: &mut MetricEncoder, labels: &[Label], value: u64) -> fmt::Result {
     family
         .encode_family(&labels)?
         .encode_counter::<NoLabelSet, _, u64>(&value, None)
-}
-
-fn gauge(family: &mut MetricEncoder, labels: &[Label], value: i64) -> fmt::Result {
-    family.encode_family(&labels)?.encode_gauge(&value)
-}
-
-fn gauge_value(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-/// Writes a family's HELP and TYPE lines; the series follow through the returned encoder.
-fn family<'s>(
-    out: &'s mut DescriptorEncoder,
-    name: &'s str,
-    help: &str,
-    kind: MetricType,
-) -> Result<MetricEncoder<'s>, fmt::Error> {
-    // As `Registry::register` writes help texts, which the exposition always had.
-    out.encode_descriptor(name, &format!("{help}."), None, kind)
 }
 
 /// A family with one series per VIP.
