@@ -30,27 +30,10 @@ pub fn address_flags(addr: [u32; 4], family: u8) -> Option<u32> {
     unsafe { VIP_ADDRS.get(key).copied() }
 }
 
-/// The `VIPS` key as five whole words: built from byte and half-word stores, the last word
-/// reached the lookup's hash through a failed store-to-load forward (about 5 ns a packet).
-#[inline(always)]
-fn vip_key(addr: &[u32; 4], port: u16, proto: u8, family: u8) -> VipKey {
-    let [p0, p1] = port.to_ne_bytes();
-    let words = [
-        addr[0],
-        addr[1],
-        addr[2],
-        addr[3],
-        u32::from_ne_bytes([p0, p1, proto, family]),
-    ];
-    // SAFETY: `VipKey` is repr(C): four u32, then u16, u8, u8 (20 bytes, no padding), which is
-    // exactly the byte layout of these words.
-    unsafe { core::mem::transmute::<[u32; 5], VipKey>(words) }
-}
-
 #[inline(always)]
 pub fn lookup(addr: &[u32; 4], family: u8, port: u16, proto: u8) -> Option<VipMeta> {
     // SAFETY: the value is copied out before the next map operation.
-    if let Some(meta) = unsafe { VIPS.get(vip_key(addr, port, proto, family)) } {
+    if let Some(meta) = unsafe { VIPS.get(VipKey::from_words(addr, port, proto, family)) } {
         return Some(*meta);
     }
     let any_port = if proto == IPPROTO_TCP {
@@ -62,5 +45,5 @@ pub fn lookup(addr: &[u32; 4], family: u8, port: u16, proto: u8) -> Option<VipMe
         return None;
     }
     // SAFETY: as above.
-    unsafe { VIPS.get(vip_key(addr, 0, proto, family)) }.copied()
+    unsafe { VIPS.get(VipKey::from_words(addr, 0, proto, family)) }.copied()
 }
