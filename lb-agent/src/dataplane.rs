@@ -12,6 +12,7 @@ mod probe;
 mod sweep;
 mod table;
 mod trace;
+mod vip_index;
 
 use anyhow::{bail, Context, Result};
 use aya::{
@@ -105,6 +106,8 @@ pub struct Balancer {
     adopted: bool,
     config: Array<MapData, LbConfig>,
     vips: HashMap<MapData, VipKey, VipMeta>,
+    /// The data path's first stop for a VIP key, kept in step with `vips`.
+    vip_index: vip_index::VipIndex,
     vip_addrs: HashMap<MapData, AddrKey, u32>,
     addr_filter: Array<MapData, u64>,
     /// What `addr_filter` holds, so a change writes only the words that differ.
@@ -244,6 +247,7 @@ impl Balancer {
         self.vips
             .insert(key, meta, 0)
             .context("flipping the VIP's active table")?;
+        self.vip_index.set(key, &meta)?;
         self.last_flip.insert(meta.id, Instant::now());
         Ok(meta)
     }
@@ -257,11 +261,14 @@ impl Balancer {
                 self.options.max_vips
             );
         }
+        // VIPS first: a key the index spills is found there.
         self.vips.insert(key, meta, 0).context("writing VIPS")?;
+        self.vip_index.set(key, meta)?;
         self.refresh_address(key.addr, key.family)
     }
 
     pub fn remove_vip(&mut self, key: &VipKey) -> Result<()> {
+        self.vip_index.remove(key)?;
         self.vips.remove(key).context("removing from VIPS")?;
         self.refresh_address(key.addr, key.family)
     }

@@ -103,6 +103,19 @@ pub fn addr_filter_bit(addr: &[u32; 4], family: u8) -> u32 {
     folded.wrapping_mul(0x9e37_79b1) >> 16
 }
 
+/// Home slot of a VIP key (`VipKey::words`) in `VIP_INDEX`: the words folded, then Fibonacci
+/// hashing. Not keyed: only configured VIPs live in the index, and a key whose home is taken
+/// still works (through `VIPS`), so an adversary gains nothing by aiming at a slot.
+#[inline(always)]
+pub fn vip_index_slot(words: &[u32; 5]) -> u32 {
+    let folded = words[0]
+        ^ words[1].rotate_left(8)
+        ^ words[2].rotate_left(16)
+        ^ words[3].rotate_left(24)
+        ^ words[4].wrapping_mul(0x85eb_ca6b);
+    folded.wrapping_mul(0x9e37_79b1) >> (32 - crate::VIP_INDEX_SLOTS.trailing_zeros())
+}
+
 /// The hash the data path picks a Maglev slot with: the 5-tuple, or the client address only
 /// for VIPs with `VIP_F_HASH_SRC_ONLY`; keyed with the balancer's `key` ([`NO_KEY`] for none).
 #[inline(always)]
@@ -163,6 +176,27 @@ mod tests {
         for b in buckets {
             assert!((800..1200).contains(&b), "uneven bucket {b}: {buckets:?}");
         }
+    }
+
+    /// Consecutive addresses and ports, as VIPs are usually numbered, mostly get homes of
+    /// their own.
+    #[test]
+    fn vip_index_homes_spread() {
+        extern crate std;
+        use crate::{VipKey, IPPROTO_TCP, VIP_INDEX_SLOTS};
+        let mut homes = std::collections::HashSet::new();
+        let mut keys = 0;
+        for last in 1..=32u8 {
+            for port in [80u16, 443, 8080, 0] {
+                let ip = core::net::Ipv4Addr::new(198, 18, 10, last).into();
+                let slot = vip_index_slot(&VipKey::new(ip, port, IPPROTO_TCP).words());
+                assert!(slot < VIP_INDEX_SLOTS);
+                homes.insert(slot);
+                keys += 1;
+            }
+        }
+        // 128 keys in 4096 slots: about 2 shared homes are expected of a random function.
+        assert!(homes.len() >= keys - 6, "{} homes for {keys} keys", homes.len());
     }
 
     /// The unkeyed hash is the one every balancer computed before keys existed: fixed values,

@@ -108,7 +108,44 @@ impl VipKey {
             family,
         }
     }
+
+    /// The key as five words, as `from_words` builds them.
+    #[inline(always)]
+    pub fn words(&self) -> [u32; 5] {
+        // SAFETY: 20 bytes without padding (see `from_words`).
+        unsafe { core::mem::transmute::<VipKey, [u32; 5]>(*self) }
+    }
 }
+
+/// One slot of `VIP_INDEX`, the direct-mapped index in front of `VIPS`: the verifier inlines an
+/// array lookup, where a hash-map lookup is a call (about a quarter of an IPv4 packet's cost).
+/// A key lives in its home slot (`hash::vip_index_slot`) when that slot is free; a key whose
+/// home is taken lives in `VIPS` only, and its home's `spill` tells the data path to look there.
+///
+/// The agent writes a slot's words one at a time, each an aligned 32-bit store (never a whole
+/// value, which the kernel copies byte-wise at times): a key's words and meta before its `id`,
+/// so a reader that sees the id sees them too; a key leaves by its `id` alone, and its slot
+/// takes another key only after in-flight packets are long gone.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct VipSlot {
+    pub key: VipKey,
+    /// The VIP's id, or [`VIP_INDEX_EMPTY`].
+    pub id: u32,
+    pub flags: u32,
+    pub active_table: u32,
+    /// Non-zero: some VIP whose home this is lives in `VIPS` only.
+    pub spill: u32,
+    pub _pad: u32,
+}
+
+/// `VipSlot::id` of a slot that holds no key.
+pub const VIP_INDEX_EMPTY: u32 = u32::MAX;
+/// Slots of `VIP_INDEX` (a power of two): 64 times the default `max_vips`, so a key rarely
+/// finds its home taken.
+pub const VIP_INDEX_SLOTS: u32 = 4096;
+const _: () = assert!(VIP_INDEX_SLOTS.is_power_of_two());
+const _: () = assert!(core::mem::size_of::<VipSlot>() % 8 == 0);
 
 /// Value of `VIPS`. Replaced as a whole by the agent, so a reader sees either the old or the new
 /// `active_table`, never a mix.
@@ -414,6 +451,7 @@ mod pod {
     // explicit padding fields, so any bit pattern is valid and no byte is uninitialised.
     unsafe impl aya::Pod for VipKey {}
     unsafe impl aya::Pod for VipMeta {}
+    unsafe impl aya::Pod for VipSlot {}
     unsafe impl aya::Pod for AddrKey {}
     unsafe impl aya::Pod for Backend {}
     unsafe impl aya::Pod for FlowKey {}

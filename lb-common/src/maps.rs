@@ -11,6 +11,7 @@ pub const CONFIG: &str = "CONFIG";
 pub const ADDR_FILTER: &str = "ADDR_FILTER";
 pub const VIP_ADDRS: &str = "VIP_ADDRS";
 pub const VIPS: &str = "VIPS";
+pub const VIP_INDEX: &str = "VIP_INDEX";
 pub const MAGLEV: &str = "MAGLEV";
 pub const MAGLEV_PREVIOUS: &str = "MAGLEV_PREVIOUS";
 pub const BACKENDS: &str = "BACKENDS";

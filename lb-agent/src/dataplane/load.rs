@@ -116,6 +116,7 @@ impl Balancer {
         let mut balancer = Self {
             config: maps::CONFIG.take(&mut ebpf)?,
             vips: maps::VIPS.take(&mut ebpf)?,
+            vip_index: super::vip_index::VipIndex::new(maps::VIP_INDEX.take(&mut ebpf)?)?,
             vip_addrs: maps::VIP_ADDRS.take(&mut ebpf)?,
             addr_filter: maps::ADDR_FILTER.take(&mut ebpf)?,
             addr_filter_words: vec![0; ADDR_FILTER_WORDS as usize],
@@ -140,6 +141,11 @@ impl Balancer {
         };
         if adopted {
             balancer.addr_filter_words = balancer.read_filter()?;
+            // The index is not pinned: rebuilt from the adopted VIPS before the program that
+            // reads it is attached.
+            for (key, meta) in balancer.vips()? {
+                balancer.vip_index.set(&key, &meta)?;
+            }
         }
         Ok(balancer)
     }

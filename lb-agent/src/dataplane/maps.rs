@@ -13,9 +13,9 @@ use aya::{
 };
 use lb_common::{
     maps as name, AddrKey, Backend, BenchFrame, FloodWindow, FlowKey, FlowState, LbConfig,
-    TraceControl, TraceScratch, TrafficCounters, VipKey, VipMeta, ADDR_FILTER_WORDS,
+    TraceControl, TraceScratch, TrafficCounters, VipKey, VipMeta, VipSlot, ADDR_FILTER_WORDS,
     BENCH_STAT_COUNT, DECAP_MAX_LOCALS, DECAP_STAT_COUNT, MAX_BACKENDS, PROBE_STAT_COUNT,
-    SLOTS_PER_ELEMENT, STAT_COUNT, TRACE_RING_BYTES,
+    SLOTS_PER_ELEMENT, STAT_COUNT, TRACE_RING_BYTES, VIP_INDEX_SLOTS,
 };
 use std::{marker::PhantomData, os::fd::AsFd, path::Path};
 
@@ -178,6 +178,12 @@ pub const ADDR_FILTER: MapSpec<u32, u64> = MapSpec::new(
 pub const VIP_ADDRS: MapSpec<AddrKey, u32> =
     MapSpec::new(name::VIP_ADDRS, Entries::MaxVips, PINNED);
 pub const VIPS: MapSpec<VipKey, VipMeta> = MapSpec::new(name::VIPS, Entries::MaxVips, PINNED);
+/// Rebuilt from `VIPS` by every agent that loads the object (`vip_index`), hence not pinned.
+pub const VIP_INDEX: MapSpec<u32, VipSlot> = MapSpec::new(
+    name::VIP_INDEX,
+    Entries::Compiled(VIP_INDEX_SLOTS),
+    UNPINNED,
+);
 pub const MAGLEV: MapSpec<u32, Slots> = MapSpec::new(name::MAGLEV, Entries::MaglevElements, PINNED);
 pub const MAGLEV_PREVIOUS: MapSpec<u32, Slots> =
     MapSpec::new(name::MAGLEV_PREVIOUS, Entries::MaglevElements, PINNED);
@@ -218,11 +224,12 @@ pub const TRACE_SCRATCH: MapSpec<u32, TraceScratch> =
     MapSpec::new(name::TRACE_SCRATCH, Entries::Compiled(1), UNPINNED);
 
 /// Every map of the balancer object.
-pub const LB_MAPS: [MapDef; 18] = [
+pub const LB_MAPS: [MapDef; 19] = [
     CONFIG.def,
     ADDR_FILTER.def,
     VIP_ADDRS.def,
     VIPS.def,
+    VIP_INDEX.def,
     MAGLEV.def,
     MAGLEV_PREVIOUS.def,
     BACKENDS.def,

@@ -21,37 +21,79 @@ pub struct TableWriter {
     name: &'static str,
     table_size: u32,
     max_vips: u32,
-    page: usize,
 }
 
-/// The pages holding one table, mapped shared; unmapped on drop.
-struct Window {
+/// Pages of an mmapable BPF array, mapped shared; unmapped on drop.
+pub(super) struct Window {
     base: *mut u8,
     len: usize,
-    /// Byte offset of the table's first slot from `base`.
+    /// Byte offset of the first byte asked for from `base`.
     start: usize,
 }
 
 impl Drop for Window {
     fn drop(&mut self) {
-        // SAFETY: unmapping exactly what TableWriter::window mapped.
+        // SAFETY: unmapping exactly what `Window::map` mapped.
         unsafe { libc::munmap(self.base.cast(), self.len) };
     }
 }
 
+impl Window {
+    /// Map the pages holding bytes `first..first + bytes` of `map` (created with
+    /// BPF_F_MMAPABLE); `what` names them in errors.
+    pub(super) fn map(map: &MapData, first: usize, bytes: usize, what: &str) -> Result<Self> {
+        let page = page_size();
+        let offset = first & !(page - 1);
+        // Rounded up to whole pages: still within the map, whose size the kernel page-aligns.
+        let len = (first + bytes - offset).next_multiple_of(page);
+        let fd = map.fd().as_fd().as_raw_fd();
+        let file_offset = libc::off_t::try_from(offset)
+            .map_err(|_| anyhow::anyhow!("offset {offset} of {what} overflows off_t"))?;
+        // SAFETY: mapping part of a BPF array created with BPF_F_MMAPABLE, page-aligned
+        // offset, shared; the kernel rejects a range past the map's end.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                file_offset,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            bail!("mmap of {what} failed: {}", std::io::Error::last_os_error());
+        }
+        Ok(Self {
+            base: base.cast(),
+            len,
+            start: first - offset,
+        })
+    }
+
+    /// The mapped byte `at` bytes after the first one asked for.
+    pub(super) fn at(&self, at: usize) -> *mut u8 {
+        debug_assert!(self.start + at < self.len);
+        // SAFETY: inside the mapping for every `at` below the `bytes` asked for.
+        unsafe { self.base.add(self.start + at) }
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+        .ok()
+        .filter(|p| p.is_power_of_two())
+        .unwrap_or(4096)
+}
+
 impl TableWriter {
     pub fn new(map: MapData, name: &'static str, table_size: u32, max_vips: u32) -> Result<Self> {
-        // SAFETY: sysconf has no preconditions.
-        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
-            .ok()
-            .filter(|p| p.is_power_of_two())
-            .unwrap_or(4096);
         let writer = Self {
             map,
             name,
             table_size,
             max_vips,
-            page,
         };
         // Fail at load, not at the first publication, if the map cannot be mapped.
         drop(writer.window(0, 0)?);
@@ -68,36 +110,12 @@ impl TableWriter {
         }
         let table_bytes = self.table_size as usize * SLOT_STRIDE;
         let first = (vip_id as usize * 2 + which as usize) * table_bytes;
-        let offset = first & !(self.page - 1);
-        // Rounded up to whole pages: still within the map, whose size the kernel page-aligns.
-        let len = (first + table_bytes - offset).next_multiple_of(self.page);
-        let fd = self.map.fd().as_fd().as_raw_fd();
-        let file_offset = libc::off_t::try_from(offset)
-            .map_err(|_| anyhow::anyhow!("table offset {offset} overflows off_t"))?;
-        // SAFETY: mapping part of a BPF array created with BPF_F_MMAPABLE, page-aligned
-        // offset, shared; the kernel rejects a range past the map's end.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                file_offset,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            bail!(
-                "mmap of table {which} of VIP {vip_id} in the {} map failed: {}",
-                self.name,
-                std::io::Error::last_os_error()
-            );
-        }
-        Ok(Window {
-            base: base.cast(),
-            len,
-            start: first - offset,
-        })
+        Window::map(
+            &self.map,
+            first,
+            table_bytes,
+            &format!("table {which} of VIP {vip_id} in the {} map", self.name),
+        )
     }
 
     /// Write table `which` (0 or 1) of VIP `vip_id`.
@@ -111,12 +129,11 @@ impl TableWriter {
         }
         let window = self.window(vip_id, which)?;
         for (i, slot) in slots.iter().enumerate() {
-            // SAFETY: start + (i + 1) * SLOT_STRIDE <= start + table_bytes <= len, inside the
-            // mapping; slots are 2-byte aligned and the page-aligned base keeps them so.
+            // SAFETY: (i + 1) * SLOT_STRIDE <= table_bytes, inside the mapping; slots are
+            // 2-byte aligned and the page-aligned base keeps them so.
             unsafe {
                 window
-                    .base
-                    .add(window.start + i * SLOT_STRIDE)
+                    .at(i * SLOT_STRIDE)
                     .cast::<u16>()
                     .write_volatile(*slot)
             };
@@ -132,13 +149,7 @@ impl TableWriter {
         Ok((0..self.table_size as usize)
             .map(|i| {
                 // SAFETY: inside the mapping, as in write().
-                unsafe {
-                    window
-                        .base
-                        .add(window.start + i * SLOT_STRIDE)
-                        .cast::<u16>()
-                        .read_volatile()
-                }
+                unsafe { window.at(i * SLOT_STRIDE).cast::<u16>().read_volatile() }
             })
             .collect())
     }

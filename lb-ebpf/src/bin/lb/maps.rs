@@ -6,9 +6,9 @@
 use aya_ebpf::maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf};
 use lb_common::{
     AddrKey, Backend, BenchFrame, FloodWindow, FlowKey, FlowState, LbConfig, TraceControl,
-    TraceScratch, TrafficCounters, VipKey, VipMeta, ADDR_FILTER_WORDS, BENCH_STAT_COUNT,
+    TraceScratch, TrafficCounters, VipKey, VipMeta, VipSlot, ADDR_FILTER_WORDS, BENCH_STAT_COUNT,
     DEFAULT_CONN_TABLE_ENTRIES, DEFAULT_MAX_VIPS, DEFAULT_TABLE_SIZE, MAX_BACKENDS,
-    PROBE_STAT_COUNT, SLOTS_PER_ELEMENT, STAT_COUNT, TRACE_RING_BYTES,
+    PROBE_STAT_COUNT, SLOTS_PER_ELEMENT, STAT_COUNT, TRACE_RING_BYTES, VIP_INDEX_SLOTS,
 };
 use lb_ebpf::named_map;
 
@@ -47,6 +47,13 @@ named_map! {
 
 named_map! {
     pub static VIPS: HashMap<VipKey, VipMeta> = HashMap::with_max_entries(DEFAULT_MAX_VIPS, 0);
+}
+
+named_map! {
+    /// Direct-mapped index in front of `VIPS` (`lb_common::VipSlot`): most VIP packets find
+    /// their VIP with an inlined array lookup instead of a hash-map call. Written word by word
+    /// through a shared mapping (hence mmapable).
+    pub static VIP_INDEX: Array<VipSlot> = Array::with_max_entries(VIP_INDEX_SLOTS, BPF_F_MMAPABLE);
 }
 
 named_map! {

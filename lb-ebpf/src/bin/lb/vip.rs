@@ -1,17 +1,16 @@
 //! VIP lookup. Most host traffic is rejected by a bitmap test; flows to a VIP address look up
-//! (address, port, protocol), then (address, any port, protocol) when the address has such a
-//! VIP. Both maps are small and stay in cache.
+//! (address, port, protocol), then (address, any port, protocol). Each lookup tries the key's
+//! home in `VIP_INDEX` (an inlined array load and five compares), and `VIPS` (a hash-map call)
+//! only when the home says a key that lives there only may be it (`lb_common::VipSlot`).
 
-use crate::maps::{ADDR_FILTER, VIPS, VIP_ADDRS};
-use lb_common::{
-    hash::addr_filter_bit, AddrKey, VipKey, VipMeta, ADDR_F_TCP_ANY_PORT, ADDR_F_UDP_ANY_PORT,
-    IPPROTO_TCP,
-};
+use crate::maps::{ADDR_FILTER, VIPS, VIP_ADDRS, VIP_INDEX};
+use core::ptr::read_volatile;
+use lb_common::{hash::vip_index_slot, AddrKey, VipKey, VipMeta, VipSlot, VIP_INDEX_EMPTY};
 
 /// False: certainly not a VIP address. True: probably one (false positives are rare).
 #[inline(always)]
 pub fn may_be_vip_address(addr: &[u32; 4], family: u8) -> bool {
-    let bit = addr_filter_bit(addr, family);
+    let bit = lb_common::hash::addr_filter_bit(addr, family);
     match ADDR_FILTER.get(bit >> 6) {
         Some(word) => *word & (1u64 << (bit & 63)) != 0,
         None => false,
@@ -32,18 +31,63 @@ pub fn address_flags(addr: [u32; 4], family: u8) -> Option<u32> {
 
 #[inline(always)]
 pub fn lookup(addr: &[u32; 4], family: u8, port: u16, proto: u8) -> Option<VipMeta> {
-    // SAFETY: the value is copied out before the next map operation.
-    if let Some(meta) = unsafe { VIPS.get(VipKey::from_words(addr, port, proto, family)) } {
-        return Some(*meta);
+    if let Some(meta) = find(&VipKey::from_words(addr, port, proto, family)) {
+        return Some(meta);
     }
-    let any_port = if proto == IPPROTO_TCP {
-        ADDR_F_TCP_ANY_PORT
-    } else {
-        ADDR_F_UDP_ANY_PORT
+    find(&VipKey::from_words(addr, 0, proto, family))
+}
+
+/// What a key's home slot says of it.
+enum Home {
+    /// The key lives here.
+    Found(VipMeta),
+    /// It may live in `VIPS` only.
+    Spilled,
+    /// It is no VIP.
+    Absent,
+}
+
+#[inline(always)]
+fn find(key: &VipKey) -> Option<VipMeta> {
+    let words = key.words();
+    match home(&words) {
+        Home::Found(meta) => Some(meta),
+        // SAFETY: the value is copied out before the next map operation.
+        Home::Spilled => unsafe { VIPS.get(key) }.copied(),
+        Home::Absent => None,
+    }
+}
+
+#[inline(always)]
+fn home(words: &[u32; 5]) -> Home {
+    let Some(slot) = VIP_INDEX.get(vip_index_slot(words)) else {
+        return Home::Spilled;
     };
-    if address_flags(*addr, family)? & any_port == 0 {
-        return None;
+    let slot: *const VipSlot = slot;
+    // SAFETY: a pointer into the map value from the lookup above. Volatile loads in this order:
+    // the id before the words it vouches for (the agent stores them the other way round), and
+    // no load merged or repeated, since the agent may be storing to the slot right now.
+    unsafe {
+        let id = read_volatile(&(*slot).id);
+        let key = &raw const (*slot).key as *const u32;
+        if id != VIP_INDEX_EMPTY
+            && read_volatile(key) == words[0]
+            && read_volatile(key.add(1)) == words[1]
+            && read_volatile(key.add(2)) == words[2]
+            && read_volatile(key.add(3)) == words[3]
+            && read_volatile(key.add(4)) == words[4]
+        {
+            return Home::Found(VipMeta {
+                id,
+                flags: read_volatile(&(*slot).flags),
+                active_table: read_volatile(&(*slot).active_table),
+                _reserved: 0,
+            });
+        }
+        if read_volatile(&(*slot).spill) != 0 {
+            Home::Spilled
+        } else {
+            Home::Absent
+        }
     }
-    // SAFETY: as above.
-    unsafe { VIPS.get(VipKey::from_words(addr, 0, proto, family)) }.copied()
 }
