@@ -196,7 +196,11 @@ mod tests {
             }
         }
         // 128 keys in 4096 slots: about 2 shared homes are expected of a random function.
-        assert!(homes.len() >= keys - 6, "{} homes for {keys} keys", homes.len());
+        assert!(
+            homes.len() >= keys - 6,
+            "{} homes for {keys} keys",
+            homes.len()
+        );
     }
 
     /// The unkeyed hash is the one every balancer computed before keys existed: fixed values,

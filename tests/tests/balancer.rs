@@ -310,6 +310,51 @@ fn port_zero_vip_matches_any_port_and_exact_port_wins() -> Result<()> {
     assert_passed_untouched(&mut lab, &frames::udp4(CLIENT, 1, WEB, 53, b"x"))
 }
 
+/// VIPs whose `VIP_INDEX` home is taken live in `VIPS` only (the home's spill flag sends the
+/// data path there): all of them forward, follow a table change, and leave with their removal
+/// while the others keep forwarding; one moves into its home once that is free.
+#[test]
+fn vips_sharing_an_index_home_all_forward_and_leave_one_by_one() -> Result<()> {
+    use lb_common::hash::vip_index_slot;
+    let home = |ip: Ipv4Addr, port| {
+        let key = lb_common::VipKey::new(ip.into(), port, IPPROTO_TCP);
+        vip_index_slot(&key.words())
+    };
+    let other = Ipv4Addr::new(198, 18, 0, 11);
+    let mut ports = (1..=u16::MAX).filter(|p| home(other, *p) == home(WEB, 80));
+    let (Some(p1), Some(p2)) = (ports.next(), ports.next()) else {
+        panic!("no two ports of {other} share {WEB}:80's home");
+    };
+    let mut lab = Lab::new()?;
+    let web = lab.add_vip(WEB.into(), 80, IPPROTO_TCP, 0, &[0])?;
+    let spilled = lab.add_vip(other.into(), p1, IPPROTO_TCP, 0, &[1])?;
+    lab.add_vip(other.into(), p2, IPPROTO_TCP, 0, &[2])?;
+    let syn = |ip, port| frames::tcp4(CLIENT, 40030, ip, port, Tcp::Syn, &[]);
+    assert_forwarded_to(&mut lab, &syn(WEB, 80), 0)?;
+    assert_forwarded_to(&mut lab, &syn(other, p1), 1)?;
+    assert_forwarded_to(&mut lab, &syn(other, p2), 2)?;
+    // A spilled VIP's table flips in VIPS.
+    lab.set_backends(&spilled, &[0])?;
+    assert_forwarded_to(&mut lab, &syn(other, p1), 0)?;
+    // Another port of the same address shares the home too, and is no VIP.
+    let mut strangers = ports.filter(|p| *p != p1 && *p != p2);
+    if let Some(p3) = strangers.next() {
+        assert_passed_untouched(&mut lab, &syn(other, p3))?;
+    }
+    // The VIP in the home leaves: the spilled ones still forward.
+    lab.lb.remove_vip(&web)?;
+    assert_passed_untouched(&mut lab, &syn(WEB, 80))?;
+    assert_forwarded_to(&mut lab, &syn(other, p2), 2)?;
+    // The spilled one moves into the free home with its next table, and keeps forwarding.
+    lab.set_backends(&spilled, &[1])?;
+    assert_forwarded_to(&mut lab, &syn(other, p1), 1)?;
+    assert_forwarded_to(&mut lab, &syn(other, p2), 2)?;
+    lab.lb.remove_vip(&spilled)?;
+    assert_passed_untouched(&mut lab, &syn(other, p1))?;
+    assert_forwarded_to(&mut lab, &syn(other, p2), 2)?;
+    Ok(())
+}
+
 #[test]
 fn non_vip_traffic_passes_byte_identical() -> Result<()> {
     let (mut lab, _) = web_lab()?;

@@ -161,7 +161,11 @@ impl VipIndex {
         };
         let window = index.window(0, VIP_INDEX_SLOTS as usize * STRIDE)?;
         for slot in 0..VIP_INDEX_SLOTS as usize {
-            store(&window, slot * STRIDE + offset_of!(VipSlot, id), VIP_INDEX_EMPTY);
+            store(
+                &window,
+                slot * STRIDE + offset_of!(VipSlot, id),
+                VIP_INDEX_EMPTY,
+            );
         }
         Ok(index)
     }

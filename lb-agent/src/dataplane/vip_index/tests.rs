@@ -53,7 +53,10 @@ fn a_table_flip_stores_the_meta_alone_and_nothing_unchanged_is_stored() {
     let mut plan = Plan::new();
     let k = key(1, 80);
     plan.set(&k, &meta(3, 0));
-    assert_eq!(plan.set(&k, &meta(3, 1)), [Step::Meta(home(&k), meta(3, 1))]);
+    assert_eq!(
+        plan.set(&k, &meta(3, 1)),
+        [Step::Meta(home(&k), meta(3, 1))]
+    );
     assert_eq!(plan.set(&k, &meta(3, 1)), []);
 }
 
