@@ -145,7 +145,7 @@ pub const VIP_INDEX_EMPTY: u32 = u32::MAX;
 /// finds its home taken.
 pub const VIP_INDEX_SLOTS: u32 = 4096;
 const _: () = assert!(VIP_INDEX_SLOTS.is_power_of_two());
-const _: () = assert!(core::mem::size_of::<VipSlot>() % 8 == 0);
+const _: () = assert!(core::mem::size_of::<VipSlot>().is_multiple_of(8));
 
 /// Value of `VIPS`. Replaced as a whole by the agent, so a reader sees either the old or the new
 /// `active_table`, never a mix.
