@@ -56,12 +56,26 @@ impl Lab {
         Self::load(max_vips, 4096)
     }
 
+    /// As `new`, with its maps pinned in `dir`: a second `pinned` on the same directory adopts
+    /// them, as a restarted agent does.
+    pub fn pinned(dir: &std::path::Path) -> Result<Self> {
+        Self::load_with(8, 4096, Some(dir.to_path_buf()))
+    }
+
     fn load(max_vips: u32, conn_table_entries: u32) -> Result<Self> {
+        Self::load_with(max_vips, conn_table_entries, None)
+    }
+
+    fn load_with(
+        max_vips: u32,
+        conn_table_entries: u32,
+        pin_dir: Option<std::path::PathBuf>,
+    ) -> Result<Self> {
         let mut lb = Balancer::load(LoadOptions {
             table_size: DEFAULT_TABLE_SIZE,
             max_vips,
             conn_table_entries,
-            pin_dir: None,
+            pin_dir,
             ebpf_log: false,
         })?;
         let config = LbConfig {

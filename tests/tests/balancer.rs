@@ -355,6 +355,40 @@ fn vips_sharing_an_index_home_all_forward_and_leave_one_by_one() -> Result<()> {
     Ok(())
 }
 
+/// `VIP_INDEX` is not pinned: a balancer that adopts pinned maps rebuilds it from `VIPS`, so its
+/// program forwards to every VIP before anyone sets a VIP again.
+#[test]
+fn adopting_pinned_maps_rebuilds_the_vip_index() -> Result<()> {
+    /// Removes the pins however the test ends.
+    struct Pins(std::path::PathBuf);
+    impl Drop for Pins {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let pins = Pins(
+        std::path::Path::new("/sys/fs/bpf")
+            .join(format!("lb-test-vipindex-{}", std::process::id())),
+    );
+    let _ = std::fs::remove_dir_all(&pins.0);
+    let mut lab = Lab::pinned(&pins.0)?;
+    let key = lab.add_vip(WEB.into(), 80, IPPROTO_TCP, 0, &V4_BACKENDS)?;
+    let six = lab.add_vip(WEB6.into(), 80, IPPROTO_TCP, 0, &[3, 4])?;
+    let frame = frames::tcp4(CLIENT, 40040, WEB, 80, Tcp::Syn, &[]);
+    let frame6 = frames::tcp6(CLIENT6, 40040, WEB6, 80, Tcp::Syn, &[]);
+    let backend = lab.predict(&key, &flow_of(&frame)?, &V4_BACKENDS)?;
+    let backend6 = lab.predict(&six, &flow_of(&frame6)?, &[3, 4])?;
+    assert_forwarded_to(&mut lab, &frame, backend)?;
+    drop(lab);
+    let mut lab = Lab::pinned(&pins.0)?;
+    assert!(
+        lab.lb.adopted(),
+        "the second balancer did not adopt the pins"
+    );
+    assert_forwarded_to(&mut lab, &frame, backend)?;
+    assert_forwarded_to(&mut lab, &frame6, backend6)
+}
+
 #[test]
 fn non_vip_traffic_passes_byte_identical() -> Result<()> {
     let (mut lab, _) = web_lab()?;
