@@ -39,7 +39,10 @@ use lb_common::{Stat, ETH_HDR_LEN, ETH_P_IP, ETH_P_IPV6, VLAN_HDR_LEN};
 use lb_ebpf::{hdr::EthHdr, l2, packet::ptr_at};
 use verdict::Verdict;
 
+// `#[inline(always)]` on the function the macro wraps: otherwise its body is a BPF-to-BPF call of
+// its own, a second stack frame and a call per packet.
 #[xdp]
+#[inline(always)]
 pub fn xdp_lb(ctx: XdpContext) -> u32 {
     run(&ctx)
 }
@@ -95,6 +98,7 @@ pub fn tc_probe_encap(ctx: TcContext) -> i32 {
 
 /// Swap source and destination MAC and send the frame back: the least an XDP forwarder can do.
 #[xdp]
+#[inline(always)]
 pub fn xdp_reflect(ctx: XdpContext) -> u32 {
     reflect(&ctx)
 }
@@ -112,6 +116,7 @@ fn reflect(ctx: &XdpContext) -> u32 {
 /// Benchmark twins: the same code as `xdp_lb` and `xdp_reflect`, inlined behind the harness
 /// that restores the template frame before every iteration.
 #[xdp]
+#[inline(always)]
 pub fn xdp_bench_lb(ctx: XdpContext) -> u32 {
     if !bench::restore(&ctx) {
         return xdp_action::XDP_ABORTED;
@@ -120,6 +125,7 @@ pub fn xdp_bench_lb(ctx: XdpContext) -> u32 {
 }
 
 #[xdp]
+#[inline(always)]
 pub fn xdp_bench_reflect(ctx: XdpContext) -> u32 {
     if !bench::restore(&ctx) {
         return xdp_action::XDP_ABORTED;
