@@ -164,8 +164,9 @@ pub struct VipMeta {
 /// Hash on the client address only, so every connection of a client reaches one backend.
 pub const VIP_F_HASH_SRC_ONLY: u32 = 1 << 0;
 
-/// Value bits of `VIP_ADDRS`: which VIP lookups an address needs, so traffic to an address that
-/// carries no VIP costs one lookup and a port-0 VIP does not pay for a failed exact lookup.
+/// Value bits of `VIP_ADDRS`: which kinds of VIP an address carries. The data path reads only
+/// whether the address carries any (a bad packet to it is dropped, not passed); the VIP lookup
+/// itself goes through `VIP_INDEX`, where a missing port-0 key costs an inlined array load.
 pub const ADDR_F_TCP_PORT: u32 = 1 << 0;
 pub const ADDR_F_TCP_ANY_PORT: u32 = 1 << 1;
 pub const ADDR_F_UDP_PORT: u32 = 1 << 2;
