@@ -43,6 +43,9 @@ struct Case {
     proof: Option<Stat>,
     /// Ratio to the floor this path should stay under (issue targets).
     target: Option<f64>,
+    /// Net cost (harness taken off) as a ratio to the bare floor this path should stay under
+    /// (issue #13 item 5).
+    net_target: Option<f64>,
     /// Run once through the balancer before each measurement (puts the flow in the table).
     prime: Option<Vec<u8>>,
 }
@@ -95,6 +98,7 @@ fn main() -> Result<()> {
             proof: None,
             target: None,
             prime: None,
+            net_target: None,
         },
         Case {
             name: "IPv4 TCP established, stable slot",
@@ -104,6 +108,7 @@ fn main() -> Result<()> {
             proof: Some(Stat::StableSlot),
             target: Some(3.5),
             prime: None,
+            net_target: Some(2.5),
         },
         Case {
             name: "IPv4 TCP new flow (SYN), stable slot",
@@ -113,6 +118,7 @@ fn main() -> Result<()> {
             proof: Some(Stat::StableSlot),
             target: Some(3.5),
             prime: None,
+            net_target: None,
         },
         Case {
             name: "IPv6 TCP established, stable slot",
@@ -122,6 +128,7 @@ fn main() -> Result<()> {
             proof: Some(Stat::StableSlot),
             target: Some(4.0),
             prime: None,
+            net_target: Some(2.8),
         },
         Case {
             name: "IPv4 TCP established, moved slot (conn-table hit)",
@@ -131,6 +138,7 @@ fn main() -> Result<()> {
             proof: Some(Stat::ConnHit),
             target: Some(3.5),
             prime: moved_prime,
+            net_target: Some(3.5),
         },
         Case {
             name: "IPv4 TCP new flow (SYN), moved slot (insert)",
@@ -140,6 +148,7 @@ fn main() -> Result<()> {
             proof: Some(Stat::ConnMissSyn),
             target: None,
             prime: None,
+            net_target: None,
         },
         Case {
             name: "IPv6 TCP established, moved slot (conn-table hit)",
@@ -149,6 +158,7 @@ fn main() -> Result<()> {
             proof: Some(Stat::ConnHit),
             target: Some(4.0),
             prime: moved6_prime,
+            net_target: None,
         },
         Case {
             name: "non-VIP pass",
@@ -158,6 +168,7 @@ fn main() -> Result<()> {
             proof: Some(Stat::PassNotVip),
             target: Some(1.5),
             prime: None,
+            net_target: None,
         },
         // Bare: the programs themselves, without the harness. Only paths that leave the frame
         // as it was can run so; the difference to the floor above is the harness's own cost.
@@ -169,6 +180,7 @@ fn main() -> Result<()> {
             proof: None,
             target: None,
             prime: None,
+            net_target: None,
         },
         Case {
             name: "non-VIP pass, bare",
@@ -178,6 +190,7 @@ fn main() -> Result<()> {
             proof: Some(Stat::PassNotVip),
             target: None,
             prime: None,
+            net_target: None,
         },
     ];
 
@@ -252,8 +265,8 @@ fn main() -> Result<()> {
          ({:.1} ns):",
         median(samples[bare_floor].clone())
     );
-    println!("| path | net ns | net / bare floor |");
-    println!("|---|---:|---:|");
+    println!("| path | net ns | net / bare floor | target |");
+    println!("|---|---:|---:|---:|");
     for (i, case) in cases.iter().enumerate().take(bare_floor).skip(1) {
         let net_ns = median(net(i));
         let ratio = median(
@@ -261,7 +274,18 @@ fn main() -> Result<()> {
                 .map(|r| net(i)[r] / samples[bare_floor][r])
                 .collect(),
         );
-        println!("| {} | {net_ns:.1} | {ratio:.2}x |", case.name);
+        if let Some(target) = case.net_target {
+            if ratio > target {
+                missed.push(format!(
+                    "{} net at {ratio:.2}x (target {target}x)",
+                    case.name
+                ));
+            }
+        }
+        let target = case
+            .net_target
+            .map_or("-".to_string(), |t| format!("<= {t}x"));
+        println!("| {} | {net_ns:.1} | {ratio:.2}x | {target} |", case.name);
     }
     if !missed.is_empty() {
         println!("\nabove target: {}", missed.join("; "));
